@@ -1,0 +1,58 @@
+"""Decoder backends: each turns a source into decoded frames with the codec's raw vectors.
+
+A backend knows how to talk to one decoder library and nothing about motion
+fields, references or residuals; :mod:`taplab.codec.reader` builds those from
+what every backend yields. Register a new backend in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class DecodedFrame:
+    """What a backend yields per frame, in display order."""
+
+    pict_type: str  # "I", "P" or "B" ("S"/"SI"/"SP"/"BI" are mapped onto these by the backend)
+    pts: int | None
+    time: float | None  # seconds
+    luma: np.ndarray  # (H, W) uint8
+    raw_motion: np.ndarray | None  # AV_MOTION_VECTOR_DTYPE records; None where the frame has no side data
+    rgb: Callable[[], np.ndarray]  # converts to (H, W, 3) uint8 RGB on demand
+    corrupt: bool = False
+
+
+class Backend(Protocol):
+    codec: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int | None  # as declared by the container; None when unknown (streams)
+
+    def frames(self) -> Iterator[DecodedFrame]: ...
+
+    def close(self) -> None: ...
+
+
+def _pyav(source, timeout):
+    from taplab.codec.backends.pyav import PyAVBackend
+
+    return PyAVBackend(source, timeout)
+
+
+def _mvextractor(source, timeout):
+    from taplab.codec.backends.mvextractor import MVExtractorBackend
+
+    return MVExtractorBackend(source, timeout)
+
+
+#: backend name -> factory(source, timeout_seconds) -> Backend
+BACKENDS: dict[str, Callable[..., Backend]] = {"pyav": _pyav, "mvextractor": _mvextractor}
+
+#: PyAV's generic picture types folded onto the three the runtime knows
+PICT_TYPES = {"I": "I", "P": "P", "B": "B", "S": "P", "SP": "P", "SI": "I", "BI": "B"}

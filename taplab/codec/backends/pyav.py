@@ -1,0 +1,106 @@
+"""The PyAV backend: FFmpeg through PyAV, vectors from ``flags2=+export_mvs`` side data."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+
+import av
+import numpy as np
+
+from taplab.codec.backends import PICT_TYPES, DecodedFrame
+from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
+
+#: pixel formats whose first plane is the luma plane, usable without conversion
+_LUMA_FIRST = ("yuv", "yuvj", "nv12", "nv21", "gray")
+
+
+def open_container(source, timeout: float | None) -> "av.container.InputContainer":
+    """``av.open`` with FFmpeg's errors turned into :class:`VideoOpenError`."""
+    name = _describe(source)
+    try:
+        return av.open(source, mode="r", timeout=timeout)
+    except av.error.FileNotFoundError as exc:
+        raise VideoOpenError(f"no such file: {name}") from exc
+    except av.error.IsADirectoryError as exc:
+        raise VideoOpenError(f"is a folder, not a video: {name}") from exc
+    except av.error.InvalidDataError as exc:
+        raise VideoOpenError(f"not a video file, or truncated: {name}") from exc
+    except av.error.EOFError as exc:
+        raise VideoOpenError(f"no data: empty or truncated video: {name}") from exc
+    except av.error.ExitError as exc:
+        raise VideoOpenError(f"timed out after {timeout} s opening {name}") from exc
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoOpenError(f"cannot open {name}: {exc}") from exc
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"<{type(source).__name__} object>"
+
+
+class PyAVBackend:
+    """Decodes with PyAV; frame threading on (the exported vectors do not depend on it)."""
+
+    def __init__(self, source, timeout: float | None):
+        self._container = open_container(source, timeout)
+        videos = self._container.streams.video
+        if not videos:
+            kinds = sorted({s.type for s in self._container.streams})
+            self.close()
+            if not kinds:
+                raise VideoOpenError(f"no streams at all (an empty video?): {_describe(source)}")
+            raise VideoOpenError(f"no video stream in {_describe(source)} (it has: {', '.join(kinds)})")
+        self._stream = videos[0]
+        ctx = self._stream.codec_context
+        ctx.options = {"flags2": "+export_mvs"}
+        ctx.thread_type = "AUTO"
+        self.codec = ctx.name
+        self.width, self.height = ctx.width, ctx.height
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self.frame_count = self._stream.frames or None
+        self._source = _describe(source)
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        try:
+            for packet in self._container.demux(self._stream):
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError as exc:
+                    # A broken packet costs its own frame; the GOP goes on (FFmpeg conceals the rest).
+                    warnings.warn(f"skipped a corrupt packet at pts {packet.pts} in {self._source}: {exc}", CorruptDataWarning, stacklevel=2)
+                    continue
+                for frame in decoded:
+                    yield self._convert(frame)
+        except av.error.ExitError as exc:
+            raise DecodeError(f"timed out reading {self._source}") from exc
+        except (av.FFmpegError, OSError) as exc:
+            raise DecodeError(f"reading {self._source} failed: {exc}") from exc
+
+    def _convert(self, frame: "av.VideoFrame") -> DecodedFrame:
+        side = frame.side_data.get("MOTION_VECTORS")
+        raw = np.array(side.to_ndarray()) if side is not None else None
+        return DecodedFrame(
+            pict_type=PICT_TYPES.get(av.video.frame.PictureType(frame.pict_type).name, "P"),
+            pts=frame.pts,
+            time=frame.time,
+            luma=_luma(frame),
+            raw_motion=raw,
+            rgb=lambda: frame.to_ndarray(format="rgb24"),
+            corrupt=bool(frame.is_corrupt),
+        )
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _luma(frame: "av.VideoFrame") -> np.ndarray:
+    """The Y plane as an (H, W) uint8 copy; no colour conversion for YUV/NV/gray formats."""
+    if frame.format.name.startswith(_LUMA_FIRST) and not frame.format.name.endswith(("le", "be")):
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        return rows[:, : frame.width].copy()
+    return frame.to_ndarray(format="gray")

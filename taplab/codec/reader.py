@@ -1,0 +1,194 @@
+"""The compressed-domain reader: frames with picture types, motion fields and residuals.
+
+    from taplab.codec import open_video
+    with open_video("clip.mp4") as video:
+        for frame in video:
+            frame.pict_type, frame.motion, frame.residual, frame.image
+
+Frames come in display order. Each frame's motion is a :class:`MotionField`
+towards its reference, taken to be the previous anchor (I- or P-frame) in
+display order: for the papers' I/P streams that is simply the previous frame.
+B-frames carry their past-reference vectors in ``motion`` and their
+future-reference vectors in ``motion_future``; they are never mixed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from taplab.codec.backends import BACKENDS, Backend, DecodedFrame
+from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, MotionField
+from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
+from taplab.ops.residual import residual as compute_residual
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+#: seconds to wait for a network source to open or to deliver data before giving up
+DEFAULT_TIMEOUT = 10.0
+
+
+class Frame:
+    """One decoded frame. ``image`` and ``residual`` are computed on first access."""
+
+    def __init__(
+        self,
+        index: int,
+        decoded: DecodedFrame,
+        motion: MotionField | None,
+        motion_future: MotionField | None,
+        reference_luma: np.ndarray | None,
+    ):
+        self.index = index
+        self.pts = decoded.pts
+        self.time = decoded.time
+        self.pict_type = decoded.pict_type
+        self.motion = motion
+        self.motion_future = motion_future
+        self.corrupt = decoded.corrupt
+        self.luma = decoded.luma
+        self._rgb = decoded.rgb
+        self._reference_luma = reference_luma
+
+    @property
+    def height(self) -> int:
+        return self.luma.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.luma.shape[1]
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        image = self._rgb()
+        self._rgb = None  # the decoder's frame buffer can go now
+        return image
+
+    @cached_property
+    def residual(self) -> np.ndarray:
+        """(H, W) uint8 ``|Y - MC(Y_ref)|`` (see :mod:`taplab.ops.residual`).
+
+        Frames without past vectors (I-frames, P-frames whose codec exported none)
+        get the zero-motion difference to their reference; the first frame, which
+        has no reference, gets zeros.
+        """
+        ref = self._reference_luma
+        if ref is None:
+            return np.zeros_like(self.luma)
+        m = self.motion
+        if m is None:
+            return compute_residual(self.luma, ref)
+        return compute_residual(self.luma, ref, m.vectors, m.valid, m.block)
+
+    def __repr__(self) -> str:
+        nvec = 0 if self.motion is None else int(self.motion.valid.sum())
+        return f"Frame(index={self.index}, pict_type={self.pict_type!r}, time={self.time}, vector_blocks={nvec})"
+
+
+class Video:
+    """An open video: stream properties and an iterator of :class:`Frame` in display order.
+
+    Iterate once; a second iteration raises (a stream cannot be rewound). Use as a
+    context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, backend: Backend, name: str):
+        self._backend = backend
+        self.name = name
+        self.codec: str = backend.codec
+        self.width: int = backend.width
+        self.height: int = backend.height
+        self.fps: float = backend.fps
+        self.frame_count: int | None = backend.frame_count
+        self.block: int = CODEC_BLOCK.get(self.codec, DEFAULT_BLOCK)
+        self._started = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._started:
+            raise DecodeError(f"{self.name} was already read; open it again to read it twice")
+        self._started = True
+        return self._frames()
+
+    def _frames(self) -> Iterator[Frame]:
+        anchor_luma: np.ndarray | None = None
+        anchor_index: int | None = None
+        index = 0
+        for decoded in self._backend.frames():
+            if decoded.corrupt:
+                warnings.warn(f"frame {index} of {self.name} is damaged (concealed by the decoder)", CorruptDataWarning, stacklevel=2)
+            past, future = self._motion_fields(decoded, anchor_index)
+            frame = Frame(index, decoded, past, future, anchor_luma)
+            if frame.pict_type != "B":
+                anchor_luma, anchor_index = decoded.luma, index
+            yield frame
+            index += 1
+        if index == 0:
+            raise DecodeError(f"no frame could be decoded from {self.name}")
+
+    def _motion_fields(self, decoded: DecodedFrame, reference: int | None) -> tuple[MotionField | None, MotionField | None]:
+        raw = decoded.raw_motion
+        if raw is None or len(raw) == 0 or decoded.pict_type == "I":
+            return None, None
+        fields = []
+        for direction in ("past", "future"):
+            has = (raw["source"] < 0) if direction == "past" else (raw["source"] > 0)
+            if not has.any():
+                fields.append(None)
+                continue
+            ref = reference if direction == "past" else None
+            fields.append(MotionField.from_raw(raw, self.width, self.height, self.block, direction, ref))
+        return fields[0], fields[1]
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Video({self.name!r}, codec={self.codec!r}, {self.width}x{self.height} @ {self.fps:g} fps)"
+
+
+def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TIMEOUT) -> Video:
+    """Open a video for compressed-domain reading.
+
+    Args:
+        source: a path, a URL (``rtsp://``, ``udp://``, ``tcp://``, ``http://`` ...) or a
+            binary file-like object (``read`` and, for MP4, ``seek``).
+        backend: a key of :data:`taplab.codec.backends.BACKENDS`: ``"pyav"`` (default) or
+            ``"mvextractor"``.
+        timeout: seconds a network source may take to open or to send data
+            (``None`` waits forever).
+
+    Raises:
+        VideoOpenError: missing path, folder, not a video, no video stream, unreachable URL.
+    """
+    factory = BACKENDS.get(backend)
+    if factory is None:
+        raise VideoOpenError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if not _URL.match(text):
+            path = Path(text)
+            if not path.exists():
+                raise VideoOpenError(f"no such file: {text}")
+            if path.is_dir():
+                raise VideoOpenError(f"is a folder, not a video: {text}")
+            if path.stat().st_size == 0:
+                raise VideoOpenError(f"empty file: {text}")
+        name = text
+    elif hasattr(source, "read"):
+        name = getattr(source, "name", None) or f"<{type(source).__name__}>"
+    else:
+        raise VideoOpenError(f"cannot read a video from a {type(source).__name__}; pass a path, URL or binary file object")
+    return Video(factory(source, timeout), str(name))

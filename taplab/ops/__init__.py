@@ -1,0 +1,1 @@
+"""The maths of taplab on plain arrays and tensors (no codec or runtime objects)."""

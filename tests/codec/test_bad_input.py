@@ -1,0 +1,156 @@
+"""Bad input: each case is a clear TapLabError (CLI: one line, exit 2), never a crash or a hang."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import av
+import numpy as np
+import pytest
+
+from taplab.codec import encode, open_video
+from taplab.errors import CorruptDataWarning, DecodeError, EncodeError, VideoOpenError
+from tests.conftest import translation_frames
+
+
+def read_all(source, **kw):
+    with open_video(source, **kw) as video:
+        return list(video)
+
+
+def test_missing_path():
+    with pytest.raises(VideoOpenError, match="no such file"):
+        open_video("/no/such/clip.mp4")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(VideoOpenError, match="folder"):
+        open_video(tmp_path)
+
+
+def test_text_file_named_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 20)
+    with pytest.raises(VideoOpenError, match="not a video"):
+        open_video(path)
+
+
+def test_truncated_file(translation_clip, tmp_path):
+    data = translation_clip.read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoOpenError, match="truncated"):
+        read_all(path)
+
+
+def test_corrupt_packet_mid_stream_is_skipped_with_a_warning(translation_clip, tmp_path):
+    with av.open(str(translation_clip)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(translation_clip.read_bytes())
+    pos, size = packets[6]
+    data[pos + 4 : pos + size] = np.random.default_rng(1).integers(0, 255, size - 4, dtype=np.uint8).tobytes()
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames = read_all(path)
+    assert any(issubclass(w.category, CorruptDataWarning) for w in caught)
+    assert len(frames) >= 22  # one frame may be lost; decoding went on to the end
+    assert frames[-1].pict_type == "P" and frames[12].pict_type == "I"
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "audio.mp4"
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=44100)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    with pytest.raises(VideoOpenError, match="no video stream.*audio"):
+        open_video(path)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_zero_frame_file(tmp_path, ext):
+    path = tmp_path / f"zero.{ext}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 64, "yuv420p"
+        c.start_encoding()
+    with pytest.raises((VideoOpenError, DecodeError)):
+        read_all(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(VideoOpenError, match="empty"):
+        open_video(path)
+
+
+def test_refused_url_fails_at_once():
+    start = time.monotonic()
+    with pytest.raises(VideoOpenError, match="refused"):
+        open_video("tcp://127.0.0.1:1", timeout=2)
+    assert time.monotonic() - start < 2
+
+
+def test_silent_server_times_out():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(VideoOpenError, match="timed out"):
+            open_video(f"tcp://127.0.0.1:{port}", timeout=0.5)
+        assert time.monotonic() - start < 5
+    finally:
+        server.close()
+
+
+def test_unknown_backend_and_wrong_source_type(translation_clip):
+    with pytest.raises(VideoOpenError, match="unknown backend"):
+        open_video(translation_clip, backend="gstreamer")
+    with pytest.raises(VideoOpenError, match="cannot read a video from a int"):
+        open_video(42)
+    with pytest.raises(VideoOpenError, match="paths and URLs only"):
+        open_video(open(translation_clip, "rb"), backend="mvextractor")
+
+
+def test_encode_rejects_bad_parameters_and_leaves_no_file(tmp_path):
+    frames = translation_frames(4, 64, 128, 1, 1)
+    out = tmp_path / "x.mp4"
+    with pytest.raises(EncodeError, match="unknown codec"):
+        encode(frames, out, codec="vp9")
+    with pytest.raises(EncodeError, match="even"):
+        encode([f[:63] for f in frames], out)
+    with pytest.raises(EncodeError, match="quality"):
+        encode(frames, out, quality=99)
+    with pytest.raises(EncodeError, match="frame 2"):
+        encode(frames[:2] + [frames[2][:32]], out)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["probe", "/no/such.mp4"], "error: no such file: /no/such.mp4"),
+        (["probe", "/"], "error: is a folder, not a video: /"),
+        (["encode", "/no/such/folder", "out.mp4"], "error: no such file or folder: /no/such/folder"),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
