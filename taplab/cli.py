@@ -100,7 +100,7 @@ def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int,
     height, width = _parse_size(size)
     config = SynthConfig(height=height, width=width, frames=frames, seed=seed)
     with _progress(frames, "rendering") as update:
-        path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=name, images=images, progress=update)
+        path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=name, images=images, progress=lambda _t: update(1))
     click.echo(f"wrote {path}")
 
 

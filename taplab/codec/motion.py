@@ -98,8 +98,8 @@ class MotionField:
             vectors = np.empty((gh, gw, 2), np.float32)
             valid = np.empty((gh, gw), bool)
             native.rasterize(raw, len(raw), block, gh, gw, sign, vectors, valid)
-        mine = raw[np.sign(raw["source"]) == sign]
-        return cls(vectors=vectors, valid=valid, block=block, raw=mine, direction=direction, reference=reference)
+        mine = np.sign(raw["source"]) == sign
+        return cls(vectors=vectors, valid=valid, block=block, raw=raw if mine.all() else raw[mine], direction=direction, reference=reference)
 
 
 def rasterize_reference(raw: np.ndarray, width: int, height: int, block: int, sign: int) -> tuple[np.ndarray, np.ndarray]:

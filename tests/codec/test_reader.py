@@ -112,6 +112,17 @@ def test_h264_b_frames_keep_past_and_future_vectors_apart(tmp_path):
             assert f.motion_future is None and f.motion.reference < f.index
 
 
+def test_reading_a_b_frame_stream_is_deterministic(tmp_path):
+    path = encode(translation_frames(16, 128, 256, DX, DY), tmp_path / "b.mp4", codec="h264", bframes=2, gop=16, quality=18)
+
+    def fields():
+        with open_video(path) as video:
+            return [(f.pict_type, f.motion and f.motion.vectors.tobytes(), f.motion_future and f.motion_future.vectors.tobytes()) for f in video]
+
+    first = fields()
+    assert all(fields() == first for _ in range(12))
+
+
 def test_mpeg4_b_frame_streams_p_vectors_span_the_anchor_distance(tmp_path):
     """In IBBP order a P-frame predicts from the anchor three frames back; its vectors say so.
 
