@@ -32,7 +32,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["taplab", "taplab.*"]),
+    # models/ (the shipped trained models and their cards) is installed as the package data of
+    # taplab._models, so that `taplab segment` finds the default model from any working directory.
+    packages=find_packages(include=["taplab", "taplab.*"]) + ["taplab._models"],
+    package_dir={"taplab._models": "models"},
+    package_data={"taplab._models": ["*.pt", "*.md"]},
     install_requires=[
         # torch is pinned by the README's install step (a CPU wheel); any 2.x works here.
         "torch>=2.0",

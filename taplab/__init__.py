@@ -3,6 +3,7 @@
 Public API (the rest is internal and may change):
 
     from taplab import open_video, encode        # the compressed-domain reader and encoder
+    from taplab import load_model, Model          # any segmentation model, checked against the contract
     from taplab import TapLabError                # base class of every input error
 """
 
@@ -18,11 +19,24 @@ from taplab.errors import (
 
 __version__ = "0.1.0"
 
+#: imported on first use, so that commands that need no torch (probe, encode) start fast
+_LAZY = {"load_model": "taplab.nets.loader", "Model": "taplab.nets.loader"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taplab' has no attribute {name!r}")
+
 __all__ = [
     "open_video",
     "encode",
     "probe",
     "MotionField",
+    "load_model",
+    "Model",
     "TapLabError",
     "VideoOpenError",
     "DecodeError",

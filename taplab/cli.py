@@ -104,6 +104,172 @@ def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int,
     click.echo(f"wrote {path}")
 
 
+def _parse_range(text: str, kind: type) -> tuple:
+    try:
+        low, high = (kind(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LOW,HIGH, e.g. 0.5,2.0, got {text!r}") from None
+    return low, high
+
+
+def _parse_model_args(items: tuple[str, ...]) -> dict:
+    args = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--model-arg")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+class _TrainBar:
+    """One progress bar per epoch's training and validation phase, showing loss, throughput and lr.
+
+    When stderr is not a terminal (a log file), a plain line every tenth of an epoch instead.
+    """
+
+    def __init__(self):
+        self.bar, self.key, self.text = None, None, ""
+        self.plain = not sys.stderr.isatty()
+
+    def __call__(self, p) -> None:
+        if self.plain:
+            if p.phase == "train" and (p.step == p.steps or p.step % max(1, p.steps // 10) == 0):
+                click.echo(f"epoch {p.epoch}/{p.epochs} step {p.step}/{p.steps}  loss {p.loss:.3f}  "
+                           f"{p.images_per_s:.1f} img/s  lr {p.lr:.2e}", err=True)
+            return
+        key = (p.phase, p.epoch)
+        if key != self.key:
+            self.close()
+            label = f"epoch {p.epoch}/{p.epochs} {'train' if p.phase == 'train' else 'val  '}"
+            self.bar = click.progressbar(length=p.steps, label=label, file=sys.stderr, show_pos=True,
+                                         item_show_func=lambda _: self.text).__enter__()
+            self.key = key
+        if p.phase == "train":
+            self.text = f"loss {p.loss:.3f}  {p.images_per_s:.1f} img/s  lr {p.lr:.2e}"
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@cli.command()
+@click.option("--model", default="bl2", show_default=True, help="Network to train: bl1, bl2 or bl3 (see `taplab models`).")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Network option, e.g. width=0.75 (repeatable).")
+@click.option("--data", default="synth", show_default=True,
+              help="Training data: synth[:clips=N,frames=N,step=N,seed=N,size=HxW], or a Cityscapes-, taplab-synth- or CamVid-format folder.")
+@click.option("--val-data", default=None, help="Validation data (default: the val split of --data).")
+@click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False), help="Folder for last.pt, best.pt, log.jsonl.")
+@click.option("--epochs", default=20, show_default=True, help="Passes over the training set.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--iters-per-epoch", type=int, default=None, help="Batches per epoch (default: one pass over the data).")
+@click.option("--crop", default="384x384", show_default=True, help="Random crop HxW.")
+@click.option("--scale", default="0.5,2.0", show_default=True, help="Random scale range LOW,HIGH.")
+@click.option("--no-flip", is_flag=True, help="No random horizontal flips.")
+@click.option("--jpeg", default="40,95", show_default=True, help="JPEG re-encoding quality range LOW,HIGH (half the samples), or 'none'.")
+@click.option("--jpeg-probability", default=0.5, show_default=True, help="Share of samples re-encoded as JPEG.")
+@click.option("--lr", default=1e-3, show_default=True, help="Adam's initial learning rate.")
+@click.option("--poly-power", default=0.9, show_default=True, help="Exponent of the poly schedule lr (1 - i/total)^p.")
+@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--val-limit", type=click.IntRange(min=1), default=None, help="Validate on this many images only.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--resume", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Continue the run saved in this last.pt, in its folder, with its own settings "
+                   "(only --epochs, --device and --threads may change).")
+@click.pass_context
+def train(ctx: click.Context, resume: str | None, **options) -> None:
+    """Train a segmentation network (Adam, poly lr, random scale/crop/flip, cross-entropy).
+
+    Validates mIoU after every epoch; writes OUT/last.pt, OUT/best.pt and OUT/log.jsonl.
+    """
+    from taplab.train import TrainConfig, train as run_train
+
+    given = {name for name in options if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    overrides = {}
+    if resume is not None:
+        allowed = {"epochs", "device", "threads"}
+        if given - allowed:
+            raise click.UsageError(f"--resume continues a run with its saved settings; only --epochs, --device and "
+                                   f"--threads may be given (got --{sorted(given - allowed)[0].replace('_', '-')})")
+        overrides = {name: options[name] for name in given}
+        config = None
+    else:
+        jpeg = None if options["jpeg"].lower() == "none" else _parse_range(options["jpeg"], int)
+        config = TrainConfig(
+            model=options["model"], model_args=_parse_model_args(options["model_args"]), data=options["data"],
+            val_data=options["val_data"], out=options["out"], epochs=options["epochs"], batch_size=options["batch_size"],
+            iters_per_epoch=options["iters_per_epoch"], crop=_parse_size(options["crop"]),
+            scale=_parse_range(options["scale"], float), flip=not options["no_flip"], jpeg=jpeg,
+            jpeg_probability=options["jpeg_probability"], lr=options["lr"], poly_power=options["poly_power"],
+            weight_decay=options["weight_decay"], val_limit=options["val_limit"], seed=options["seed"],
+            device=options["device"], threads=options["threads"])
+    bar = _TrainBar()
+    try:
+        result = run_train(config, resume=resume, progress=bar, **overrides)
+    finally:
+        bar.close()
+    for record in result.history:
+        miou = "-" if record["val_miou"] is None else f"{100 * record['val_miou']:.1f}%"
+        click.echo(f"epoch {record['epoch']:3d}  loss {record['loss']:.3f}  val mIoU {miou}")
+    click.echo(f"best val mIoU {100 * result.best_miou:.1f}%: {result.best}")
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.argument("data")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="val", show_default=True,
+              help="Which part of DATA (folders without split sub-folders: every tenth clip is val).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N images only.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def eval_(model: str, data: str, split: str, limit: int | None, device: str, as_json: bool) -> None:
+    """Accuracy of MODEL on labelled DATA: per-class IoU, mIoU, pixel accuracy.
+
+    MODEL: default, a shipped or built-in name, a checkpoint, a TorchScript file or package.module:factory.
+    DATA: a Cityscapes-, taplab-synth- or CamVid-format folder, or synth[:...].
+    """
+    from taplab.data.datasets import open_dataset
+    from taplab.evaluate import evaluate
+    from taplab.nets.loader import load_model
+
+    dataset = open_dataset(data, split)
+    loaded = load_model(model, device=device)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    with _progress(n, "evaluating") as update:
+        result = evaluate(loaded, dataset, limit=limit, progress=update)
+    click.echo(json.dumps(result.to_dict()) if as_json else result.format())
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--half/--full", default=True, show_default=True, help="Store the weights as float16 (half the size).")
+def export(checkpoint: str, out: str, half: bool) -> None:
+    """Copy CHECKPOINT to OUT without its training state, ready to ship or share.
+
+    Keeps the architecture, weights, classes, training config and validation metrics.
+    """
+    from taplab.nets.checkpoint import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, half=half)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@cli.command()
+def models() -> None:
+    """List the built-in networks and the trained models shipped with taplab."""
+    from taplab.nets.zoo import describe_models
+
+    click.echo(describe_models())
+
+
 @cli.command()
 def info() -> None:
     """Versions of taplab and its libraries, and which compiled kernels are active."""
@@ -130,8 +296,16 @@ def info() -> None:
         f"opencv        {cv2.__version__}",
         f"numpy         {numpy.__version__}",
         f"mc kernels    {status('mc').reason}",
+        f"default model {_default_model()}",
     ]
     click.echo("\n".join(lines))
+
+
+def _default_model() -> str:
+    from taplab.nets.zoo import DEFAULT_MODEL, find_shipped
+
+    shipped = find_shipped("default")
+    return f"{DEFAULT_MODEL} ({shipped.path})" if shipped else f"{DEFAULT_MODEL} not installed (models/ missing)"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,6 @@ what the reader assumes (see :mod:`taplab.codec.motion`).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 from taplab.errors import EncodeError, TapLabError
+from taplab.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 
@@ -109,20 +109,14 @@ def encode(
     if not out_path.parent.exists():
         raise EncodeError(f"output folder does not exist: {out_path.parent}")
     # Write next to the target and rename at the end: a failed encode leaves no half file.
-    fd, tmp_name = tempfile.mkstemp(prefix=".taplab-", suffix=out_path.suffix or ".mp4", dir=out_path.parent)
-    os.close(fd)
     try:
-        count = _write(frames, tmp_name, spec, gop, bframes, quality, fps)
-        if count == 0:
-            raise EncodeError("no frames to encode")
-        os.replace(tmp_name, out_path)
+        with atomic_path(out_path) as tmp_name:  # the container format is explicit: any suffix works
+            if _write(frames, tmp_name, spec, gop, bframes, quality, fps) == 0:
+                raise EncodeError("no frames to encode")
     except TapLabError:
         raise
     except (av.FFmpegError, ValueError) as exc:
         raise EncodeError(f"encoding {out_path.name} failed: {exc}") from exc
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return out_path
 
 

@@ -47,6 +47,15 @@ CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 TRAIN_ID = {c.name: c.train_id for c in CLASSES}
 
 
+def default_metadata(num_classes: int) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """Class names and RGB colours for a model that brings none: Cityscapes' for 19 classes,
+    ``class k`` and evenly spaced grey levels otherwise."""
+    if num_classes == NUM_CLASSES:
+        return CLASS_NAMES, tuple(c.color for c in CLASSES)
+    greys = np.linspace(0, 255, num_classes).round().astype(int) if num_classes > 1 else [0]
+    return tuple(f"class {k}" for k in range(num_classes)), tuple((int(v), int(v), int(v)) for v in greys)
+
+
 def palette() -> np.ndarray:
     """(256, 3) uint8 RGB lookup table: train id -> colour; the ignore label and unused ids are black."""
     lut = np.zeros((256, 3), np.uint8)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from taplab.data import _synth_assets as assets
 from taplab.data._synth_assets import TRANSPARENT, BodyTiles, Tile
 from taplab.data.labels import CLASS_NAMES
 from taplab.errors import ConfigError
+from taplab.io.atomic import atomic_path
 
 #: sprites closer than this (metres in front of the camera) are not drawn
 NEAR_M = 1.0
@@ -700,15 +700,8 @@ def _imwrite(path: Path, array: np.ndarray) -> None:
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: no half-written file remains."""
-    fd, tmp = tempfile.mkstemp(prefix=".taplab-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 __all__ = ["SynthConfig", "SynthFrame", "generate", "write_clip"]

@@ -1,0 +1,1 @@
+"""Writers: everything that puts taplab's results on disk."""

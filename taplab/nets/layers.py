@@ -1,0 +1,53 @@
+"""Building blocks shared by taplab's networks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1,
+                 relu: bool = True) -> nn.Sequential:
+    """Convolution (no bias), batch norm and optionally ReLU; 'same' padding for odd kernels."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, padding=dilation * (kernel - 1) // 2, dilation=dilation,
+                  groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize of a feature map to ``size`` (no-op when it already has it)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+
+def separable(cin: int, cout: int) -> nn.Sequential:
+    """3x3 depthwise then 1x1 pointwise, each with batch norm and ReLU (MobileNet's cheap 3x3)."""
+    return nn.Sequential(conv_bn_relu(cin, cin, 3, groups=cin), conv_bn_relu(cin, cout, 1))
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling module: average-pool to ``bins`` x ``bins`` grids, project, upsample, concatenate.
+
+    The pooled branches use a biased convolution without batch norm: the 1x1 bin holds one value
+    per channel and image, on which batch statistics are degenerate at batch size 1.
+    """
+
+    def __init__(self, cin: int, cout: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        branch = max(cin // len(bins), 8)
+        self.bins = bins
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(cin, branch, 1), nn.ReLU(inplace=True)) for _ in bins)
+        self.fuse = conv_bn_relu(cin + branch * len(bins), cout, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [resize_to(b(F.adaptive_avg_pool2d(x, n)), size) for n, b in zip(self.bins, self.branches)]
+        return self.fuse(torch.cat([x, *pooled], 1))

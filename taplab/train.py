@@ -1,0 +1,231 @@
+"""``taplab train``: the papers' training recipe for any built-in network on any labelled data set.
+
+Recipe (TapLab / DMNet papers): Adam, 'poly' learning rate ``lr * (1 - i / total) ** power``,
+random scale 0.5-2.0, random crop, horizontal flip, softmax cross-entropy with ignore label 255
+on logits upsampled bilinearly to the crop; validation mIoU after every epoch.
+
+Outputs in ``out``: ``last.pt`` (after every epoch, with what ``resume`` needs), ``best.pt``
+(highest validation mIoU) and ``log.jsonl`` (one line per epoch). Determinism: the data order,
+the augmentation and dropout of epoch ``e`` follow from ``(seed, e)`` alone, so a resumed run
+takes the same steps as an uninterrupted one; with the same threads on the same machine the
+weights are bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from taplab.data.datasets import open_dataset
+from taplab.data.labels import IGNORE_LABEL
+from taplab.data.transforms import Augmentation, to_tensor
+from taplab.errors import ConfigError
+from taplab.evaluate import evaluate
+from taplab.nets.base import SegmentationNet
+from taplab.nets.checkpoint import read_checkpoint, save_checkpoint
+from taplab.nets.loader import Model, resolve_device
+from taplab.nets.registry import create_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved in every checkpoint.
+
+    Attributes:
+        model: registered network name (``bl1``, ``bl2``, ``bl3``); ``model_args`` its keyword arguments.
+        data: training data spec (see :func:`taplab.data.datasets.open_dataset`); ``val_data`` the
+            validation spec (None: the ``val`` split of ``data``).
+        out: output folder for checkpoints and the log.
+        epochs, batch_size: length of the run; an epoch is one pass over the training set, or
+            ``iters_per_epoch`` batches when set.
+        crop, scale, flip, jpeg, jpeg_probability: augmentation (:class:`taplab.data.transforms.Augmentation`).
+        lr, weight_decay, poly_power: Adam with the poly schedule.
+        val_limit: validate on the first so many images only (None: all).
+        seed: seeds data order, augmentation, initialisation and dropout.
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    model: str = "bl2"
+    model_args: dict = field(default_factory=dict)
+    data: str = "synth"
+    val_data: str | None = None
+    out: str = "runs/train"
+    epochs: int = 20
+    batch_size: int = 8
+    iters_per_epoch: int | None = None
+    crop: tuple[int, int] = (384, 384)
+    scale: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    jpeg: tuple[int, int] | None = (40, 95)
+    jpeg_probability: float = 0.5
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    poly_power: float = 0.9
+    val_limit: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.crop, self.scale = tuple(self.crop), tuple(self.scale)
+        self.jpeg = tuple(self.jpeg) if self.jpeg is not None else None
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iters_per_epoch is not None and self.iters_per_epoch < 1:
+            raise ConfigError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.poly_power < 0 or self.weight_decay < 0:
+            raise ConfigError("poly_power and weight_decay must be >= 0")
+        if self.val_limit is not None and self.val_limit < 1:
+            raise ConfigError(f"val_limit must be >= 1 (or None for all), got {self.val_limit}")
+        reserved = {"num_classes", "class_names", "colors"} & set(self.model_args)
+        if reserved:
+            raise ConfigError(f"model_args may not set {', '.join(sorted(reserved))}: they come from the data")
+        self.augmentation  # validates crop, scale, jpeg
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(scale=self.scale, crop=self.crop, flip=self.flip, jpeg=self.jpeg,
+                            jpeg_probability=self.jpeg_probability)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainProgress:
+    """Passed to the progress callback after every step (phase "train") and validated image (phase "val")."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float = float("nan")
+    images_per_s: float = float("nan")
+    lr: float = float("nan")
+
+
+@dataclass
+class TrainResult:
+    """``net`` holds the final weights (those of ``last``); ``history`` one record per epoch (as in log.jsonl)."""
+
+    best: Path
+    last: Path
+    best_miou: float
+    history: list[dict]
+    net: SegmentationNet
+
+
+def train(config: TrainConfig | None = None, resume: str | Path | None = None,
+          progress: Callable[[TrainProgress], None] | None = None, **overrides) -> TrainResult:
+    """Train ``config``'s network; or continue the run saved in ``resume`` (a run's ``last.pt``) with its
+    own config, in the folder that holds it. ``overrides`` may change ``epochs`` (the poly schedule
+    then spans the new total), ``device`` and ``threads``. Returns the checkpoints and the history."""
+    state = None
+    if resume is not None:
+        state = read_checkpoint(resume)
+        if "trainer" not in state or "config" not in state:
+            raise ConfigError(f"{resume} holds no training state (resume from a run's last.pt)")
+        config = TrainConfig.from_dict({**state["config"], "out": str(Path(resume).parent)})
+    elif config is None:
+        raise ConfigError("train() needs a config or a checkpoint to resume")
+    unknown = set(overrides) - {"epochs", "device", "threads"}
+    if unknown:
+        raise ConfigError(f"only epochs, device and threads can be overridden, not {', '.join(sorted(unknown))}")
+    config = TrainConfig.from_dict({**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    data = open_dataset(config.data, "train")
+    val = open_dataset(config.val_data or config.data, "val")
+    if tuple(val.classes) != tuple(data.classes):
+        raise ConfigError(f"training and validation data have different classes ({data.description} vs {val.description})")
+
+    torch.manual_seed(config.seed)
+    net = create_model(config.model, num_classes=len(data.classes), class_names=tuple(data.classes),
+                       colors=list(data.colors), **config.model_args).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.iters_per_epoch or max(1, len(data) // config.batch_size)
+    total = steps * config.epochs
+    history: list[dict] = []
+    best_miou, start_epoch = -1.0, 0
+    if state is not None:
+        net.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = list(state["trainer"]["history"])
+        best_miou = float(state["trainer"]["best_miou"])
+        start_epoch = int(state["epoch"])
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    augment = config.augmentation
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        order = np.concatenate([rng.permutation(len(data)) for _ in range(-(-steps * config.batch_size // len(data)))])
+        net.train()
+        running, counted, seen, start = 0.0, 0, 0, time.perf_counter()
+        for step in range(steps):
+            lr = config.lr * (1 - (epoch * steps + step) / total) ** config.poly_power
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = [augment(*data[int(i)], rng) for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
+            x = to_tensor([b[0] for b in batch]).to(device)
+            y = torch.from_numpy(np.stack([b[1] for b in batch])).long().to(device)
+            if (y != IGNORE_LABEL).any():  # else nothing labelled in this batch (all crops in padding or void)
+                logits = F.interpolate(net(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
+                loss = F.cross_entropy(logits, y, ignore_index=IGNORE_LABEL)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                running += loss.item()
+                counted += 1
+            seen += len(batch)
+            if progress is not None:
+                progress(TrainProgress("train", epoch + 1, config.epochs, step + 1, steps, running / max(counted, 1),
+                                       seen / (time.perf_counter() - start), lr))
+        train_seconds = time.perf_counter() - start
+
+        n_val = len(val) if config.val_limit is None else min(config.val_limit, len(val))
+        ticks = iter(range(1, n_val + 1))
+        result = evaluate(Model(net, config.model, device, channels_last=False), val, limit=config.val_limit,
+                          progress=None if progress is None else
+                          lambda _: progress(TrainProgress("val", epoch + 1, config.epochs, next(ticks), n_val)))
+        record = {"epoch": epoch + 1, "loss": running / max(counted, 1), "lr": lr, "train_seconds": round(train_seconds, 2),
+                  "images_per_s": round(seen / train_seconds, 3), "val_miou": result.miou,
+                  "val_pixel_accuracy": _finite(result.pixel_accuracy), "val_iou": result.to_dict()["iou"]}
+        record["val_miou"] = _finite(result.miou)
+        history.append(record)
+        with open(out / "log.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        # NaN (nothing labelled to validate on) never improves, but the first epoch always writes best.pt
+        improved = result.miou > best_miou or not (out / "best.pt").exists()
+        if not math.isnan(result.miou):
+            best_miou = max(best_miou, result.miou)
+        common = dict(config=asdict(config), epoch=epoch + 1, metrics={"val_miou": record["val_miou"],
+                      "val_pixel_accuracy": record["val_pixel_accuracy"], "val_iou": record["val_iou"],
+                      "data": val.description})
+        save_checkpoint(out / "last.pt", net, config.model, config.model_args, optimizer=optimizer.state_dict(),
+                        trainer={"history": history, "best_miou": best_miou}, **common)
+        if improved:
+            save_checkpoint(out / "best.pt", net, config.model, config.model_args, **common)
+    return TrainResult(out / "best.pt", out / "last.pt", best_miou, history, net.eval())
+
+
+def _finite(x: float) -> float | None:
+    """NaN -> None, so that logs and checkpoints hold valid JSON."""
+    return None if math.isnan(x) else x
