@@ -171,6 +171,9 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
         start_epoch = int(state["epoch"])
 
     out = Path(config.out)
+    if state is None and (out / "last.pt").exists():  # never overwrite a run: it may be hours of work
+        raise ConfigError(f"{out} already holds a training run (last.pt); resume it with --resume "
+                          f"{out / 'last.pt'} or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     augment = config.augmentation
     for epoch in range(start_epoch, config.epochs):
@@ -206,9 +209,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
                           progress=None if progress is None else
                           lambda _: progress(TrainProgress("val", epoch + 1, config.epochs, next(ticks), n_val)))
         record = {"epoch": epoch + 1, "loss": running / max(counted, 1), "lr": lr, "train_seconds": round(train_seconds, 2),
-                  "images_per_s": round(seen / train_seconds, 3), "val_miou": result.miou,
+                  "images_per_s": round(seen / train_seconds, 3), "val_miou": _finite(result.miou),
                   "val_pixel_accuracy": _finite(result.pixel_accuracy), "val_iou": result.to_dict()["iou"]}
-        record["val_miou"] = _finite(result.miou)
         history.append(record)
         with open(out / "log.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")

@@ -78,13 +78,15 @@ def test_batch_size_one_and_smallest_crop(tmp_path):
     assert result.history[0]["loss"] > 0
 
 
-def test_bad_configs(tmp_path):
+def test_bad_configs(tmp_path, run):
     with pytest.raises(ConfigError, match="is not a labelled folder"):
         train(tiny(tmp_path, data=str(tmp_path)))
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         tiny(tmp_path, epochs=0)
     with pytest.raises(ConfigError, match="scale must be a range"):
         tiny(tmp_path, scale=(2.0, 0.5))
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(tiny(run.last.parent))
     with pytest.raises(ConfigError, match="crop must be at least 64x64"):
         tiny(tmp_path, crop=(32, 32))
     with pytest.raises(ConfigError, match="may not set num_classes"):
