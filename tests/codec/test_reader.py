@@ -77,6 +77,25 @@ def test_image_is_rgb_and_matches_the_source(tmp_path):
     assert np.abs(images[2].astype(int) - src[2]).mean() < 6
 
 
+@pytest.mark.parametrize("width", [128, 130])  # a plane without and (for 130) with row padding
+def test_luma_is_the_y_plane_and_cannot_corrupt_the_frame(tmp_path, width):
+    src = translation_frames(3, 64, width, 2, 0)
+    path = encode(src, tmp_path / "luma.mp4", quality=2)
+    with open_video(path) as video:
+        frames = list(video)
+    for f in frames:
+        luma = f.luma
+        assert luma.shape == (64, width) and luma.flags.c_contiguous
+        # Y is BT.601 limited-range luma of the source
+        y = cv2.cvtColor(src[f.index], cv2.COLOR_RGB2YUV)[..., 0].astype(float) * 219 / 255 + 16
+        assert np.abs(luma.astype(float) - y).mean() < 4
+        if not luma.flags.writeable:  # a view of the decoder's frame
+            with pytest.raises(ValueError):
+                luma[0, 0] = 0
+    image = frames[1].image  # converted from the same planes after all that
+    assert np.abs(image.astype(int) - src[1]).mean() < 10  # 4:2:0 chroma on a detailed texture
+
+
 def test_file_like_object_gives_the_same_result(translation_clip):
     with open_video(translation_clip) as video:
         expect = [(f.pict_type, None if f.motion is None else f.motion.vectors) for f in video]

@@ -42,6 +42,24 @@ def test_residual_matches_reference(mc, height, width, block):
     assert np.array_equal(out, expect)
 
 
+@pytest.mark.parametrize("height,width,block", [(720, 1280, 8), (67, 131, 4), (64, 128, 16), (35, 45, 8)])
+def test_residual_matches_reference_on_runs_of_equal_vectors(mc, height, width, block):
+    """Long runs of one vector (a static background, a pan), which the kernel does as one span,
+    including runs whose sources leave the frame on the left or right for part of the span."""
+    rng = np.random.default_rng(height + width)
+    gh, gw = -(-height // block), -(-width // block)
+    choices = np.array([(0, 0), (3, -2), (-37, 5), (41, -9), (-900, 0), (900, 3), (2.6, 0.4)], np.float32)
+    run_of = np.cumsum(rng.random((gh, gw)) < 0.08, axis=1)  # ~12 cells per run
+    vectors = choices[(run_of * 7 + np.arange(gh)[:, None]) % len(choices)]
+    valid = rng.random((gh, gw)) > 0.03
+    cur = rng.integers(0, 256, (height, width), np.uint8)
+    ref = rng.integers(0, 256, (height, width), np.uint8)
+    expect = residual_reference(cur, ref, vectors, valid, block)
+    out = np.empty_like(cur)
+    mc.mc_residual(cur, ref, np.rint(vectors).astype(np.int16), valid, height, width, gh, gw, block, out)
+    assert np.array_equal(out, expect)
+
+
 def random_partitions(rng, height, width, sign_choices=(-1, 1)):
     """A random tiling of 16x16 macroblocks into 16x16, 16x8, 8x16, 8x8 and 4x4 partitions."""
     records = []

@@ -105,9 +105,17 @@ class PyAVBackend:
 
 
 def _luma(frame: "av.VideoFrame") -> np.ndarray:
-    """The Y plane as an (H, W) uint8 copy; no colour conversion for YUV/NV/gray formats."""
+    """The Y plane as a C-contiguous (H, W) uint8 array; no colour conversion for YUV/NV/gray formats.
+
+    Where the plane has no row padding the array is a read-only view of the decoder's buffer (no
+    copy; the view keeps the frame's buffer alive, and FFmpeg never writes to a frame it has handed
+    out); otherwise a copy without the padding.
+    """
     if frame.format.name.startswith(_LUMA_FIRST) and not frame.format.name.endswith(("le", "be")):
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-        return rows[:, : frame.width].copy()
+        if plane.line_size != frame.width:
+            return rows[:, : frame.width].copy()
+        rows.flags.writeable = False  # the frame's RGB image is still to be converted from this plane
+        return rows
     return frame.to_ndarray(format="gray")
