@@ -4,6 +4,7 @@ Public API (the rest is internal and may change):
 
     from taplab import open_video, encode        # the compressed-domain reader and encoder
     from taplab import load_model, Model          # any segmentation model, checked against the contract
+    from taplab import Segmenter, RuntimeConfig   # the accelerated segmentation of a video
     from taplab import TapLabError                # base class of every input error
 """
 
@@ -20,7 +21,8 @@ from taplab.errors import (
 __version__ = "0.1.0"
 
 #: imported on first use, so that commands that need no torch (probe, encode) start fast
-_LAZY = {"load_model": "taplab.nets.loader", "Model": "taplab.nets.loader"}
+_LAZY = {"load_model": "taplab.nets.loader", "Model": "taplab.nets.loader", "Segmenter": "taplab.runtime",
+         "RuntimeConfig": "taplab.runtime"}
 
 
 def __getattr__(name: str):
@@ -37,6 +39,8 @@ __all__ = [
     "MotionField",
     "load_model",
     "Model",
+    "Segmenter",
+    "RuntimeConfig",
     "TapLabError",
     "VideoOpenError",
     "DecodeError",

@@ -1,0 +1,117 @@
+"""The runtime against the per-frame baseline: speed on a real clip, accuracy on held-out synthetic clips.
+
+    python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels nearest|bilinear] [--skip-accuracy] [--skip-speed]
+
+Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
+``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
+in one process: frames/s, speed-up, share of key frames, ms per frame by stage, and the TapLab
+paper's speed model T_avg = T_I / g + (1 - 1/g) T_P with T_I and T_P measured from the key and
+warped frames of the run.
+
+Accuracy: ``--clips`` synthetic clips (512x1024, 30 frames, MPEG-4 GOP 12, seeds 700001...,
+exact labels on every frame), the mIoU of every combination against the ground truth, and its
+fidelity (mIoU against the per-frame output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from taplab.metrics import ConfusionMatrix
+from taplab.runtime import Segmenter
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+COMBINATIONS = {
+    "per-frame": dict(ffw=False),
+    "FFW": dict(rgc=False, rgfs=False),
+    "FFW+RGC": dict(rgfs=False),
+    "FFW+RGFS": dict(rgc=False),
+    "FFW+RGC+RGFS": dict(),
+}
+
+
+def speed(frames: int, labels: str) -> None:
+    clip = REAL / "vid_mpeg4_part2.mp4"
+    print(f"## Speed: {clip.name}, first {frames} frames, labels={labels}\n")
+    print("| modules | frames/s | speed-up | key frames | ms/frame by stage | T_I ms | T_P ms | speed model frames/s |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    base = None
+    for name, options in COMBINATIONS.items():
+        seg = Segmenter("default", labels=labels, **options)
+        stage: dict[str, float] = {}
+        key_t, warp_t, n, keys = [], [], 0, 0
+        start = time.perf_counter()
+        for r in seg.run(clip):
+            total = sum(r.timings.values())
+            (key_t if r.is_key else warp_t).append(total)
+            keys += r.is_key
+            for k, v in r.timings.items():
+                stage[k] = stage.get(k, 0.0) + v
+            n += 1
+            if n >= frames:
+                break
+        fps = n / (time.perf_counter() - start)
+        base = base or fps
+        t_i = 1000 * sum(key_t) / max(len(key_t), 1)
+        t_p = 1000 * sum(warp_t) / len(warp_t) if warp_t else float("nan")
+        g = n / max(keys, 1)  # the effective GOP: frames per key frame
+        model = 1000 / (t_i / g + (1 - 1 / g) * t_p) if warp_t else 1000 / t_i
+        stages = ", ".join(f"{k} {1000 * v / n:.1f}" for k, v in stage.items())
+        print(f"| {name} | {fps:.1f} | {fps / base:.2f}x | {100 * keys / n:.0f}% | {stages} | {t_i:.0f} | {t_p:.1f} | {model:.1f} |",
+              flush=True)
+    print()
+
+
+def accuracy(clips: int, labels: str) -> None:
+    from taplab.data.synth import SynthConfig, write_clip
+
+    print(f"## Accuracy: {clips} held-out synthetic clips, 512x1024, 30 frames, MPEG-4 GOP 12, labels={labels}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = []
+        for k in range(clips):
+            name = f"held{k}"
+            video = write_clip(tmp, SynthConfig(frames=30, seed=700001 + k), gop=12, name=name)
+            truth = [cv2.imread(str(Path(tmp) / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
+                                cv2.IMREAD_UNCHANGED) for t in range(30)]
+            videos.append((video, truth))
+        per_frame: list[list] = []
+        print("| modules | mIoU % | fidelity mIoU % | key frames |")
+        print("|---|---:|---:|---:|")
+        for name, options in COMBINATIONS.items():
+            seg = Segmenter("default", labels=labels, **options)
+            cm, fid, keys, n = ConfusionMatrix(19), ConfusionMatrix(19), 0, 0
+            for k, (video, truth) in enumerate(videos):
+                outputs = [r for r in seg.run(video)]
+                if name == "per-frame":
+                    per_frame.append([r.labels for r in outputs])
+                for r in outputs:
+                    cm.update(r.labels, truth[r.index])
+                    fid.update(r.labels, per_frame[k][r.index])
+                    keys += r.is_key
+                    n += 1
+            print(f"| {name} | {100 * cm.miou():.1f} | {100 * fid.miou():.1f} | {100 * keys / n:.0f}% |", flush=True)
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=96)
+    parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--labels", choices=["nearest", "bilinear"], default="nearest")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_speed:
+        speed(args.frames, args.labels)
+    if not args.skip_accuracy:
+        accuracy(args.clips, args.labels)
+
+
+if __name__ == "__main__":
+    main()

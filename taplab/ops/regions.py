@@ -1,0 +1,113 @@
+"""Residual-guided correction (TapLab's RGC) and frame selection (RGFS): the residual's statistics.
+
+RGC: the frame is covered by candidate regions; the region with the most pixels whose residual
+exceeds ``THR_RGC`` is the one the CNN re-runs on. The paper uses 512x512 regions with stride 256
+on 1024x2048 frames, i.e. a quarter of the height; :func:`candidate_regions` scales that with the
+frame, and adds regions flush with the right and bottom edges, which a plain grid misses when the
+stride does not divide the frame.
+
+RGFS: a frame whose residual says warping will fail becomes a key frame. The paper thresholds the
+sum of the residual over a 1024x2048 frame at 3.6e7 (summed over the three colour channels of the
+residual in 8-bit levels). taplab's score is resolution-independent: the mean absolute luma
+residual per pixel, in 8-bit levels. The paper's threshold maps onto it as
+3.6e7 / (1024 * 2048 * 3) = 5.7 levels per pixel per channel; taking the luma residual as
+representative of the three channels, that is a threshold of about 5.7 (:data:`PAPER_RGFS_THRESHOLD`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+#: the TapLab paper's RGFS threshold (3.6e7 summed over a 1024x2048x3 residual) as a per-pixel mean
+PAPER_RGFS_THRESHOLD = 3.6e7 / (1024 * 2048 * 3)
+#: the paper's region size and stride as fractions of the frame height (512 and 256 of 1024)
+PAPER_REGION_FRACTION = 0.5
+PAPER_STRIDE_FRACTION = 0.25
+
+
+class Region(NamedTuple):
+    """A rectangle in pixels: rows ``[y, y + height)``, columns ``[x, x + width)``."""
+
+    y: int
+    x: int
+    height: int
+    width: int
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y, self.y + self.height), slice(self.x, self.x + self.width)
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    starts = list(range(0, max(length - size, 0) + 1, stride))
+    if starts[-1] + size < length:  # the plain grid misses the far edge: add a region flush with it
+        starts.append(length - size)
+    return starts
+
+
+def candidate_regions(height: int, width: int, size: int | None = None, stride: int | None = None,
+                      multiple: int = 1) -> list[Region]:
+    """Square candidate regions covering the whole frame.
+
+    ``size`` and ``stride`` default to the paper's proportions (half and a quarter of the height:
+    512 and 256 at 1024x2048), rounded to a ``multiple`` (e.g. the model's stride, so that a crop's
+    features align with the frame's). Regions larger than the frame are clipped to it.
+    """
+    if size is None:
+        size = max(multiple, round(height * PAPER_REGION_FRACTION / multiple) * multiple)
+    if stride is None:
+        stride = max(multiple, round(height * PAPER_STRIDE_FRACTION / multiple) * multiple)
+    if size < 1 or stride < 1:
+        raise ValueError(f"region size and stride must be >= 1, got {size} and {stride}")
+    rh, rw = min(size, height), min(size, width)
+    return [Region(y, x, rh, rw) for y in _starts(height, rh, stride) for x in _starts(width, rw, stride)]
+
+
+def region_counts(residual: np.ndarray, regions: list[Region], threshold: float) -> np.ndarray:
+    """Number of pixels with ``residual > threshold`` in each region (an integral image: one pass)."""
+    above = (residual > threshold).astype(np.int32)
+    integral = np.zeros((above.shape[0] + 1, above.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(above, 0), 1, out=integral[1:, 1:])
+    r = np.array(regions, np.int64).reshape(-1, 4)
+    y0, x0, y1, x1 = r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]
+    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+
+
+def select_region(residual: np.ndarray, regions: list[Region], threshold: float) -> tuple[Region, int]:
+    """RGC: the region with the most pixels whose residual exceeds ``threshold`` (the first on ties), and that count."""
+    counts = region_counts(residual, regions, threshold)
+    best = int(np.argmax(counts))
+    return regions[best], int(counts[best])
+
+
+def residual_score(residual: np.ndarray) -> float:
+    """RGFS score: the mean absolute residual per pixel, in 8-bit levels (resolution-independent)."""
+    return float(residual.mean())
+
+
+class RateSelector:
+    """RGFS in target-rate mode: adapts the score threshold online so that about ``rate`` of the
+    candidate frames are selected.
+
+    The threshold is the ``1 - rate`` quantile of the scores seen so far (the last ``window``), so
+    the first frames calibrate it; a frame is selected when its score is above the threshold in
+    force before it arrived. Deterministic: the same scores give the same choices.
+    """
+
+    def __init__(self, rate: float, window: int = 200, warmup: int = 5):
+        if not 0 < rate < 1:
+            raise ValueError(f"rate must be in (0, 1), got {rate}")
+        self.rate, self.window, self.warmup = rate, window, warmup
+        self.scores: list[float] = []
+
+    @property
+    def threshold(self) -> float:
+        if len(self.scores) < self.warmup:
+            return float("inf")  # calibrating: select nothing yet
+        return float(np.quantile(self.scores[-self.window:], 1 - self.rate))
+
+    def __call__(self, score: float) -> bool:
+        selected = score > self.threshold
+        self.scores.append(score)
+        return selected

@@ -1,0 +1,140 @@
+"""Fast feature warping (TapLab's FFW) on the feature grid: the torch reference.
+
+Conventions (taplab's, see :mod:`taplab.codec.motion`): a motion vector ``(dx, dy)`` in pixels
+points from the current frame into its reference, ``current[y, x] ~= reference[y + dy, x + dx]``.
+The TapLab paper writes FFW as ``F_t[p] = F_{t-1}[p - Mv_t[p]]`` with vectors pointing the other
+way; in taplab's convention it reads
+
+    F_t[p] = F_ref[p + v(p)]                                                  (TapLab Eq. 2)
+
+Features live on a grid of stride ``s``: cell ``(i, j)`` covers pixels ``[i s, (i + 1) s)`` and
+its centre is pixel ``((j + 0.5) s - 0.5, (i + 0.5) s - 0.5)``. A pixel displacement ``v`` moves
+a cell centre by ``v / s`` cells, so a *flow* on the feature grid is ``(h, w, 2)`` float32 in cells:
+source cell = ``(j + fx, i + fy)``.
+
+Decisions, made here:
+
+- Vectors go from the codec's block grid to the feature grid either ``"nearest"`` (the vector of
+  the block holding the cell's centre; default) or ``"bilinear"`` (interpolated between the
+  centres of valid blocks; cells whose neighbourhood holds no valid block take no vector).
+- Cells whose block has no vector (intra-coded) keep their features in place (zero flow) and
+  count as *distorted*; so do cells whose source lies outside the frame, whose source is clamped
+  to the border (as codecs extend the reference picture).
+- Sampling the features at the source is ``"nearest"`` (round to the nearest cell: exact for
+  whole-cell motion, but a chain of warps drops every step's sub-cell part) or ``"bilinear"``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SAMPLING = ("nearest", "bilinear")
+
+
+class GridFlow(NamedTuple):
+    """Motion on the feature grid: ``flow`` (h, w, 2) float32 in cells, ``valid`` (h, w) bool."""
+
+    flow: torch.Tensor
+    valid: torch.Tensor
+
+
+def cell_centres(size: int, stride: float) -> np.ndarray:
+    """Pixel coordinate of the centres of ``size`` cells of ``stride`` pixels."""
+    return (np.arange(size, dtype=np.float64) + 0.5) * stride - 0.5
+
+
+def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tuple[int, int],
+                   stride: tuple[float, float] | float, mode: str = "nearest") -> GridFlow:
+    """Block motion ``(gh, gw, 2)`` pixels + ``valid`` -> :class:`GridFlow` on a ``grid = (h, w)`` feature grid.
+
+    ``stride`` is the feature grid's pixel stride, ``(sy, sx)`` or one number (for an image of
+    ``H x W`` and logits of ``h x w``, ``(H / h, W / w)``).
+    """
+    if mode not in SAMPLING:
+        raise ValueError(f"mode must be one of {SAMPLING}, got {mode!r}")
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    h, w = grid
+    gh, gw = valid.shape
+    # the centres of the feature cells in block coordinates (block centre k at k)
+    by = cell_centres(h, sy) / block - 0.5
+    bx = cell_centres(w, sx) / block - 0.5
+    if mode == "nearest":
+        iy = np.clip(np.floor(by + 0.5).astype(int), 0, gh - 1)
+        ix = np.clip(np.floor(bx + 0.5).astype(int), 0, gw - 1)
+        v = vectors[iy[:, None], ix[None, :]]
+        ok = valid[iy[:, None], ix[None, :]]
+    else:
+        # Normalised convolution: interpolate valid vectors only, so invalid (zero) blocks do not
+        # pull their neighbours' vectors towards zero.
+        weights = valid.astype(np.float32)
+        stacked = np.concatenate([vectors * weights[..., None], weights[..., None]], axis=2)
+        y0 = np.clip(np.floor(by).astype(int), 0, gh - 1)
+        x0 = np.clip(np.floor(bx).astype(int), 0, gw - 1)
+        y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
+        fy = np.clip(by - y0, 0, 1)[:, None, None]
+        fx = np.clip(bx - x0, 0, 1)[None, :, None]
+        top = stacked[y0][:, x0] * (1 - fx) + stacked[y0][:, x1] * fx
+        bottom = stacked[y1][:, x0] * (1 - fx) + stacked[y1][:, x1] * fx
+        mix = top * (1 - fy) + bottom * fy
+        ok = mix[..., 2] > 1e-6
+        v = np.where(ok[..., None], mix[..., :2] / np.maximum(mix[..., 2:], 1e-6), 0)
+    v = np.where(ok[..., None], v, 0).astype(np.float32)
+    flow = np.stack([v[..., 0] / sx, v[..., 1] / sy], axis=2).astype(np.float32)
+    return GridFlow(torch.from_numpy(flow), torch.from_numpy(np.ascontiguousarray(ok)))
+
+
+def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+    """FFW: ``features`` ``(C, h, w)`` (or ``(N, C, h, w)``) of the reference -> the current frame's.
+
+    Returns ``(warped, distorted)``: ``distorted`` (h, w) bool marks cells without a vector (kept
+    in place) and cells whose source lies outside the grid (clamped to its border).
+    """
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+    batched = features.dim() == 4
+    x = features if batched else features[None]
+    h, w = x.shape[-2:]
+    flow, valid = motion.flow.to(x.device), motion.valid.to(x.device)
+    if flow.shape[:2] != (h, w):
+        raise ValueError(f"motion grid {tuple(flow.shape[:2])} does not match the features' {(h, w)}")
+    ys = torch.arange(h, device=x.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, device=x.device, dtype=torch.float32)[None, :]
+    sx, sy = xs + flow[..., 0], ys + flow[..., 1]
+    # a source within half a cell of the border still samples real features (nearest rounds onto it)
+    outside = (sx < -0.5) | (sx > w - 0.5) | (sy < -0.5) | (sy > h - 0.5)
+    if sampling == "nearest":
+        ix = torch.floor(sx + 0.5).clamp_(0, w - 1).long()
+        iy = torch.floor(sy + 0.5).clamp_(0, h - 1).long()
+        out = x[:, :, iy, ix]
+    else:
+        gx = sx.clamp(0, w - 1) * (2 / max(w - 1, 1)) - 1
+        gy = sy.clamp(0, h - 1) * (2 / max(h - 1, 1)) - 1
+        grid = torch.stack([gx, gy], dim=2)[None].expand(x.shape[0], h, w, 2).to(x.dtype)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    distorted = ~valid | outside
+    return (out if batched else out[0]), distorted
+
+
+def compose(step: GridFlow, accumulated: GridFlow) -> GridFlow:
+    """Chain motion: ``step`` (current -> previous frame) after ``accumulated`` (previous -> key frame)
+    gives current -> key frame, ``D(p) = v(p) + D_prev(p + v(p))`` with ``D_prev`` sampled bilinearly.
+
+    Warping the key frame's features once with the composed flow keeps every step's sub-cell part,
+    which a chain of nearest warps drops. A cell is valid where both steps are.
+    """
+    h, w = step.flow.shape[:2]
+    prev = torch.cat([accumulated.flow.permute(2, 0, 1), accumulated.valid[None].float()])
+    sampled, _ = warp(prev, step, "bilinear")
+    flow = step.flow + sampled[:2].permute(1, 2, 0)
+    valid = step.valid & (sampled[2] > 0.999)
+    return GridFlow(flow.contiguous(), valid)
+
+
+def zero_flow(grid: tuple[int, int]) -> GridFlow:
+    """The identity motion (every cell valid): the key frame's own accumulated flow."""
+    h, w = grid
+    return GridFlow(torch.zeros(h, w, 2), torch.ones(h, w, dtype=torch.bool))

@@ -1,0 +1,294 @@
+"""``Segmenter``: TapLab's Algorithm 1 over any video and any model.
+
+Per frame, in display order (the scheduler decides; the maths is in :mod:`taplab.ops`):
+
+- I-frames are key frames: the CNN runs on the whole frame (``kind = "key-I"``).
+- Frames without usable past vectors (the first frame, codecs that export none, B-frames under
+  the default policy) are key frames too (``"key"``).
+- P-frames whose residual score exceeds the RGFS threshold are key frames (``"key-RGFS"``).
+- Other P-frames: the previous frame's features are warped with the frame's vectors (FFW,
+  ``"warp"``); with RGC, the CNN re-runs on the candidate region with the most residual and is
+  blended in (``"warp+RGC"``).
+
+Warping chains from frame to frame (each warped frame, corrected by RGC, is the next one's
+source), with bilinear sampling by default: chained nearest warps drop every step's sub-cell
+motion (see :func:`taplab.ops.warp.compose`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from taplab.codec import open_video
+from taplab.codec.reader import Frame
+from taplab.data.transforms import to_tensor
+from taplab.errors import ConfigError
+from taplab.nets.loader import Model, load_model, logits_to_labels
+from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
+from taplab.ops.warp import motion_to_grid, warp
+from taplab.runtime.config import RuntimeConfig
+from taplab.runtime.prefetch import prefetch
+
+KINDS = ("key-I", "key", "key-RGFS", "warp", "warp+RGC")
+
+
+@dataclass
+class FrameResult:
+    """What the runtime made of one frame.
+
+    Attributes:
+        index, pict_type: the frame's display index and picture type (I/P/B).
+        kind: one of :data:`KINDS`: what was done to it.
+        labels: (H, W) uint8 class ids at the source resolution.
+        logits: (C, h, w) float tensor at the model's stride, when ``run(..., logits=True)``.
+        residual_score: mean absolute luma residual per pixel (8-bit levels), where it was computed.
+        region: the RGC region (pixels), for ``"warp+RGC"`` frames.
+        distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
+        timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, labels).
+    """
+
+    index: int
+    pict_type: str
+    kind: str
+    labels: np.ndarray
+    logits: torch.Tensor | None = None
+    residual_score: float | None = None
+    region: Region | None = None
+    distorted: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_key(self) -> bool:
+        return self.kind.startswith("key")
+
+
+class Segmenter:
+    """Segments videos with a model, accelerated by the codec's motion vectors and residuals.
+
+    ``Segmenter(model="default", device="cpu", config=None, **options)``: ``model`` is anything
+    :func:`taplab.load_model` accepts; ``config`` a :class:`RuntimeConfig` (or a dict of its
+    fields), and ``options`` override single fields (``Segmenter(rgc=False)``). With ``ffw=False``
+    it is the per-frame baseline: the CNN on every frame.
+    """
+
+    def __init__(self, model="default", device: str = "cpu", config: RuntimeConfig | dict | None = None,
+                 prefetch_depth: int = 8, **options):
+        if config is None:
+            config = RuntimeConfig()
+        elif isinstance(config, dict):
+            config = RuntimeConfig.from_dict(config)
+        self.config = RuntimeConfig.from_dict({**config.to_dict(), **options}) if options else config
+        self.model: Model = load_model(model, device=device)
+        if self.config.warp_layer == "features" and not self.model.has_split:
+            raise ConfigError(f"warp_layer='features' needs a model with features()/head(); {self.model.source} has none")
+        self.prefetch_depth = prefetch_depth
+
+    def run(self, source, logits: bool = False) -> Iterator[FrameResult]:
+        """Segment every frame of ``source`` (anything :func:`taplab.open_video` accepts), in display order."""
+        video = open_video(source)
+        run = _Run(self.model, self.config, video.height, video.width)
+        frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
+        try:
+            for frame, prep in frames:
+                result = run.step(frame, prep)
+                if logits:
+                    result.logits = run.last_logits
+                yield result
+        finally:
+            frames.close()  # stops and joins the decoding thread before the video closes under it
+            video.close()
+
+
+def _timed(video) -> Iterator[tuple[Frame, dict]]:
+    """Frames with the seconds their decoding took (measured in the decoding thread)."""
+    it = iter(video)
+    while True:
+        start = time.perf_counter()
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        yield frame, {"decode": time.perf_counter() - start}
+
+
+class _Run:
+    """The state of one run: the previous frame's features and the RGFS selector."""
+
+    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int):
+        self.model, self.cfg = model, cfg
+        self.height, self.width = height, width
+        self.grid = model.geometry(height, width).size
+        self.stride = (height / self.grid[0], width / self.grid[1])
+        self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=model.stride)
+        self.selector = RateSelector(cfg.rgfs_rate) if cfg.rgfs_mode == "rate" else None
+        self.features: torch.Tensor | None = None
+        self.last_logits: torch.Tensor | None = None
+
+    # -- in the decoding thread: compute what this frame will need, overlapped with inference
+    def prepare(self, item: tuple[Frame, dict]) -> None:
+        frame, prep = item
+        warpable = self._warpable(frame)
+        if warpable and (self.cfg.rgc or self.cfg.rgfs):
+            start = time.perf_counter()
+            frame.residual  # noqa: B018 - cached on the frame
+            prep["residual"] = time.perf_counter() - start
+        if not warpable or self.cfg.rgc:
+            start = time.perf_counter()
+            frame.image  # noqa: B018
+            prep["decode"] += time.perf_counter() - start
+
+    def _warpable(self, frame: Frame) -> bool:
+        if not self.cfg.ffw or frame.motion is None or frame.pict_type == "I":
+            return False
+        return frame.pict_type == "P" or self.cfg.b_frames == "past"
+
+    # -- in the consumer: decide and do
+    @torch.inference_mode()
+    def step(self, frame: Frame, prep: dict) -> FrameResult:
+        timings = dict(prep)
+        score = None
+        if frame.pict_type == "I":
+            kind = "key-I"
+        elif not self._warpable(frame) or self.features is None:
+            kind = "key"
+        else:
+            kind = "warp"
+            if self.cfg.rgfs:
+                score = residual_score(frame.residual)
+                selected = self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
+                if selected:
+                    kind = "key-RGFS"
+        region, distorted = None, 0.0
+        if kind.startswith("key"):
+            start = time.perf_counter()
+            self.features = self._features(frame.image)
+            timings["cnn_full"] = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            motion = frame.motion
+            flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
+                                  self.cfg.motion_resampling)
+            self.features, mask = warp(self.features, flow, self.cfg.warp_sampling)
+            distorted = float(mask.float().mean())
+            timings["warp"] = time.perf_counter() - start
+            if self.cfg.rgc:
+                start = time.perf_counter()
+                region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
+                if count > 0:
+                    self._correct(frame.image, region)
+                    kind = "warp+RGC"
+                else:
+                    region = None
+                timings["cnn_region"] = time.perf_counter() - start
+        start = time.perf_counter()
+        logits = self.model.head(self.features[None])[0] if self.cfg.warp_layer == "features" else self.features
+        labels = self._labels(logits)
+        timings["labels"] = time.perf_counter() - start
+        self.last_logits = logits
+        return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings)
+
+    def _features(self, image: np.ndarray) -> torch.Tensor:
+        x = to_tensor(image)
+        out = self.model.features(x) if self.cfg.warp_layer == "features" else self.model.logits(x)
+        return out[0].float().contiguous()
+
+    def _correct(self, image: np.ndarray, region: Region) -> None:
+        """RGC (TapLab Eq. 3): ``F = (1 - alpha) F_warped + alpha F_cnn`` inside the region."""
+        ys, xs = region.slices()
+        crop = self._features(np.ascontiguousarray(image[ys, xs]))
+        sy, sx = self.stride
+        y0, x0 = round(region.y / sy), round(region.x / sx)
+        h = min(crop.shape[1], self.grid[0] - y0)
+        w = min(crop.shape[2], self.grid[1] - x0)
+        a = self.cfg.rgc_alpha
+        target = self.features[:, y0:y0 + h, x0:x0 + w]
+        target.mul_(1 - a).add_(crop[:, :h, :w], alpha=a)
+
+    def _labels(self, logits: torch.Tensor) -> np.ndarray:
+        if self.cfg.labels == "bilinear":
+            return logits_to_labels(logits[None], (self.height, self.width))[0].cpu().numpy()
+        coarse = logits.argmax(0).to(torch.uint8).cpu().numpy()
+        return cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+
+
+
+
+@dataclass
+class RunSummary:
+    """Totals of a run: frames by kind, wall time, seconds per stage (summed over frames)."""
+
+    frames: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, result: FrameResult) -> None:
+        self.frames += 1
+        self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
+        for stage, t in result.timings.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + t
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def key_share(self) -> float:
+        return sum(n for k, n in self.kinds.items() if k.startswith("key")) / max(self.frames, 1)
+
+    def format(self) -> str:
+        kinds = ", ".join(f"{k} {self.kinds[k]}" for k in KINDS if k in self.kinds)
+        stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f}" for k, v in self.stages.items())
+        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s), "
+                f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
+
+
+def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...] = ("labels",),
+                      overwrite: bool = False, limit: int | None = None,
+                      progress: Callable[[FrameResult, RunSummary], None] | None = None) -> RunSummary:
+    """Segment ``source`` and write every frame's result into the folder ``out`` (see :mod:`taplab.io.writers`).
+
+    Also writes ``frames.json`` (also when interrupted: the frames done so far). ``limit`` stops after
+    so many frames; ``progress`` is called after each frame.
+    """
+    from pathlib import Path
+
+    from taplab.io.writers import WRITERS, prepare_output, write_log
+
+    unknown = [f for f in formats if f not in WRITERS]
+    if unknown:
+        raise ConfigError(f"unknown output format {unknown[0]!r}; choose from {', '.join(WRITERS)}")
+    out = Path(out)
+    video_check = open_video(source)  # fail on a bad source before touching the output folder
+    video_check.close()
+    prepare_output(out, overwrite)
+    writers = [WRITERS[f](out, segmenter.model.colors) for f in dict.fromkeys(formats)]
+    summary, records = RunSummary(), []
+    start = time.perf_counter()
+    try:
+        for result in segmenter.run(source):
+            for writer in writers:
+                writer.write(result.index, result.labels)
+            summary.add(result)
+            summary.seconds = time.perf_counter() - start
+            records.append({"index": result.index, "pict_type": result.pict_type, "kind": result.kind,
+                            "residual_score": result.residual_score,
+                            "region": list(result.region) if result.region else None,
+                            "distorted": round(result.distorted, 4),
+                            "ms": {k: round(1000 * v, 3) for k, v in result.timings.items()}})
+            if progress is not None:
+                progress(result, summary)
+            if limit is not None and summary.frames >= limit:
+                break
+    finally:
+        write_log(out, records)
+    return summary
+
+
+__all__ = ["FrameResult", "KINDS", "RunSummary", "Segmenter", "segment_to_folder"]

@@ -1,0 +1,66 @@
+"""RGC region selection and RGFS scores on hand-made residuals."""
+
+import numpy as np
+import pytest
+
+from taplab.ops.regions import (
+    PAPER_RGFS_THRESHOLD,
+    RateSelector,
+    Region,
+    candidate_regions,
+    region_counts,
+    residual_score,
+    select_region,
+)
+
+
+def test_paper_grid_at_cityscapes_size():
+    regions = candidate_regions(1024, 2048)
+    assert {(r.height, r.width) for r in regions} == {(512, 512)}
+    assert sorted({r.y for r in regions}) == [0, 256, 512]
+    assert sorted({r.x for r in regions}) == list(range(0, 1537, 256))
+    assert len(regions) == 3 * 7
+
+
+def test_regions_cover_the_right_and_bottom_edges():
+    regions = candidate_regions(720, 1280, multiple=4)
+    assert regions[0].height == 360 and all(r.height % 4 == 0 for r in regions)
+    covered = np.zeros((720, 1280), bool)
+    for r in regions:
+        covered[r.slices()] = True
+    assert covered.all()
+    assert max(r.x + r.width for r in regions) == 1280 and max(r.y + r.height for r in regions) == 720
+    small = candidate_regions(50, 30, size=64, stride=16)
+    assert small == [Region(0, 0, 50, 30)]
+
+
+def test_select_region_finds_where_the_residual_is():
+    residual = np.zeros((720, 1280), np.uint8)
+    residual[400:560, 1000:1200] = 80  # a moving object near the bottom right
+    residual[::7, ::7] = 200  # scattered noise everywhere
+    regions = candidate_regions(720, 1280)
+    region, count = select_region(residual, regions, threshold=30)
+    ys, xs = region.slices()
+    assert region.y <= 400 and region.y + region.height >= 560
+    assert region.x <= 1000 and region.x + region.width >= 1200
+    assert count == int((residual[ys, xs] > 30).sum())
+    counts = region_counts(residual, regions, 30)
+    assert counts.tolist() == [int((residual[r.slices()] > 30).sum()) for r in regions]
+
+
+def test_residual_score_and_the_papers_threshold():
+    assert residual_score(np.full((4, 4), 6, np.uint8)) == 6.0
+    assert PAPER_RGFS_THRESHOLD == pytest.approx(5.72, abs=0.01)
+
+
+def test_rate_selector_selects_close_to_the_asked_share():
+    rng = np.random.default_rng(0)
+    scores = rng.gamma(2.0, 3.0, 600)
+    selector = RateSelector(0.1)
+    chosen = [selector(s) for s in scores]
+    assert 0.07 <= np.mean(chosen) <= 0.13
+    assert not any(chosen[:5])  # calibrating
+    again = RateSelector(0.1)
+    assert [again(s) for s in scores] == chosen
+    with pytest.raises(ValueError):
+        RateSelector(1.5)

@@ -1,0 +1,171 @@
+"""The runtime on real encoded synthetic clips with the shipped model: kinds, accuracy, modules, outputs."""
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from taplab.cli import main
+from taplab.codec import open_video
+from taplab.data.synth import SynthConfig, write_clip
+from taplab.errors import ConfigError
+from taplab.metrics import ConfusionMatrix
+from taplab.nets.loader import load_model
+from taplab.runtime import RuntimeConfig, Segmenter, segment_to_folder
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A labelled synthetic street clip, 128x256, 8 frames, MPEG-4 GOP 4."""
+    out = tmp_path_factory.mktemp("synth")
+    video = write_clip(out, SynthConfig(height=128, width=256, frames=8, seed=11, ego_speed_mps=10), gop=4, name="c")
+    labels = [cv2.imread(str(out / "gtFine" / "c" / f"c_{t:06d}_gtFine_labelTrainIds.png"), cv2.IMREAD_UNCHANGED)
+              for t in range(8)]
+    return video, labels
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("default")
+
+
+def test_per_frame_configuration_equals_the_model_on_every_frame(clip, model):
+    video, _ = clip
+    results = list(Segmenter(model, ffw=False, labels="bilinear").run(video))  # predict() upsamples bilinearly
+    with open_video(video) as v:
+        expected = [model.predict(f.image) for f in v]
+    assert [r.kind for r in results] == ["key-I", "key", "key", "key"] * 2
+    for r, e in zip(results, expected):
+        np.testing.assert_array_equal(r.labels, e)
+
+
+def test_ffw_warps_p_frames_and_stays_close_to_per_frame(clip, model):
+    video, truth = clip
+    per_frame = [r.labels for r in Segmenter(model, ffw=False).run(video)]
+    results = list(Segmenter(model, rgc=False, rgfs=False).run(video, logits=True))
+    assert [r.kind for r in results] == ["key-I", "warp", "warp", "warp"] * 2
+    assert all(r.labels.shape == (128, 256) and r.labels.dtype == np.uint8 for r in results)
+    assert results[1].logits.shape == (19, 32, 64)
+    agree = np.mean([(r.labels == p).mean() for r, p in zip(results, per_frame)])
+    assert agree > 0.85
+    cm_warp, cm_frame = ConfusionMatrix(19), ConfusionMatrix(19)
+    for r, p, t in zip(results, per_frame, truth):
+        cm_warp.update(r.labels, t)
+        cm_frame.update(p, t)
+    assert cm_warp.pixel_accuracy() > cm_frame.pixel_accuracy() - 0.08
+    assert all(r.timings["warp"] > 0 for r in results if r.kind == "warp")
+
+
+def test_rgc_corrects_the_region_with_residual(clip, model):
+    video, _ = clip
+    results = list(Segmenter(model, rgfs=False, rgc_alpha=1.0).run(video, logits=True))
+    corrected = [r for r in results if r.kind == "warp+RGC"]
+    assert corrected and all(r.region is not None for r in corrected)
+    r = corrected[0]
+    # with alpha = 1 the region holds exactly the CNN's output on the crop
+    with open_video(video) as v:
+        image = [f.image for f in v][r.index]
+    ys, xs = r.region.slices()
+    crop_logits = model.logits(__import__("taplab").data.transforms.to_tensor(np.ascontiguousarray(image[ys, xs])))[0]
+    s = model.stride
+    inside = r.logits[:, r.region.y // s:(r.region.y + r.region.height) // s, r.region.x // s:(r.region.x + r.region.width) // s]
+    np.testing.assert_allclose(inside.numpy(), crop_logits.numpy(), atol=1e-4)
+
+
+def test_rgfs_threshold_zero_makes_every_p_frame_a_key_frame(clip, model):
+    video, _ = clip
+    results = list(Segmenter(model, rgc=False, rgfs_threshold=0.0).run(video))
+    assert [r.kind for r in results] == ["key-I", "key-RGFS", "key-RGFS", "key-RGFS"] * 2
+    assert all(r.residual_score > 0 for r in results if r.kind == "key-RGFS")
+
+
+def test_b_frames_are_key_frames_by_default(tmp_path, model):
+    video = write_clip(tmp_path, SynthConfig(height=64, width=128, frames=7, seed=2), gop=7, codec="h264", bframes=1)
+    results = list(Segmenter(model).run(video))
+    kinds = {r.pict_type: set() for r in results}
+    for r in results:
+        kinds[r.pict_type].add(r.kind)
+    assert kinds["B"] == {"key"} and kinds["I"] == {"key-I"}
+    assert kinds["P"] <= {"warp", "warp+RGC", "key-RGFS"}
+
+
+def test_closing_the_run_early_stops_the_decoding_thread(clip, model):
+    video, _ = clip
+    before = threading.active_count()
+    run = Segmenter(model).run(video)
+    next(run)
+    run.close()
+    assert threading.active_count() == before
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="rgc_threshold"):
+        RuntimeConfig(rgc_threshold=300)
+    with pytest.raises(ConfigError, match="warp_sampling must be one of"):
+        RuntimeConfig(warp_sampling="cubic")
+    with pytest.raises(ConfigError, match="unknown runtime option"):
+        RuntimeConfig.from_dict({"thr": 3})
+    with pytest.raises(ConfigError, match="rgfs_rate"):
+        Segmenter("default", rgfs_rate=2.0)
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "h264"])
+def test_segment_cli_writes_one_mask_per_frame(tmp_path, codec, capsys):
+    video = write_clip(tmp_path / "clip", SynthConfig(height=64, width=128, frames=5, seed=4), gop=5, codec=codec)
+    out = tmp_path / "masks"
+    main(["segment", str(video), "--out", str(out), "--format", "labels", "--format", "color"])
+    masks = sorted(out.glob("frame_*.png"))
+    assert [m.name for m in masks] == [f"frame_{t:06d}.png" for t in range(5)]
+    for m in masks:
+        labels = cv2.imread(str(m), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (64, 128) and labels.dtype == np.uint8 and labels.max() < 19
+    assert len(list((out / "color").glob("*.png"))) == 5
+    log = json.loads((out / "frames.json").read_text())
+    assert [r["kind"] for r in log][0] == "key-I" and len(log) == 5
+    assert "5 frames" in capsys.readouterr().out
+
+
+def test_interrupted_run_leaves_complete_files_only(clip, model, tmp_path):
+    video, _ = clip
+    out = tmp_path / "masks"
+
+    def stop_after_three(result, summary):
+        if summary.frames == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_to_folder(Segmenter(model), video, out, ("labels", "npz"), progress=stop_after_three)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "frame_000000.npz", "frame_000000.png", "frame_000001.npz", "frame_000001.png",
+        "frame_000002.npz", "frame_000002.png", "frames.json"]
+    assert len(json.loads((out / "frames.json").read_text())) == 3
+    assert np.load(out / "npz" / "frame_000002.npz")["labels"].shape == (128, 256)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["segment", "/no/such.mp4", "--out", "OUT"], "no such file"),
+    (["segment", "VIDEO", "--out", "OUT", "--rgc-alpha", "3"], "rgc_alpha must be in 0..1"),
+    (["segment", "VIDEO", "--out", "OUT", "--model", "nowhere.pt"], "no model 'nowhere.pt'"),
+])
+def test_segment_cli_errors(clip, tmp_path, args, message, capsys):
+    video, _ = clip
+    args = [str(video) if a == "VIDEO" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing half-made
+
+
+def test_segment_cli_refuses_a_non_empty_folder(clip, tmp_path, capsys):
+    video, _ = clip
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(SystemExit):
+        main(["segment", str(video), "--out", str(out), "--limit", "2"])
+    assert "not empty" in capsys.readouterr().err
+    main(["segment", str(video), "--out", str(out), "--limit", "2", "--overwrite"])
+    assert (out / "mine.txt").read_text() == "keep" and len(list(out.glob("frame_*.png"))) == 2
