@@ -1,6 +1,6 @@
 """The runtime against the per-frame baseline: speed on a real clip, accuracy on held-out synthetic clips.
 
-    python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels nearest|bilinear] [--skip-accuracy] [--skip-speed]
+    python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels bilinear|exact|nearest] [--skip-accuracy] [--skip-speed]
 
 Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
 ``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
@@ -103,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--clips", type=int, default=2)
-    parser.add_argument("--labels", choices=["nearest", "bilinear"], default="nearest")
+    parser.add_argument("--labels", choices=["bilinear", "exact", "nearest"], default="bilinear")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()

@@ -312,9 +312,9 @@ class _SegmentStatus:
 @click.option("--rgfs-rate", type=float, default=None, help="Instead of a threshold: select about this share of P-frames (e.g. 0.1).")
 @click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None)
 @click.option("--warp-layer", type=click.Choice(["logits", "features"]), default=None)
-@click.option("--labels", "labels_mode", type=click.Choice(["nearest", "bilinear"]), default=None,
-              help="Full-resolution labels: upsampled labels (nearest, default, fast) or upsampled logits "
-                   "(bilinear, ~2 mIoU points better, 20x slower at 720p).")
+@click.option("--labels", "labels_mode", type=click.Choice(["bilinear", "exact", "nearest"]), default=None,
+              help="Full-resolution labels: bilinear (default; computed near class boundaries only), "
+                   "exact (all pixels, ~10x slower) or nearest (fastest, blocky).")
 @click.option("--b-frames", type=click.Choice(["key", "past"]), default=None, help="B-frames: key frames, or warped with past vectors.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["labels", "color", "npz"]), default=("labels",),
               show_default=True, help="Output formats (repeatable).")

@@ -30,6 +30,7 @@ from taplab.codec.reader import Frame
 from taplab.data.transforms import to_tensor
 from taplab.errors import ConfigError
 from taplab.nets.loader import Model, load_model, logits_to_labels
+from taplab.ops.labels import upsample_labels
 from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
 from taplab.ops.warp import motion_to_grid, warp
 from taplab.runtime.config import RuntimeConfig
@@ -211,8 +212,11 @@ class _Run:
         target.mul_(1 - a).add_(crop[:, :h, :w], alpha=a)
 
     def _labels(self, logits: torch.Tensor) -> np.ndarray:
+        size = (self.height, self.width)
         if self.cfg.labels == "bilinear":
-            return logits_to_labels(logits[None], (self.height, self.width))[0].cpu().numpy()
+            return upsample_labels(logits, size)
+        if self.cfg.labels == "exact":
+            return logits_to_labels(logits[None], size)[0].cpu().numpy()
         coarse = logits.argmax(0).to(torch.uint8).cpu().numpy()
         return cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
 

@@ -33,7 +33,7 @@ def model():
 
 def test_per_frame_configuration_equals_the_model_on_every_frame(clip, model):
     video, _ = clip
-    results = list(Segmenter(model, ffw=False, labels="bilinear").run(video))  # predict() upsamples bilinearly
+    results = list(Segmenter(model, ffw=False, labels="exact").run(video))  # predict() upsamples all logits
     with open_video(video) as v:
         expected = [model.predict(f.image) for f in v]
     assert [r.kind for r in results] == ["key-I", "key", "key", "key"] * 2
