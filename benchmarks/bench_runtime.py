@@ -1,6 +1,7 @@
 """The runtime against the per-frame baseline: speed on a real clip, accuracy on held-out synthetic clips.
 
     python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels bilinear|exact|nearest] [--skip-accuracy] [--skip-speed]
+    python benchmarks/bench_runtime.py --skip-speed --warping     # chained vs accumulated warping, nearest vs bilinear
 
 Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
 ``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
@@ -68,7 +69,7 @@ def speed(frames: int, labels: str) -> None:
     print()
 
 
-def accuracy(clips: int, labels: str) -> None:
+def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
     from taplab.data.synth import SynthConfig, write_clip
 
     print(f"## Accuracy: {clips} held-out synthetic clips, 512x1024, 30 frames, MPEG-4 GOP 12, labels={labels}\n")
@@ -83,7 +84,7 @@ def accuracy(clips: int, labels: str) -> None:
         per_frame: list[list] = []
         print("| modules | mIoU % | fidelity mIoU % | key frames |")
         print("|---|---:|---:|---:|")
-        for name, options in COMBINATIONS.items():
+        for name, options in {"per-frame": dict(ffw=False), **combinations}.items():
             seg = Segmenter("default", labels=labels, **options)
             cm, fid, keys, n = ConfusionMatrix(19), ConfusionMatrix(19), 0, 0
             for k, (video, truth) in enumerate(videos):
@@ -99,6 +100,18 @@ def accuracy(clips: int, labels: str) -> None:
     print()
 
 
+#: FFW alone, the ways of carrying features through a GOP
+WARPING = {
+    "chain, nearest": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="nearest"),
+    "chain, bilinear": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="bilinear"),
+    "accumulate, nearest": dict(rgc=False, rgfs=False, propagation="accumulate", warp_sampling="nearest"),
+    "accumulate, bilinear": dict(rgc=False, rgfs=False, propagation="accumulate", warp_sampling="bilinear"),
+    "all modules, chain": dict(propagation="chain"),
+    "all modules, accumulate": dict(propagation="accumulate"),
+    "all modules, RGFS rate 0.1": dict(rgfs_mode="rate", rgfs_rate=0.1),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=96)
@@ -106,11 +119,12 @@ def main() -> None:
     parser.add_argument("--labels", choices=["bilinear", "exact", "nearest"], default="bilinear")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--warping", action="store_true", help="accuracy of the warping variants (WARPING) instead")
     args = parser.parse_args()
     if not args.skip_speed:
         speed(args.frames, args.labels)
     if not args.skip_accuracy:
-        accuracy(args.clips, args.labels)
+        accuracy(args.clips, args.labels, WARPING if args.warping else COMBINATIONS)
 
 
 if __name__ == "__main__":

@@ -310,7 +310,9 @@ class _SegmentStatus:
 @click.option("--rgc-stride", type=int, default=None, help="RGC region grid stride in pixels [a quarter of the height].")
 @click.option("--rgfs-threshold", type=float, default=None, help="Mean residual per pixel above which a P-frame is a key frame [5.7].")
 @click.option("--rgfs-rate", type=float, default=None, help="Instead of a threshold: select about this share of P-frames (e.g. 0.1).")
-@click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None)
+@click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")
+@click.option("--propagation", type=click.Choice(["chain", "accumulate"]), default=None,
+              help="Warp the key frame through accumulated motion (accumulate) or the previous frame (chain) [accumulate].")
 @click.option("--warp-layer", type=click.Choice(["logits", "features"]), default=None)
 @click.option("--labels", "labels_mode", type=click.Choice(["bilinear", "exact", "nearest"]), default=None,
               help="Full-resolution labels: bilinear (default; computed near class boundaries only), "

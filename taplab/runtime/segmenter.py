@@ -10,9 +10,10 @@ Per frame, in display order (the scheduler decides; the maths is in :mod:`taplab
   ``"warp"``); with RGC, the CNN re-runs on the candidate region with the most residual and is
   blended in (``"warp+RGC"``).
 
-Warping chains from frame to frame (each warped frame, corrected by RGC, is the next one's
-source), with bilinear sampling by default: chained nearest warps drop every step's sub-cell
-motion (see :func:`taplab.ops.warp.compose`).
+By default the motion is composed back to the last key frame and the key frame's features are
+warped once per frame (:func:`taplab.ops.warp.compose`), with bilinear sampling; chaining warps
+from frame to frame (``propagation="chain"``) loses accuracy with every step, most with nearest
+sampling, which drops each step's sub-cell motion. docs/runtime.md has the measurements.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from taplab.errors import ConfigError
 from taplab.nets.loader import Model, load_model, logits_to_labels
 from taplab.ops.labels import upsample_labels
 from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
-from taplab.ops.warp import motion_to_grid, warp
+from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, zero_flow
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 
@@ -128,7 +129,9 @@ class _Run:
         self.stride = (height / self.grid[0], width / self.grid[1])
         self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=model.stride)
         self.selector = RateSelector(cfg.rgfs_rate) if cfg.rgfs_mode == "rate" else None
-        self.features: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None  # the current frame's (the next warp's source when chaining)
+        self.key_features: torch.Tensor | None = None  # the last key frame's (accumulate mode)
+        self.motion_to_key: GridFlow | None = None  # current frame -> last key frame (accumulate mode)
         self.last_logits: torch.Tensor | None = None
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
@@ -168,14 +171,19 @@ class _Run:
         region, distorted = None, 0.0
         if kind.startswith("key"):
             start = time.perf_counter()
-            self.features = self._features(frame.image)
+            self.features = self.key_features = self._features(frame.image)
+            self.motion_to_key = zero_flow(self.grid)
             timings["cnn_full"] = time.perf_counter() - start
         else:
             start = time.perf_counter()
             motion = frame.motion
             flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
                                   self.cfg.motion_resampling)
-            self.features, mask = warp(self.features, flow, self.cfg.warp_sampling)
+            if self.cfg.propagation == "accumulate":
+                self.motion_to_key = compose(flow, self.motion_to_key)
+                self.features, mask = warp(self.key_features, self.motion_to_key, self.cfg.warp_sampling)
+            else:
+                self.features, mask = warp(self.features, flow, self.cfg.warp_sampling)
             distorted = float(mask.float().mean())
             timings["warp"] = time.perf_counter() - start
             if self.cfg.rgc:

@@ -58,9 +58,22 @@ def test_ffw_warps_p_frames_and_stays_close_to_per_frame(clip, model):
     assert all(r.timings["warp"] > 0 for r in results if r.kind == "warp")
 
 
+def test_accumulated_motion_beats_chained_nearest_warps(clip, model):
+    video, _ = clip
+    per_frame = [r.labels for r in Segmenter(model, ffw=False).run(video)]
+
+    def agreement(**options):
+        results = Segmenter(model, rgc=False, rgfs=False, **options).run(video)
+        return np.mean([(r.labels == p).mean() for r, p in zip(results, per_frame) if r.kind == "warp"])
+
+    accumulated = agreement(propagation="accumulate", warp_sampling="nearest")
+    chained = agreement(propagation="chain", warp_sampling="nearest")
+    assert accumulated > chained
+
+
 def test_rgc_corrects_the_region_with_residual(clip, model):
     video, _ = clip
-    results = list(Segmenter(model, rgfs=False, rgc_alpha=1.0).run(video, logits=True))
+    results = list(Segmenter(model, rgfs=False, rgc_alpha=1.0, propagation="chain").run(video, logits=True))
     corrected = [r for r in results if r.kind == "warp+RGC"]
     assert corrected and all(r.region is not None for r in corrected)
     r = corrected[0]
