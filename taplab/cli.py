@@ -320,11 +320,14 @@ class _SegmentStatus:
 @click.option("--b-frames", type=click.Choice(["key", "past"]), default=None, help="B-frames: key frames, or warped with past vectors.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["labels", "color", "npz"]), default=("labels",),
               show_default=True, help="Output formats (repeatable).")
+@click.option("--overlay", type=click.Path(dir_okay=False), default=None,
+              help="Also write an H.264 video of the frames blended with their masks, e.g. overlay.mp4.")
+@click.option("--side-by-side", is_flag=True, help="In the overlay video, put the mask next to the frame instead.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files.")
 def segment(video: str, out: Path, model: str, device: str, config_file: str | None, formats: tuple[str, ...],
-            limit: int | None, overwrite: bool, **options) -> None:
-    """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...) and frames.json.
+            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, **options) -> None:
+    """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
     VIDEO is a path or a URL. Key frames (I-frames, and P-frames whose residual is large) run the
     CNN; the other frames are warped with the codec's motion vectors and corrected where the
@@ -347,7 +350,7 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
         total = min(limit, total) if total else limit
     status = _SegmentStatus(total)
     try:
-        summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status)
+        summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status, overlay, side_by_side)
     finally:
         status.close()
     click.echo(summary.format())

@@ -53,6 +53,7 @@ class FrameResult:
         region: the RGC region (pixels), for ``"warp+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
         timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, labels).
+        image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
     """
 
     index: int
@@ -64,6 +65,7 @@ class FrameResult:
     region: Region | None = None
     distorted: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    image: np.ndarray | None = None
 
     @property
     def is_key(self) -> bool:
@@ -91,16 +93,21 @@ class Segmenter:
             raise ConfigError(f"warp_layer='features' needs a model with features()/head(); {self.model.source} has none")
         self.prefetch_depth = prefetch_depth
 
-    def run(self, source, logits: bool = False) -> Iterator[FrameResult]:
-        """Segment every frame of ``source`` (anything :func:`taplab.open_video` accepts), in display order."""
+    def run(self, source, logits: bool = False, images: bool = False) -> Iterator[FrameResult]:
+        """Segment every frame of ``source`` (anything :func:`taplab.open_video` accepts), in display order.
+
+        ``logits`` and ``images`` attach the logits and the decoded frame to every result."""
         video = open_video(source)
         run = _Run(self.model, self.config, video.height, video.width)
+        run.want_images = images
         frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
         try:
             for frame, prep in frames:
                 result = run.step(frame, prep)
                 if logits:
                     result.logits = run.last_logits
+                if images:
+                    result.image = frame.image
                 yield result
         finally:
             frames.close()  # stops and joins the decoding thread before the video closes under it
@@ -133,6 +140,7 @@ class _Run:
         self.key_features: torch.Tensor | None = None  # the last key frame's (accumulate mode)
         self.motion_to_key: GridFlow | None = None  # current frame -> last key frame (accumulate mode)
         self.last_logits: torch.Tensor | None = None
+        self.want_images = False
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
@@ -142,7 +150,7 @@ class _Run:
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
-        if not warpable or self.cfg.rgc:
+        if not warpable or self.cfg.rgc or self.want_images:
             start = time.perf_counter()
             frame.image  # noqa: B018
             prep["decode"] += time.perf_counter() - start
@@ -263,30 +271,37 @@ class RunSummary:
 
 def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...] = ("labels",),
                       overwrite: bool = False, limit: int | None = None,
-                      progress: Callable[[FrameResult, RunSummary], None] | None = None) -> RunSummary:
+                      progress: Callable[[FrameResult, RunSummary], None] | None = None,
+                      overlay: str | None = None, side_by_side: bool = False) -> RunSummary:
     """Segment ``source`` and write every frame's result into the folder ``out`` (see :mod:`taplab.io.writers`).
 
-    Also writes ``frames.json`` (also when interrupted: the frames done so far). ``limit`` stops after
-    so many frames; ``progress`` is called after each frame.
+    Also writes ``frames.json`` and ``frames.csv`` (also when interrupted: the frames done so far), and
+    with ``overlay`` a video of the frames blended with their masks (``side_by_side``: next to them),
+    which appears only when the run completes. ``limit`` stops after so many frames; ``progress`` is
+    called after each frame.
     """
     from pathlib import Path
 
-    from taplab.io.writers import WRITERS, prepare_output, write_log
+    from taplab.io.writers import WRITERS, OverlayVideo, prepare_output, write_log
 
     unknown = [f for f in formats if f not in WRITERS]
     if unknown:
         raise ConfigError(f"unknown output format {unknown[0]!r}; choose from {', '.join(WRITERS)}")
     out = Path(out)
-    video_check = open_video(source)  # fail on a bad source before touching the output folder
-    video_check.close()
+    with open_video(source) as probe:  # fail on a bad source before touching the output folder
+        fps = probe.fps or 25.0
     prepare_output(out, overwrite)
     writers = [WRITERS[f](out, segmenter.model.colors) for f in dict.fromkeys(formats)]
+    video = OverlayVideo(overlay, segmenter.model.colors, fps, side_by_side) if overlay else None
     summary, records = RunSummary(), []
     start = time.perf_counter()
+    complete = False
     try:
-        for result in segmenter.run(source):
+        for result in segmenter.run(source, images=video is not None):
             for writer in writers:
                 writer.write(result.index, result.labels)
+            if video is not None:
+                video.write(result.image, result.labels)
             summary.add(result)
             summary.seconds = time.perf_counter() - start
             records.append({"index": result.index, "pict_type": result.pict_type, "kind": result.kind,
@@ -298,8 +313,11 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                 progress(result, summary)
             if limit is not None and summary.frames >= limit:
                 break
+        complete = True
     finally:
         write_log(out, records)
+        if video is not None:
+            video.close(complete)
     return summary
 
 

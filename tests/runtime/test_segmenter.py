@@ -152,7 +152,7 @@ def test_interrupted_run_leaves_complete_files_only(clip, model, tmp_path):
         segment_to_folder(Segmenter(model), video, out, ("labels", "npz"), progress=stop_after_three)
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
         "frame_000000.npz", "frame_000000.png", "frame_000001.npz", "frame_000001.png",
-        "frame_000002.npz", "frame_000002.png", "frames.json"]
+        "frame_000002.npz", "frame_000002.png", "frames.csv", "frames.json"]
     assert len(json.loads((out / "frames.json").read_text())) == 3
     assert np.load(out / "npz" / "frame_000002.npz")["labels"].shape == (128, 256)
 
@@ -182,3 +182,31 @@ def test_segment_cli_refuses_a_non_empty_folder(clip, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     main(["segment", str(video), "--out", str(out), "--limit", "2", "--overwrite"])
     assert (out / "mine.txt").read_text() == "keep" and len(list(out.glob("frame_*.png"))) == 2
+
+
+def test_overlay_video_and_csv_log(clip, model, tmp_path):
+    video, _ = clip
+    out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
+    segment_to_folder(Segmenter(model), video, out, overlay=str(overlay), side_by_side=True)
+    with open_video(overlay) as v:
+        frames = [f.image for f in v]
+    assert len(frames) == 8 and frames[0].shape == (128, 512, 3)  # frame | mask
+    with open_video(video) as v:
+        source = [f.image for f in v]
+    assert np.abs(frames[3][:, :256].astype(int) - source[3]).mean() < 8  # the left half is the frame
+    rows = (out / "frames.csv").read_text().splitlines()
+    assert rows[0].startswith("index,pict_type,kind,residual_score") and len(rows) == 9
+    assert rows[1].split(",")[:3] == ["0", "I", "key-I"]
+
+
+def test_interrupted_run_leaves_no_overlay_video(clip, model, tmp_path):
+    video, _ = clip
+    overlay = tmp_path / "overlay.mp4"
+
+    def stop(result, summary):
+        if summary.frames == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_to_folder(Segmenter(model), video, tmp_path / "masks", overlay=str(overlay), progress=stop)
+    assert not overlay.exists() and not list(tmp_path.glob(".taplab-*"))
