@@ -148,11 +148,18 @@ def _check_output(model: Model, height: int, width: int) -> Geometry:
     c, h, w = out.shape[1:]
     if c < 2:
         raise ModelError(f"{model.source}: the output has {c} channel(s); a segmentation model needs >= 2 classes")
-    stride = max(1, round(height / h))
-    if not (_fits(height, h, stride) and _fits(width, w, stride)):
+    stride = _stride(height, width, int(h), int(w), getattr(model, "stride", None))
+    if stride is None:
         raise ModelError(f"{model.source}: output {h}x{w} for input {height}x{width} is not the input "
                          "divided by one integer stride")
     return Geometry(stride, int(c), (int(h), int(w)))
+
+
+def _stride(height: int, width: int, h: int, w: int, known: int | None) -> int | None:
+    """The integer stride s with h in {H // s, ceil(H / s)} and the same for w; ``known`` (the stride
+    found at the probe size) first, then the one nearest H / h (small inputs can fit several)."""
+    candidates = ([known] if known else []) + sorted(range(1, max(height, width) + 1), key=lambda s: abs(s - height / max(h, 1)))
+    return next((s for s in candidates if _fits(height, h, s) and _fits(width, w, s)), None)
 
 
 def _fits(n: int, m: int, stride: int) -> bool:

@@ -132,13 +132,19 @@ class _Run:
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int):
         self.model, self.cfg = model, cfg
         self.height, self.width = height, width
-        self.grid = model.geometry(height, width).size
-        self.stride = (height / self.grid[0], width / self.grid[1])
+        geometry = model.geometry(height, width)
+        self.grid = geometry.size
+        # cell i covers pixels [i s, (i + 1) s) whether the model rounds its output size up or down
+        self.stride = (geometry.stride, geometry.stride)
         self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=model.stride)
         self.selector = RateSelector(cfg.rgfs_rate) if cfg.rgfs_mode == "rate" else None
-        self.features: torch.Tensor | None = None  # the current frame's (the next warp's source when chaining)
-        self.key_features: torch.Tensor | None = None  # the last key frame's (accumulate mode)
-        self.motion_to_key: GridFlow | None = None  # current frame -> last key frame (accumulate mode)
+        # The current frame's features, and the state of the last anchor (I- or P-frame), which past
+        # vectors point into: its features (the source of a chained warp), the features of the key
+        # frame its motion accumulates to, and that motion. B-frames read the anchor state, never write it.
+        self.features: torch.Tensor | None = None
+        self.anchor_features: torch.Tensor | None = None
+        self.key_features: torch.Tensor | None = None
+        self.motion_to_key: GridFlow | None = None
         self.last_logits: torch.Tensor | None = None
         self.want_images = False
 
@@ -167,7 +173,7 @@ class _Run:
         score = None
         if frame.pict_type == "I":
             kind = "key-I"
-        elif not self._warpable(frame) or self.features is None:
+        elif not self._warpable(frame) or self.anchor_features is None:
             kind = "key"
         else:
             kind = "warp"
@@ -177,10 +183,12 @@ class _Run:
                 if selected:
                     kind = "key-RGFS"
         region, distorted = None, 0.0
+        anchor = frame.pict_type != "B"
         if kind.startswith("key"):
             start = time.perf_counter()
-            self.features = self.key_features = self._features(frame.image)
-            self.motion_to_key = zero_flow(self.grid)
+            self.features = self._features(frame.image)
+            if anchor:
+                self.key_features, self.motion_to_key = self.features, zero_flow(self.grid)
             timings["cnn_full"] = time.perf_counter() - start
         else:
             start = time.perf_counter()
@@ -188,10 +196,12 @@ class _Run:
             flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
                                   self.cfg.motion_resampling)
             if self.cfg.propagation == "accumulate":
-                self.motion_to_key = compose(flow, self.motion_to_key)
-                self.features, mask = warp(self.key_features, self.motion_to_key, self.cfg.warp_sampling)
+                to_key = compose(flow, self.motion_to_key)
+                self.features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
+                if anchor:
+                    self.motion_to_key = to_key
             else:
-                self.features, mask = warp(self.features, flow, self.cfg.warp_sampling)
+                self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
             distorted = float(mask.float().mean())
             timings["warp"] = time.perf_counter() - start
             if self.cfg.rgc:
@@ -203,6 +213,8 @@ class _Run:
                 else:
                     region = None
                 timings["cnn_region"] = time.perf_counter() - start
+        if anchor:
+            self.anchor_features = self.features
         start = time.perf_counter()
         logits = self.model.head(self.features[None])[0] if self.cfg.warp_layer == "features" else self.features
         labels = self._labels(logits)

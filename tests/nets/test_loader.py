@@ -7,7 +7,7 @@ import torch
 from taplab.errors import ConfigError, ModelError, TapLabWarning
 from taplab.nets import create_model
 from taplab.nets.checkpoint import save_checkpoint
-from taplab.nets.loader import Model, load_model
+from taplab.nets.loader import Geometry, Model, load_model
 from tests.nets.user_models import Normalised, NotLogits, ReturnsDict, TinySegmenter
 
 
@@ -95,6 +95,13 @@ def test_model_instance_passes_through():
 def test_contract_violations(module, message):
     with pytest.raises(ModelError, match=message):
         load_model(module)
+
+
+def test_stride_of_small_inputs_that_fit_several():
+    # 66x130 at stride 8 rounds up to 9x17; 66 / 9 = 7.3 must not be taken for the stride
+    model = load_model(create_model("bl1"))
+    assert model.geometry(66, 130) == Geometry(8, 19, (9, 17))
+    assert model.geometry(8, 8).stride == 8  # 1x1 output: any stride >= 8 would fit; the known one wins
 
 
 def test_irregular_output_size_is_rejected():

@@ -210,3 +210,26 @@ def test_interrupted_run_leaves_no_overlay_video(clip, model, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         segment_to_folder(Segmenter(model), video, tmp_path / "masks", overlay=str(overlay), progress=stop)
     assert not overlay.exists() and not list(tmp_path.glob(".taplab-*"))
+
+
+def test_b_frames_warp_from_their_anchor_not_from_the_previous_b_frame(tmp_path, model):
+    from taplab.ops.warp import motion_to_grid, warp
+
+    video = write_clip(tmp_path, SynthConfig(height=64, width=128, frames=9, seed=2), gop=9, codec="h264", bframes=2)
+    seg = Segmenter(model, b_frames="past", propagation="chain", rgc=False, rgfs=False)
+    results = list(seg.run(video, logits=True))
+    with open_video(video) as v:
+        frames = list(v)
+    anchor = None
+    checked = 0
+    for r, f in zip(results, frames):
+        if r.pict_type == "B" and r.kind == "warp" and anchor is not None:
+            m = f.motion
+            assert m.reference == anchor.index
+            flow = motion_to_grid(m.vectors, m.valid, m.block, tuple(anchor.logits.shape[1:]), (model.stride, model.stride))
+            expected, _ = warp(anchor.logits, flow, "bilinear")
+            np.testing.assert_allclose(r.logits.numpy(), expected.numpy(), atol=1e-5)
+            checked += 1
+        if r.pict_type != "B":
+            anchor = r
+    assert checked >= 2  # at least one B-frame that follows another B-frame
