@@ -276,11 +276,11 @@ class _SegmentStatus:
     Rewritten in place on a terminal; when stderr is not one (a log file), a line every 50 frames.
     """
 
-    def __init__(self, total: int | None):
-        self.total, self.tty, self.text = total, sys.stderr.isatty(), ""
+    def __init__(self):
+        self.tty, self.text = sys.stderr.isatty(), ""
 
     def __call__(self, result, summary) -> None:
-        of = f"/{self.total}" if self.total else ""
+        of = f"/{summary.total}" if summary.total else ""
         self.text = (f"segmenting: {summary.frames}{of} frames  {summary.fps:.1f} frames/s  "
                      f"key frames {100 * summary.key_share:.0f}%")
         if self.tty:
@@ -342,13 +342,7 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
         given.setdefault("rgfs_mode", "rate")
     config = RuntimeConfig.from_dict({**values, **given})
     segmenter = Segmenter(model, device=device, config=config)
-    from taplab.codec import open_video
-
-    with open_video(video) as v:
-        total = v.frame_count
-    if limit is not None:
-        total = min(limit, total) if total else limit
-    status = _SegmentStatus(total)
+    status = _SegmentStatus()
     try:
         summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status, overlay, side_by_side)
     finally:

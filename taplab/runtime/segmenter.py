@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from taplab.codec import open_video
-from taplab.codec.reader import Frame
+from taplab.codec.reader import Frame, Video
 from taplab.data.transforms import to_tensor
 from taplab.errors import ConfigError
 from taplab.nets.loader import Model, load_model, logits_to_labels
@@ -94,10 +94,13 @@ class Segmenter:
         self.prefetch_depth = prefetch_depth
 
     def run(self, source, logits: bool = False, images: bool = False) -> Iterator[FrameResult]:
-        """Segment every frame of ``source`` (anything :func:`taplab.open_video` accepts), in display order.
+        """Segment every frame of ``source`` in display order: anything :func:`taplab.open_video`
+        accepts, or a :class:`~taplab.codec.reader.Video` it opened (read from, then left to its owner
+        to close; a live stream is then connected once).
 
         ``logits`` and ``images`` attach the logits and the decoded frame to every result."""
-        video = open_video(source)
+        owned = not isinstance(source, Video)
+        video = open_video(source) if owned else source
         run = _Run(self.model, self.config, video.height, video.width)
         run.want_images = images
         frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
@@ -111,7 +114,8 @@ class Segmenter:
                 yield result
         finally:
             frames.close()  # stops and joins the decoding thread before the video closes under it
-            video.close()
+            if owned:
+                video.close()
 
 
 def _timed(video) -> Iterator[tuple[Frame, dict]]:
@@ -256,6 +260,7 @@ class RunSummary:
     """Totals of a run: frames by kind, wall time, seconds per stage (summed over frames)."""
 
     frames: int = 0
+    total: int | None = None  # frames expected, where the container says (and the limit allows)
     kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
@@ -300,16 +305,20 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     if unknown:
         raise ConfigError(f"unknown output format {unknown[0]!r}; choose from {', '.join(WRITERS)}")
     out = Path(out)
-    with open_video(source) as probe:  # fail on a bad source before touching the output folder
-        fps = probe.fps or 25.0
-    prepare_output(out, overwrite)
+    source_video = open_video(source)  # a bad source fails before the output folder is touched
+    try:
+        prepare_output(out, overwrite)
+    except BaseException:
+        source_video.close()
+        raise
     writers = [WRITERS[f](out, segmenter.model.colors) for f in dict.fromkeys(formats)]
-    video = OverlayVideo(overlay, segmenter.model.colors, fps, side_by_side) if overlay else None
-    summary, records = RunSummary(), []
+    video = OverlayVideo(overlay, segmenter.model.colors, source_video.fps or 25.0, side_by_side) if overlay else None
+    total = source_video.frame_count
+    summary, records = RunSummary(total=min(total, limit) if total and limit else total or limit), []
     start = time.perf_counter()
     complete = False
     try:
-        for result in segmenter.run(source, images=video is not None):
+        for result in segmenter.run(source_video, images=video is not None):
             for writer in writers:
                 writer.write(result.index, result.labels)
             if video is not None:
@@ -327,6 +336,7 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                 break
         complete = True
     finally:
+        source_video.close()
         write_log(out, records)
         if video is not None:
             video.close(complete)
