@@ -48,7 +48,10 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"]},
     ext_modules=[
-        Extension("taplab.native._mc", ["native/cpu/mc.c"], extra_compile_args=["-O3"]),
+        Extension("taplab.native._mc", ["native/cpu/mc.c"], depends=["native/cpu/buffers.h"],
+                  include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
+        Extension("taplab.native._labels", ["native/cpu/labels.c"], depends=["native/cpu/buffers.h"],
+                  include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
     entry_points={"console_scripts": ["taplab=taplab.cli:main"]},

@@ -377,6 +377,7 @@ def info() -> None:
         f"opencv        {cv2.__version__}",
         f"numpy         {numpy.__version__}",
         f"mc kernels    {status('mc').reason}",
+        f"labels kernel {status('labels').reason}",
         f"default model {_default_model()}",
     ]
     click.echo("\n".join(lines))

@@ -11,8 +11,7 @@
  * builds with a C compiler and Python's headers alone. Both kernels release the
  * GIL.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "buffers.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -26,16 +25,6 @@ typedef struct {
     int32_t motion_x, motion_y;
     uint16_t motion_scale;
 } AVMotionVector;
-
-static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int writable, const char *what) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    if (view->len < need) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer holds %zd bytes, need %zd", what, view->len, need);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 

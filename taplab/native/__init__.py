@@ -21,7 +21,7 @@ class KernelStatus:
 
 
 #: kernel family -> importable module built by setup.py
-_MODULES = {"mc": "taplab.native._mc"}
+_MODULES = {"mc": "taplab.native._mc", "labels": "taplab.native._labels"}
 _loaded: dict[str, KernelStatus] = {}
 
 

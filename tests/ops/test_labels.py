@@ -7,7 +7,10 @@ import torch
 from taplab.data.synth import SynthConfig, generate
 from taplab.data.transforms import to_tensor
 from taplab.nets.loader import load_model, logits_to_labels
-from taplab.ops.labels import upsample_labels
+from taplab.ops.labels import upsample_labels, upsample_labels_reference
+
+#: the C kernel where it is built (else the reference again) and the numpy reference
+IMPLEMENTATIONS = [upsample_labels, upsample_labels_reference]
 
 
 def exact(logits: torch.Tensor, size) -> np.ndarray:
@@ -16,27 +19,30 @@ def exact(logits: torch.Tensor, size) -> np.ndarray:
 
 @pytest.mark.parametrize("grid, size", [((9, 13), (67, 93)), ((5, 7), (20, 28)), ((16, 32), (64, 128)),
                                         ((10, 10), (37, 41)), ((3, 3), (3, 3)), ((45, 80), (180, 320))])
-def test_equal_to_the_full_computation_when_corners_hold_every_candidate(grid, size):
+@pytest.mark.parametrize("upsample", IMPLEMENTATIONS)
+def test_equal_to_the_full_computation_when_corners_hold_every_candidate(grid, size, upsample):
     torch.manual_seed(sum(size))
     logits = torch.randn(2, *grid)  # two classes: a mixed quad's corners always hold both
-    labels = upsample_labels(logits, size)
+    labels = upsample(logits, size)
     assert labels.dtype == np.uint8 and labels.shape == size
     np.testing.assert_array_equal(labels, exact(logits, size))
 
 
-def test_real_model_output_agrees_with_the_full_computation():
+@pytest.mark.parametrize("upsample", IMPLEMENTATIONS)
+def test_real_model_output_agrees_with_the_full_computation(upsample):
     model = load_model("default")
     frame = next(iter(generate(SynthConfig(height=256, width=512, frames=1, seed=77))))
     logits = model.logits(to_tensor(frame.image))[0]
-    agreement = (upsample_labels(logits, (256, 512)) == exact(logits, (256, 512))).mean()
+    agreement = (upsample(logits, (256, 512)) == exact(logits, (256, 512))).mean()
     assert agreement > 0.999
 
 
-def test_uniform_logits_and_many_classes():
+@pytest.mark.parametrize("upsample", IMPLEMENTATIONS)
+def test_uniform_logits_and_many_classes(upsample):
     logits = torch.zeros(19, 4, 6)
     logits[7] = 1
-    assert (upsample_labels(logits, (16, 24)) == 7).all()
+    assert (upsample(logits, (16, 24)) == 7).all()
     torch.manual_seed(1)
     many = torch.randn(19, 12, 20)
     # white-noise logits are the worst case (classes that win between cells but at no cell): still mostly equal
-    assert (upsample_labels(many, (48, 80)) == exact(many, (48, 80))).mean() > 0.7
+    assert (upsample(many, (48, 80)) == exact(many, (48, 80))).mean() > 0.7
