@@ -100,7 +100,7 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
     print()
 
 
-#: FFW alone, the ways of carrying features through a GOP
+#: the ways of carrying features through a GOP, and the RGC blend weight
 WARPING = {
     "chain, nearest": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="nearest"),
     "chain, bilinear": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="bilinear"),
@@ -109,6 +109,11 @@ WARPING = {
     "all modules, chain": dict(propagation="chain"),
     "all modules, accumulate": dict(propagation="accumulate"),
     "all modules, RGFS rate 0.1": dict(rgfs_mode="rate", rgfs_rate=0.1),
+    "FFW, bilinear vectors": dict(rgc=False, rgfs=False, motion_resampling="bilinear"),
+    "FFW+RGC, alpha 0.3": dict(rgfs=False, rgc_alpha=0.3),
+    "FFW+RGC, alpha 0.5": dict(rgfs=False, rgc_alpha=0.5),
+    "FFW+RGC, alpha 0.8": dict(rgfs=False, rgc_alpha=0.8),
+    "FFW+RGC, alpha 1.0": dict(rgfs=False, rgc_alpha=1.0),
 }
 
 

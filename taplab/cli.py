@@ -305,7 +305,7 @@ class _SegmentStatus:
 @click.option("--rgc/--no-rgc", default=None, help="Re-run the CNN on the region with the most residual.")
 @click.option("--rgfs/--no-rgfs", default=None, help="Make P-frames with a large residual key frames.")
 @click.option("--rgc-threshold", type=float, default=None, help="Residual level (0-255) a pixel must exceed to count for RGC [30].")
-@click.option("--rgc-alpha", type=float, default=None, help="Blend weight of the region's CNN output [0.5].")
+@click.option("--rgc-alpha", type=float, default=None, help="Blend weight of the region's CNN output [0.8].")
 @click.option("--rgc-size", type=int, default=None, help="RGC region size in pixels [half the frame height].")
 @click.option("--rgc-stride", type=int, default=None, help="RGC region grid stride in pixels [a quarter of the height].")
 @click.option("--rgfs-threshold", type=float, default=None, help="Mean residual per pixel above which a P-frame is a key frame [5.7].")
