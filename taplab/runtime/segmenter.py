@@ -101,8 +101,7 @@ class Segmenter:
         ``logits`` and ``images`` attach the logits and the decoded frame to every result."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
-        run = _Run(self.model, self.config, video.height, video.width)
-        run.want_images = images
+        run = _Run(self.model, self.config, video.height, video.width, want_images=images)
         frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
         try:
             for frame, prep in frames:
@@ -131,16 +130,16 @@ def _timed(video) -> Iterator[tuple[Frame, dict]]:
 
 
 class _Run:
-    """The state of one run: the previous frame's features and the RGFS selector."""
+    """The state of one run: the anchor's features and motion, and the RGFS selector."""
 
-    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False):
+        self.model, self.cfg, self.want_images = model, cfg, want_images
         self.height, self.width = height, width
         geometry = model.geometry(height, width)
         self.grid = geometry.size
         # cell i covers pixels [i s, (i + 1) s) whether the model rounds its output size up or down
         self.stride = (geometry.stride, geometry.stride)
-        self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=model.stride)
+        self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=geometry.stride)
         self.selector = RateSelector(cfg.rgfs_rate) if cfg.rgfs_mode == "rate" else None
         # The current frame's features, and the state of the last anchor (I- or P-frame), which past
         # vectors point into: its features (the source of a chained warp), the features of the key
@@ -150,7 +149,6 @@ class _Run:
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
         self.last_logits: torch.Tensor | None = None
-        self.want_images = False
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
