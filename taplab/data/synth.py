@@ -151,6 +151,10 @@ class SynthConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 64 or v % 2:
                 raise ConfigError(f"{name} must be an even integer >= 64, got {v!r}")
+        for name in ("frames", "seed", "cars", "people", "cyclists"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
         if self.frames < 1:
             raise ConfigError(f"frames must be >= 1, got {self.frames}")
         if not 0 <= self.seed < 2**63:
@@ -160,6 +164,8 @@ class SynthConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.camera_height_m >= 2.5:  # higher, the see-through tops of the facades fall below the sky fill
+            raise ConfigError(f"camera_height_m must be < 2.5 (a car's camera), got {self.camera_height_m}")
         non_negative = ("ego_speed_mps", "pan_deg_per_s", "shake_deg", "cars", "people", "cyclists",
                         "pole_spacing_m", "tree_spacing_m", "noise_std", "lighting_change", "color_jitter")
         for name in non_negative:

@@ -189,6 +189,10 @@ def test_write_clip_leaves_out_images_by_default(tmp_path):
         {"lighting_change": 1.0},
         {"road_half_width_m": 1.0},
         {"texture_px_per_m": 1000.0},
+        {"frames": 3.0},
+        {"seed": 1.5},
+        {"cars": True},
+        {"camera_height_m": 3.0},
     ],
 )
 def test_bad_config_raises_config_error(bad):
