@@ -29,12 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from taplab.data.labels import CLASS_NAMES, CLASSES, IGNORE_LABEL
+from taplab.data.labels import IGNORE_LABEL, NUM_CLASSES, default_metadata
 from taplab.errors import ConfigError
 
 Pair = tuple[np.ndarray, np.ndarray]
-CITYSCAPES_CLASSES = CLASS_NAMES
-CITYSCAPES_COLORS = tuple(c.color for c in CLASSES)
+CITYSCAPES_CLASSES, CITYSCAPES_COLORS = default_metadata(NUM_CLASSES)
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car",
                   "pedestrian", "bicyclist")
 CAMVID_COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),

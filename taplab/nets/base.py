@@ -11,8 +11,6 @@ can use: ``stride``, ``num_classes``, ``class_names``, ``palette``, and the spli
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +71,3 @@ class SegmentationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-    @staticmethod
-    def output_size(height: int, width: int, stride: int) -> tuple[int, int]:
-        return math.ceil(height / stride), math.ceil(width / stride)

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
-
 from taplab.data.labels import CLASS_NAMES
 from taplab.data.synth import SynthConfig, generate
 from taplab.metrics import ConfusionMatrix

@@ -26,6 +26,16 @@ def clip(tmp_path_factory):
     return video, labels
 
 
+def stop_after(frames: int):
+    """A progress callback that interrupts a run after so many frames, as Ctrl-C would."""
+
+    def progress(result, summary):
+        if summary.frames == frames:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_model("default")
@@ -143,13 +153,8 @@ def test_segment_cli_writes_one_mask_per_frame(tmp_path, codec, capsys):
 def test_interrupted_run_leaves_complete_files_only(clip, model, tmp_path):
     video, _ = clip
     out = tmp_path / "masks"
-
-    def stop_after_three(result, summary):
-        if summary.frames == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        segment_to_folder(Segmenter(model), video, out, ("labels", "npz"), progress=stop_after_three)
+        segment_to_folder(Segmenter(model), video, out, ("labels", "npz"), progress=stop_after(3))
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
         "frame_000000.npz", "frame_000000.png", "frame_000001.npz", "frame_000001.png",
         "frame_000002.npz", "frame_000002.png", "frames.csv", "frames.json"]
@@ -202,13 +207,8 @@ def test_overlay_video_and_csv_log(clip, model, tmp_path):
 def test_interrupted_run_leaves_no_overlay_video(clip, model, tmp_path):
     video, _ = clip
     overlay = tmp_path / "overlay.mp4"
-
-    def stop(result, summary):
-        if summary.frames == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        segment_to_folder(Segmenter(model), video, tmp_path / "masks", overlay=str(overlay), progress=stop)
+        segment_to_folder(Segmenter(model), video, tmp_path / "masks", overlay=str(overlay), progress=stop_after(2))
     assert not overlay.exists() and not list(tmp_path.glob(".taplab-*"))
 
 
