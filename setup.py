@@ -52,6 +52,8 @@ setup(
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
         Extension("taplab.native._labels", ["native/cpu/labels.c"], depends=["native/cpu/buffers.h"],
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
+        Extension("taplab.native._warp", ["native/cpu/warp.c"], depends=["native/cpu/buffers.h"],
+                  include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
     entry_points={"console_scripts": ["taplab=taplab.cli:main"]},

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels bilinear|exact|nearest] [--skip-accuracy] [--skip-speed]
     python benchmarks/bench_runtime.py --skip-speed --warping     # chained vs accumulated warping, nearest vs bilinear
+    python benchmarks/bench_runtime.py --skip-speed --fusion-weights   # fusion's w_f
 
 Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
 ``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
@@ -28,12 +29,16 @@ from taplab.runtime import Segmenter
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
+#: the TapLab paper's Table 5 rows, and fusion (DMNet) on top
 COMBINATIONS = {
     "per-frame": dict(ffw=False),
-    "FFW": dict(rgc=False, rgfs=False),
-    "FFW+RGC": dict(rgfs=False),
-    "FFW+RGFS": dict(rgc=False),
-    "FFW+RGC+RGFS": dict(),
+    "FFW": dict(rgc=False, rgfs=False, fusion=False),
+    "FFW+RGC": dict(rgfs=False, fusion=False),
+    "FFW+RGFS": dict(rgc=False, fusion=False),
+    "FFW+RGC+RGFS": dict(fusion=False),
+    "FFW+fusion": dict(rgc=False, rgfs=False, fusion=True),
+    "FFW+RGC+fusion": dict(rgfs=False, fusion=True),
+    "FFW+RGC+RGFS+fusion": dict(fusion=True),
 }
 
 
@@ -101,7 +106,7 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
 
 
 #: the ways of carrying features through a GOP, and the RGC blend weight
-WARPING = {
+WARPING = {  # without fusion, to compare the warping itself
     "chain, nearest": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="nearest"),
     "chain, bilinear": dict(rgc=False, rgfs=False, propagation="chain", warp_sampling="bilinear"),
     "accumulate, nearest": dict(rgc=False, rgfs=False, propagation="accumulate", warp_sampling="nearest"),
@@ -115,6 +120,12 @@ WARPING = {
     "FFW+RGC, alpha 0.8": dict(rgfs=False, rgc_alpha=0.8),
     "FFW+RGC, alpha 1.0": dict(rgfs=False, rgc_alpha=1.0),
 }
+WARPING = {name: dict(fusion=False, **options) for name, options in WARPING.items()}
+
+
+#: DMNet's w_f in M = w_f M_coarse + (1 - w_f) M_edge
+FUSION_WEIGHTS = {f"FFW+fusion, w_f {w}": dict(rgc=False, rgfs=False, fusion=True, fusion_weight=w)
+                  for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
 
 
 def main() -> None:
@@ -125,11 +136,13 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--warping", action="store_true", help="accuracy of the warping variants (WARPING) instead")
+    parser.add_argument("--fusion-weights", action="store_true", help="accuracy of fusion at several w_f instead")
     args = parser.parse_args()
     if not args.skip_speed:
         speed(args.frames, args.labels)
     if not args.skip_accuracy:
-        accuracy(args.clips, args.labels, WARPING if args.warping else COMBINATIONS)
+        variants = WARPING if args.warping else FUSION_WEIGHTS if args.fusion_weights else COMBINATIONS
+        accuracy(args.clips, args.labels, variants)
 
 
 if __name__ == "__main__":

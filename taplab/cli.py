@@ -144,7 +144,8 @@ class _TrainBar:
         key = (p.phase, p.epoch)
         if key != self.key:
             self.close()
-            label = f"epoch {p.epoch}/{p.epochs} {'train' if p.phase == 'train' else 'val  '}"
+            label = "preparing clips" if p.phase == "data" else \
+                f"epoch {p.epoch}/{p.epochs} {'train' if p.phase == 'train' else 'val  '}"
             self.bar = click.progressbar(length=p.steps, label=label, file=sys.stderr, show_pos=True,
                                          item_show_func=lambda _: self.text).__enter__()
             self.key = key
@@ -159,7 +160,11 @@ class _TrainBar:
 
 
 @cli.command()
-@click.option("--model", default="bl2", show_default=True, help="Network to train: bl1, bl2 or bl3 (see `taplab models`).")
+@click.option("--model", default="bl2", show_default=True,
+              help="Network to train: bl1, bl2 or bl3 (see `taplab models`), or conet: a correction network for --base.")
+@click.option("--base", default="default", show_default=True,
+              help="For --model conet: the segmentation model it corrects (name or checkpoint).")
+@click.option("--gop", default=12, show_default=True, help="For --model conet: GOP of the encoded training clips.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Network option, e.g. width=0.75 (repeatable).")
 @click.option("--data", default="synth", show_default=True,
               help="Training data: synth[:clips=N,frames=N,step=N,seed=N,size=HxW], or a Cityscapes-, taplab-synth- or CamVid-format folder.")
@@ -188,6 +193,8 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
     """Train a segmentation network (Adam, poly lr, random scale/crop/flip, cross-entropy).
 
     Validates mIoU after every epoch; writes OUT/last.pt, OUT/best.pt and OUT/log.jsonl.
+    With --model conet, trains the correction network that fusion uses for the model --base, on
+    encoded clips with labels on every frame (synth:... or a `taplab synth` folder).
     """
     from taplab.train import TrainConfig, train as run_train
 
@@ -203,7 +210,8 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
     else:
         jpeg = None if options["jpeg"].lower() == "none" else _parse_range(options["jpeg"], int)
         config = TrainConfig(
-            model=options["model"], model_args=_parse_model_args(options["model_args"]), data=options["data"],
+            model=options["model"], model_args=_parse_model_args(options["model_args"]), base=options["base"],
+            gop=options["gop"], data=options["data"],
             val_data=options["val_data"], out=options["out"], epochs=options["epochs"], batch_size=options["batch_size"],
             iters_per_epoch=options["iters_per_epoch"], crop=_parse_size(options["crop"]),
             scale=_parse_range(options["scale"], float), flip=not options["no_flip"], jpeg=jpeg,
@@ -254,11 +262,15 @@ def eval_(model: str, data: str, split: str, limit: int | None, device: str, as_
 def export(checkpoint: str, out: str, half: bool) -> None:
     """Copy CHECKPOINT to OUT without its training state, ready to ship or share.
 
-    Keeps the architecture, weights, classes, training config and validation metrics.
+    Keeps the architecture, weights, classes, training config and validation metrics. A correction
+    network (from `taplab train --model conet`) ships as MODEL.conet.pt beside its model MODEL.pt.
     """
     from taplab.nets.checkpoint import export_checkpoint
+    from taplab.nets.conet import export_correction
+    from taplab.train_correction import is_correction_file
 
-    path = export_checkpoint(checkpoint, out, half=half)
+    path = (export_correction(checkpoint, out, half=half) if is_correction_file(checkpoint)
+            else export_checkpoint(checkpoint, out, half=half))
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -310,6 +322,14 @@ class _SegmentStatus:
 @click.option("--rgc-stride", type=int, default=None, help="RGC region grid stride in pixels [a quarter of the height].")
 @click.option("--rgfs-threshold", type=float, default=None, help="Mean residual per pixel above which a P-frame is a key frame [5.7].")
 @click.option("--rgfs-rate", type=float, default=None, help="Instead of a threshold: select about this share of P-frames (e.g. 0.1).")
+@click.option("--fusion/--no-fusion", default=None,
+              help="Correct warped frames with the model's correction network where the distortion map says "
+                   "warping failed [on where the model has one].")
+@click.option("--correction", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Correction network file for fusion [the one that comes with the model].")
+@click.option("--fusion-weight", type=float, default=None, help="w_f in M = w_f M_coarse + (1 - w_f) M_edge [0.5].")
+@click.option("--fusion-threshold", type=float, default=None,
+              help="Residual level (0-255) a pixel must exceed to count in the distortion map [30].")
 @click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")
 @click.option("--propagation", type=click.Choice(["chain", "accumulate"]), default=None,
               help="Warp the key frame through accumulated motion (accumulate) or the previous frame (chain) [accumulate].")
@@ -330,8 +350,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
     VIDEO is a path or a URL. Key frames (I-frames, and P-frames whose residual is large) run the
-    CNN; the other frames are warped with the codec's motion vectors and corrected where the
-    residual is large.
+    CNN; the other frames are warped with the codec's motion vectors, fused with a light correction
+    network where warping failed, and corrected by the CNN in the region with the most residual.
     """
     from taplab.runtime import RuntimeConfig, Segmenter, segment_to_folder
 
@@ -378,7 +398,9 @@ def info() -> None:
         f"numpy         {numpy.__version__}",
         f"mc kernels    {status('mc').reason}",
         f"labels kernel {status('labels').reason}",
+        f"warp kernel   {status('warp').reason}",
         f"default model {_default_model()}",
+        f"correction    {_default_correction()}",
     ]
     click.echo("\n".join(lines))
 
@@ -388,6 +410,13 @@ def _default_model() -> str:
 
     shipped = find_shipped("default")
     return f"{DEFAULT_MODEL} ({shipped.path})" if shipped else f"{DEFAULT_MODEL} not installed (models/ missing)"
+
+
+def _default_correction() -> str:
+    from taplab.nets.zoo import find_correction
+
+    path = find_correction("default")
+    return f"{path} (fusion on by default)" if path else "none for the default model (fusion off)"
 
 
 def main(argv: list[str] | None = None) -> None:

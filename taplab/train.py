@@ -31,6 +31,7 @@ from taplab.errors import ConfigError
 from taplab.evaluate import evaluate
 from taplab.nets.base import SegmentationNet
 from taplab.nets.checkpoint import read_checkpoint, save_checkpoint
+from taplab.nets.conet import read_correction
 from taplab.nets.loader import Model, resolve_device
 from taplab.nets.registry import create_model
 
@@ -40,7 +41,12 @@ class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint.
 
     Attributes:
-        model: registered network name (``bl1``, ``bl2``, ``bl3``); ``model_args`` its keyword arguments.
+        model: registered network name (``bl1``, ``bl2``, ``bl3``), or ``conet``: a correction network
+            for the segmentation model ``base`` (:mod:`taplab.train_correction`); ``model_args`` its
+            keyword arguments.
+        base: the (frozen) segmentation model a ``conet`` corrects: anything ``load_model`` accepts.
+        gop: the GOP synthetic clips are encoded with, for ``conet`` (the warped frames are 1 to
+            ``gop - 1`` frames from their key frame).
         data: training data spec (see :func:`taplab.data.datasets.open_dataset`); ``val_data`` the
             validation spec (None: the ``val`` split of ``data``).
         out: output folder for checkpoints and the log.
@@ -55,6 +61,8 @@ class TrainConfig:
 
     model: str = "bl2"
     model_args: dict = field(default_factory=dict)
+    base: str = "default"
+    gop: int = 12
     data: str = "synth"
     val_data: str | None = None
     out: str = "runs/train"
@@ -77,7 +85,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.crop, self.scale = tuple(self.crop), tuple(self.scale)
         self.jpeg = tuple(self.jpeg) if self.jpeg is not None else None
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "gop"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iters_per_epoch is not None and self.iters_per_epoch < 1:
@@ -134,9 +142,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
     """Train ``config``'s network; or continue the run saved in ``resume`` (a run's ``last.pt``) with its
     own config, in the folder that holds it. ``overrides`` may change ``epochs`` (the poly schedule
     then spans the new total), ``device`` and ``threads``. Returns the checkpoints and the history."""
+    from taplab.train_correction import is_correction_file, train_correction
+
     state = None
     if resume is not None:
-        state = read_checkpoint(resume)
+        state = read_correction(resume) if is_correction_file(resume) else read_checkpoint(resume)
         if "trainer" not in state or "config" not in state:
             raise ConfigError(f"{resume} holds no training state (resume from a run's last.pt)")
         config = TrainConfig.from_dict({**state["config"], "out": str(Path(resume).parent)})
@@ -146,6 +156,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
     if unknown:
         raise ConfigError(f"only epochs, device and threads can be overridden, not {', '.join(sorted(unknown))}")
     config = TrainConfig.from_dict({**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
+    if config.model == "conet":
+        return train_correction(config, state, progress)
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -158,34 +170,16 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
     torch.manual_seed(config.seed)
     net = create_model(config.model, num_classes=len(data.classes), class_names=tuple(data.classes),
                        colors=list(data.colors), **config.model_args).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.iters_per_epoch or max(1, len(data) // config.batch_size)
-    total = steps * config.epochs
-    history: list[dict] = []
-    best_miou, start_epoch = -1.0, 0
-    if state is not None:
-        net.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = list(state["trainer"]["history"])
-        best_miou = float(state["trainer"]["best_miou"])
-        start_epoch = int(state["epoch"])
-
-    out = Path(config.out)
-    if state is None and (out / "last.pt").exists():  # never overwrite a run: it may be hours of work
-        raise ConfigError(f"{out} already holds a training run (last.pt); resume it with --resume "
-                          f"{out / 'last.pt'} or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    loop = TrainingLoop(net, config, len(data), state)
+    optimizer, steps = loop.optimizer, loop.steps
+    out = loop.out
     augment = config.augmentation
-    for epoch in range(start_epoch, config.epochs):
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        order = np.concatenate([rng.permutation(len(data)) for _ in range(-(-steps * config.batch_size // len(data)))])
+    for epoch in range(loop.start_epoch, config.epochs):
+        rng, order = loop.epoch_order(epoch)
         net.train()
         running, counted, seen, start = 0.0, 0, 0, time.perf_counter()
         for step in range(steps):
-            lr = config.lr * (1 - (epoch * steps + step) / total) ** config.poly_power
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = loop.set_lr(epoch, step)
             batch = [augment(*data[int(i)], rng) for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
             x = to_tensor([b[0] for b in batch]).to(device)
             y = torch.from_numpy(np.stack([b[1] for b in batch])).long().to(device)
@@ -211,21 +205,76 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
         record = {"epoch": epoch + 1, "loss": running / max(counted, 1), "lr": lr, "train_seconds": round(train_seconds, 2),
                   "images_per_s": round(seen / train_seconds, 3), "val_miou": _finite(result.miou),
                   "val_pixel_accuracy": _finite(result.pixel_accuracy), "val_iou": result.to_dict()["iou"]}
-        history.append(record)
-        with open(out / "log.jsonl", "a", encoding="utf-8") as log:
+        metrics = {"val_miou": record["val_miou"], "val_pixel_accuracy": record["val_pixel_accuracy"],
+                   "val_iou": record["val_iou"], "data": val.description}
+        loop.finish_epoch(record, result.miou, lambda path, **extra: save_checkpoint(
+            path, net, config.model, config.model_args, config=asdict(config), epoch=epoch + 1, metrics=metrics, **extra))
+    return TrainResult(out / "best.pt", out / "last.pt", loop.best_miou, loop.history, net.eval())
+
+
+def refuse_existing_run(config: TrainConfig, state: dict | None) -> None:
+    """Never overwrite a run (it may be hours of work): :class:`ConfigError` if ``config.out`` holds one
+    and this is not its resumption."""
+    out = Path(config.out)
+    if state is None and (out / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a training run (last.pt); resume it with --resume "
+                          f"{out / 'last.pt'} or choose another --out")
+
+
+class TrainingLoop:
+    """What taplab's trainers share: Adam with the poly schedule, the data order and seeds of each
+    epoch, resuming, the log and the checkpoints' bookkeeping.
+
+    Determinism: the data order, augmentation and dropout of epoch ``e`` follow from ``(seed, e)``
+    alone, so a resumed run takes the same steps as an uninterrupted one.
+    """
+
+    def __init__(self, net: torch.nn.Module, config: TrainConfig, samples: int, state: dict | None):
+        self.config, self.samples = config, samples
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps = config.iters_per_epoch or max(1, samples // config.batch_size)
+        self.total = self.steps * config.epochs
+        self.history: list[dict] = []
+        self.best_miou, self.start_epoch = -1.0, 0
+        if state is not None:
+            net.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.history = list(state["trainer"]["history"])
+            self.best_miou = float(state["trainer"]["best_miou"])
+            self.start_epoch = int(state["epoch"])
+        self.out = Path(config.out)
+        refuse_existing_run(config, state)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def epoch_order(self, epoch: int) -> tuple[np.random.Generator, np.ndarray]:
+        """Seeds torch for the epoch; returns its random generator and the sample order (enough for every step)."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, epoch])
+        torch.manual_seed(c.seed * 1_000_003 + epoch)
+        passes = -(-self.steps * c.batch_size // self.samples)
+        return rng, np.concatenate([rng.permutation(self.samples) for _ in range(passes)])
+
+    def set_lr(self, epoch: int, step: int) -> float:
+        """The poly schedule: ``lr * (1 - i / total) ** power``."""
+        lr = self.config.lr * (1 - (epoch * self.steps + step) / self.total) ** self.config.poly_power
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def finish_epoch(self, record: dict, miou: float, save: Callable[..., object]) -> None:
+        """Log ``record``; ``save(path, **extra)`` writes ``last.pt`` (with what resuming needs) and, when
+        ``miou`` improved, ``best.pt``."""
+        self.history.append(record)
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
         # NaN (nothing labelled to validate on) never improves, but the first epoch always writes best.pt
-        improved = result.miou > best_miou or not (out / "best.pt").exists()
-        if not math.isnan(result.miou):
-            best_miou = max(best_miou, result.miou)
-        common = dict(config=asdict(config), epoch=epoch + 1, metrics={"val_miou": record["val_miou"],
-                      "val_pixel_accuracy": record["val_pixel_accuracy"], "val_iou": record["val_iou"],
-                      "data": val.description})
-        save_checkpoint(out / "last.pt", net, config.model, config.model_args, optimizer=optimizer.state_dict(),
-                        trainer={"history": history, "best_miou": best_miou}, **common)
+        improved = miou > self.best_miou or not (self.out / "best.pt").exists()
+        if not math.isnan(miou):
+            self.best_miou = max(self.best_miou, miou)
+        save(self.out / "last.pt", optimizer=self.optimizer.state_dict(),
+             trainer={"history": self.history, "best_miou": self.best_miou})
         if improved:
-            save_checkpoint(out / "best.pt", net, config.model, config.model_args, **common)
-    return TrainResult(out / "best.pt", out / "last.pt", best_miou, history, net.eval())
+            save(self.out / "best.pt")
 
 
 def _finite(x: float) -> float | None:

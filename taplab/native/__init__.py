@@ -21,7 +21,7 @@ class KernelStatus:
 
 
 #: kernel family -> importable module built by setup.py
-_MODULES = {"mc": "taplab.native._mc", "labels": "taplab.native._labels"}
+_MODULES = {"mc": "taplab.native._mc", "labels": "taplab.native._labels", "warp": "taplab.native._warp"}
 _loaded: dict[str, KernelStatus] = {}
 
 

@@ -19,6 +19,22 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation
     return nn.Sequential(*layers)
 
 
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every batch norm that directly follows a convolution in an ``nn.Sequential`` into that
+    convolution (in place; for inference only: the folded network computes the same in eval mode,
+    without the normalisation pass, which costs a quarter of a light network's CPU time)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for child in module.children():
+        fold_batchnorm(child)
+        if isinstance(child, nn.Sequential):
+            for i in range(len(child) - 1):
+                if isinstance(child[i], nn.Conv2d) and isinstance(child[i + 1], nn.BatchNorm2d):
+                    child[i] = fuse_conv_bn_eval(child[i], child[i + 1])
+                    child[i + 1] = nn.Identity()
+    return module
+
+
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinear resize of a feature map to ``size`` (no-op when it already has it)."""
     if tuple(x.shape[-2:]) == tuple(size):

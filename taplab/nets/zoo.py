@@ -1,6 +1,7 @@
 """The trained models shipped in ``models/`` and installed with the package.
 
-A shipped model is a taplab checkpoint ``models/<name>.pt`` with its model card ``models/<name>.md``.
+A shipped model is a taplab checkpoint ``models/<name>.pt`` with its model card ``models/<name>.md``,
+and optionally its correction network (CoNet, :mod:`taplab.nets.conet`) ``models/<name>.conet.pt``.
 Installed copies live in the package ``taplab._models`` (setup.py maps ``models/`` there); in a
 source checkout (or an editable install) ``models/`` beside the package is used directly.
 """
@@ -12,6 +13,8 @@ from pathlib import Path
 
 #: what ``"default"`` means: the model ``taplab segment`` uses when none is given
 DEFAULT_MODEL = "bl2-synth"
+#: a model's correction network: ``<model>.conet.pt`` beside ``<model>.pt``
+CORRECTION_SUFFIX = ".conet.pt"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ def shipped_models() -> dict[str, ShippedModel]:
     found: dict[str, ShippedModel] = {}
     for d in model_dirs():
         for path in sorted(d.glob("*.pt")):
+            if path.name.endswith(CORRECTION_SUFFIX):
+                continue
             card = path.with_suffix(".md")
             found.setdefault(path.stem, ShippedModel(path.stem, path, card if card.exists() else None))
     return found
@@ -41,6 +46,17 @@ def shipped_models() -> dict[str, ShippedModel]:
 
 def find_shipped(name: str) -> ShippedModel | None:
     return shipped_models().get(DEFAULT_MODEL if name == "default" else name)
+
+
+def find_correction(spec) -> Path | None:
+    """The correction network that comes with a model spec: a shipped model's, or ``X.conet.pt``
+    beside a checkpoint ``X.pt``; None where there is none (and for models given as modules)."""
+    shipped = find_shipped(spec) if isinstance(spec, str) else None
+    path = shipped.path if shipped is not None else Path(spec) if isinstance(spec, (str, Path)) else None
+    if path is None or path.suffix != ".pt":
+        return None
+    candidate = path.with_name(path.stem + CORRECTION_SUFFIX)
+    return candidate if candidate.is_file() else None
 
 
 def describe_models() -> str:
@@ -63,6 +79,9 @@ def describe_models() -> str:
         miou = (ckpt.get("metrics") or {}).get("val_miou")
         score = f"val mIoU {100 * miou:.1f}%" if miou is not None else "no validation score"
         lines.append(f"  {m.name:<12} {ckpt['arch']}, {len(ckpt['classes'])} classes, {score}  {m.path}")
+        conet = find_correction(m.name)
+        if conet is not None:
+            lines.append(f"  {'':<12} correction network (fusion): {conet}")
         if m.card is not None:
             lines.append(f"  {'':<12} card: {m.card}")
     return "\n".join(lines)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taplab.native import kernel
+
 SAMPLING = ("nearest", "bilinear")
 
 
@@ -62,11 +64,14 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
     # the centres of the feature cells in block coordinates (block centre k at k)
     by = cell_centres(h, sy) / block - 0.5
     bx = cell_centres(w, sx) / block - 0.5
+    cells = np.array([sx, sy], np.float32)  # pixels -> cells
     if mode == "nearest":
         iy = np.clip(np.floor(by + 0.5).astype(int), 0, gh - 1)
         ix = np.clip(np.floor(bx + 0.5).astype(int), 0, gw - 1)
-        v = vectors[iy[:, None], ix[None, :]]
-        ok = valid[iy[:, None], ix[None, :]]
+        # scale at block resolution, then gather rows and columns (two 1-D takes beat one 2-D fancy index)
+        per_block = np.where(valid[..., None], vectors, 0).astype(np.float32) / cells
+        flow = per_block.take(iy, 0).take(ix, 1)
+        ok = valid.take(iy, 0).take(ix, 1)
     else:
         # Normalised convolution: interpolate valid vectors only, so invalid (zero) blocks do not
         # pull their neighbours' vectors towards zero.
@@ -81,9 +86,8 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
         bottom = stacked[y1][:, x0] * (1 - fx) + stacked[y1][:, x1] * fx
         mix = top * (1 - fy) + bottom * fy
         ok = mix[..., 2] > 1e-6
-        v = np.where(ok[..., None], mix[..., :2] / np.maximum(mix[..., 2:], 1e-6), 0)
-    v = np.where(ok[..., None], v, 0).astype(np.float32)
-    flow = np.stack([v[..., 0] / sx, v[..., 1] / sy], axis=2).astype(np.float32)
+        v = np.where(ok[..., None], mix[..., :2] / np.maximum(mix[..., 2:], 1e-6), 0).astype(np.float32)
+        flow = v / cells
     return GridFlow(torch.from_numpy(flow), torch.from_numpy(np.ascontiguousarray(ok)))
 
 
@@ -91,10 +95,33 @@ def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") ->
     """FFW: ``features`` ``(C, h, w)`` (or ``(N, C, h, w)``) of the reference -> the current frame's.
 
     Returns ``(warped, distorted)``: ``distorted`` (h, w) bool marks cells without a vector (kept
-    in place) and cells whose source lies outside the grid (clamped to its border).
+    in place) and cells whose source lies outside the grid (clamped to its border). Unbatched float32
+    CPU features go through the C kernel where it is built (equal to :func:`warp_reference` for
+    nearest sampling, to float rounding for bilinear); everything else through the reference.
     """
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+    native = kernel("warp")
+    if native is not None and features.dim() == 3 and features.device.type == "cpu" and features.dtype == torch.float32:
+        return _warp_native(native, features, motion, sampling)
+    return warp_reference(features, motion, sampling)
+
+
+def _warp_native(native, features: torch.Tensor, motion: GridFlow, sampling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`warp` by the C kernel (``native/cpu/warp.c``): one pass, the source and weights of a cell computed once."""
+    c, h, w = features.shape
+    if motion.flow.shape[:2] != (h, w):
+        raise ValueError(f"motion grid {tuple(motion.flow.shape[:2])} does not match the features' {(h, w)}")
+    x = features.contiguous()
+    out = torch.empty_like(x)
+    distorted = torch.empty(h, w, dtype=torch.bool)
+    native.warp(x.numpy(), c, h, w, motion.flow.contiguous().numpy(), motion.valid.contiguous().numpy(),
+                sampling == "bilinear", out.numpy(), distorted.numpy())
+    return out, distorted
+
+
+def warp_reference(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`warp` in torch: the reference that defines its semantics (any device, batched or not)."""
     batched = features.dim() == 4
     x = features if batched else features[None]
     h, w = x.shape[-2:]

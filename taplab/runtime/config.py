@@ -43,6 +43,15 @@ class RuntimeConfig:
         rgfs_threshold: mean absolute luma residual per pixel, 8-bit levels (the paper's 3.6e7 at
             1024x2048 is :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7).
         rgfs_rate: the share of P-frames to select in rate mode (the paper selects about 10%).
+        fusion: distortion-map fusion (DMNet) of warped frames with a correction network (CoNet):
+            ``True``, ``False``, or ``None`` (default: on where the model has a correction network,
+            as the default model has). Fusion corrects logits, so it needs ``warp_layer="logits"``;
+            it runs before RGC, whose region then overrides it.
+        fusion_weight: ``w_f`` in ``M = w_f * M_coarse + (1 - w_f) * M_edge`` (DMNet's default 0.5).
+        fusion_threshold: a pixel counts towards the residual map of ``M_coarse`` when its absolute
+            luma residual exceeds this (8-bit levels).
+        correction: the correction network's file (``taplab train --model conet``); ``None``: the one
+            that comes with the model (a shipped model's, or ``<model>.conet.pt`` beside a checkpoint).
         b_frames: ``"key"`` (B-frames are key frames; default) or ``"past"`` (warp B-frames with
             their past-reference vectors where they have them, else key frames).
         labels: full-resolution labels from the logits: ``"bilinear"`` (default: what bilinear
@@ -67,6 +76,10 @@ class RuntimeConfig:
     rgfs_mode: str = "absolute"
     rgfs_threshold: float = PAPER_RGFS_THRESHOLD
     rgfs_rate: float = 0.1
+    fusion: bool | None = None
+    fusion_weight: float = 0.5
+    fusion_threshold: float = 30.0
+    correction: str | None = None
     b_frames: str = "key"
     labels: str = "bilinear"
 
@@ -77,6 +90,14 @@ class RuntimeConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.fusion not in (True, False, None):
+            raise ConfigError(f"fusion must be true, false or null (auto), got {self.fusion!r}")
+        if self.fusion and self.warp_layer != "logits":
+            raise ConfigError("fusion corrects logits; it needs warp_layer='logits'")
+        if not 0 <= self.fusion_weight <= 1:
+            raise ConfigError(f"fusion_weight must be in 0..1, got {self.fusion_weight}")
+        if not 0 <= self.fusion_threshold <= 255:
+            raise ConfigError(f"fusion_threshold is an 8-bit residual level in 0..255, got {self.fusion_threshold}")
         if not 0 <= self.rgc_threshold <= 255:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
         if not 0 <= self.rgc_alpha <= 1:

@@ -7,8 +7,9 @@ Per frame, in display order (the scheduler decides; the maths is in :mod:`taplab
   the default policy) are key frames too (``"key"``).
 - P-frames whose residual score exceeds the RGFS threshold are key frames (``"key-RGFS"``).
 - Other P-frames: the previous frame's features are warped with the frame's vectors (FFW,
-  ``"warp"``); with RGC, the CNN re-runs on the candidate region with the most residual and is
-  blended in (``"warp+RGC"``).
+  ``"warp"``); with fusion, a correction network's output replaces the warped logits where the
+  distortion map says warping failed (``"fused"``); with RGC, the CNN re-runs on the candidate
+  region with the most residual and is blended in (``"warp+RGC"``, ``"fused+RGC"``).
 
 By default the motion is composed back to the last key frame and the key frame's features are
 warped once per frame (:func:`taplab.ops.warp.compose`), with bilinear sampling; chaining warps
@@ -30,14 +31,17 @@ from taplab.codec import open_video
 from taplab.codec.reader import Frame, Video
 from taplab.data.transforms import to_tensor
 from taplab.errors import ConfigError
+from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model, logits_to_labels
+from taplab.nets.zoo import find_correction
+from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.labels import upsample_labels
 from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
 from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, zero_flow
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 
-KINDS = ("key-I", "key", "key-RGFS", "warp", "warp+RGC")
+KINDS = ("key-I", "key", "key-RGFS", "warp", "warp+RGC", "fused", "fused+RGC")
 
 
 @dataclass
@@ -52,8 +56,12 @@ class FrameResult:
         residual_score: mean absolute luma residual per pixel (8-bit levels), where it was computed.
         region: the RGC region (pixels), for ``"warp+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
-        timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, labels).
+        timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, fusion, labels).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
+        warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
+            left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
+        distortion: likewise: the distortion map (h, w) in [0, 1] that fusion used, or without
+            fusion ``M_coarse`` (:func:`taplab.ops.fusion.coarse_distortion`).
     """
 
     index: int
@@ -66,6 +74,8 @@ class FrameResult:
     distorted: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = None
+    warped: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None
 
     @property
     def is_key(self) -> bool:
@@ -91,17 +101,42 @@ class Segmenter:
         self.model: Model = load_model(model, device=device)
         if self.config.warp_layer == "features" and not self.model.has_split:
             raise ConfigError(f"warp_layer='features' needs a model with features()/head(); {self.model.source} has none")
+        self.correction = self._correction(device)
         self.prefetch_depth = prefetch_depth
 
-    def run(self, source, logits: bool = False, images: bool = False) -> Iterator[FrameResult]:
+    def _correction(self, device) -> Correction | None:
+        """The correction network fusion uses; None when fusion is off (or, in auto mode, unavailable)."""
+        cfg = self.config
+        if cfg.fusion is False or not cfg.ffw:
+            return None
+        path = cfg.correction or find_correction(self.model.source)
+        if path is None:
+            if cfg.fusion is None:
+                return None
+            raise ConfigError(f"fusion needs a correction network; the model {self.model.source} has none: "
+                              "pass correction=FILE (train one with `taplab train --model conet`) or fusion=False")
+        if cfg.fusion is None and cfg.warp_layer != "logits":
+            return None
+        correction = load_correction(path, device)
+        correction.check(self.model)
+        return correction
+
+    @property
+    def fusion(self) -> bool:
+        """Whether this segmenter fuses warped frames with a correction network."""
+        return self.correction is not None
+
+    def run(self, source, logits: bool = False, images: bool = False, details: bool = False) -> Iterator[FrameResult]:
         """Segment every frame of ``source`` in display order: anything :func:`taplab.open_video`
         accepts, or a :class:`~taplab.codec.reader.Video` it opened (read from, then left to its owner
         to close; a live stream is then connected once).
 
-        ``logits`` and ``images`` attach the logits and the decoded frame to every result."""
+        ``logits`` and ``images`` attach the logits and the decoded frame to every result, ``details``
+        the warped logits and the distortion map to the warped frames' results."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
-        run = _Run(self.model, self.config, video.height, video.width, want_images=images)
+        run = _Run(self.model, self.config, video.height, video.width, want_images=images,
+                   correction=self.correction, details=details)
         frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
         try:
             for frame, prep in frames:
@@ -132,8 +167,10 @@ def _timed(video) -> Iterator[tuple[Frame, dict]]:
 class _Run:
     """The state of one run: the anchor's features and motion, and the RGFS selector."""
 
-    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False):
+    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
+                 correction: Correction | None = None, details: bool = False):
         self.model, self.cfg, self.want_images = model, cfg, want_images
+        self.correction, self.details = correction, details
         self.height, self.width = height, width
         geometry = model.geometry(height, width)
         self.grid = geometry.size
@@ -148,17 +185,19 @@ class _Run:
         self.anchor_features: torch.Tensor | None = None
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
+        self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
         self.last_logits: torch.Tensor | None = None
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
         frame, prep = item
         warpable = self._warpable(frame)
-        if warpable and (self.cfg.rgc or self.cfg.rgfs):
+        fusing = self.correction is not None or self.details
+        if warpable and (self.cfg.rgc or self.cfg.rgfs or fusing):
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
-        if not warpable or self.cfg.rgc or self.want_images:
+        if not warpable or self.cfg.rgc or self.correction is not None or self.want_images:
             start = time.perf_counter()
             frame.image  # noqa: B018
             prep["decode"] += time.perf_counter() - start
@@ -184,13 +223,14 @@ class _Run:
                 selected = self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
                 if selected:
                     kind = "key-RGFS"
-        region, distorted = None, 0.0
+        region, distorted, warped, distortion = None, 0.0, None, None
         anchor = frame.pict_type != "B"
         if kind.startswith("key"):
             start = time.perf_counter()
             self.features = self._features(frame.image)
             if anchor:
                 self.key_features, self.motion_to_key = self.features, zero_flow(self.grid)
+                self.key_labels = None
             timings["cnn_full"] = time.perf_counter() - start
         else:
             start = time.perf_counter()
@@ -206,23 +246,55 @@ class _Run:
                 self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
             distorted = float(mask.float().mean())
             timings["warp"] = time.perf_counter() - start
+            if self.correction is not None or self.details:
+                start = time.perf_counter()
+                warped, distortion = self._fuse(frame, mask)
+                if self.correction is not None:
+                    kind = "fused"
+                timings["fusion"] = time.perf_counter() - start
             if self.cfg.rgc:
                 start = time.perf_counter()
                 region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
                 if count > 0:
                     self._correct(frame.image, region)
-                    kind = "warp+RGC"
+                    kind += "+RGC"
                 else:
                     region = None
                 timings["cnn_region"] = time.perf_counter() - start
         if anchor:
             self.anchor_features = self.features
         start = time.perf_counter()
-        logits = self.model.head(self.features[None])[0] if self.cfg.warp_layer == "features" else self.features
+        logits = self._logits(self.features)
         labels = self._labels(logits)
         timings["labels"] = time.perf_counter() - start
         self.last_logits = logits
-        return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings)
+        return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
+                           warped=warped if self.details else None, distortion=distortion if self.details else None)
+
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.head(features[None])[0] if self.cfg.warp_layer == "features" else features
+
+    def _fuse(self, frame: Frame, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distortion-map fusion (DMNet) of the warped logits in ``self.features`` with the correction
+        network's. Returns the warped logits (untouched by what follows) and the distortion map;
+        without a correction network (``details`` only) ``M_coarse``, and the features stay as they are."""
+        warped = self._logits(self.features)
+        if self.cfg.propagation == "accumulate":
+            if self.key_labels is None:
+                self.key_labels = self._logits(self.key_features).argmax(0)
+            reference = self.key_labels
+        else:
+            reference = self._logits(self.anchor_features).argmax(0)
+        coarse = coarse_distortion(warped, reference, mask,
+                                   residual_map(frame.residual, self.grid, self.cfg.fusion_threshold))
+        if self.correction is None:
+            return warped.clone(), coarse  # RGC blends into the features in place
+        h, w = self.grid
+        small = cv2.resize(frame.image, (2 * w, 2 * h), interpolation=cv2.INTER_AREA)
+        updated, edge = self.correction(to_tensor(small)[0], warped, coarse)
+        distortion = distortion_map(coarse, edge, self.cfg.fusion_weight)
+        self.features = fuse(warped, updated, distortion)
+        return warped, distortion
 
     def _features(self, image: np.ndarray) -> torch.Tensor:
         x = to_tensor(image)

@@ -54,7 +54,7 @@ def test_per_frame_configuration_equals_the_model_on_every_frame(clip, model):
 def test_ffw_warps_p_frames_and_stays_close_to_per_frame(clip, model):
     video, truth = clip
     per_frame = [r.labels for r in Segmenter(model, ffw=False).run(video)]
-    results = list(Segmenter(model, rgc=False, rgfs=False).run(video, logits=True))
+    results = list(Segmenter(model, rgc=False, rgfs=False, fusion=False).run(video, logits=True))
     assert [r.kind for r in results] == ["key-I", "warp", "warp", "warp"] * 2
     assert all(r.labels.shape == (128, 256) and r.labels.dtype == np.uint8 for r in results)
     assert results[1].logits.shape == (19, 32, 64)
@@ -73,7 +73,7 @@ def test_accumulated_motion_beats_chained_nearest_warps(clip, model):
     per_frame = [r.labels for r in Segmenter(model, ffw=False).run(video)]
 
     def agreement(**options):
-        results = Segmenter(model, rgc=False, rgfs=False, **options).run(video)
+        results = Segmenter(model, rgc=False, rgfs=False, fusion=False, **options).run(video)
         return np.mean([(r.labels == p).mean() for r, p in zip(results, per_frame) if r.kind == "warp"])
 
     accumulated = agreement(propagation="accumulate", warp_sampling="nearest")
@@ -83,7 +83,7 @@ def test_accumulated_motion_beats_chained_nearest_warps(clip, model):
 
 def test_rgc_corrects_the_region_with_residual(clip, model):
     video, _ = clip
-    results = list(Segmenter(model, rgfs=False, rgc_alpha=1.0, propagation="chain").run(video, logits=True))
+    results = list(Segmenter(model, rgfs=False, fusion=False, rgc_alpha=1.0, propagation="chain").run(video, logits=True))
     corrected = [r for r in results if r.kind == "warp+RGC"]
     assert corrected and all(r.region is not None for r in corrected)
     r = corrected[0]
@@ -111,7 +111,7 @@ def test_b_frames_are_key_frames_by_default(tmp_path, model):
     for r in results:
         kinds[r.pict_type].add(r.kind)
     assert kinds["B"] == {"key"} and kinds["I"] == {"key-I"}
-    assert kinds["P"] <= {"warp", "warp+RGC", "key-RGFS"}
+    assert kinds["P"] <= {"fused", "fused+RGC", "key-RGFS"}  # the default model has a correction network
 
 
 def test_closing_the_run_early_stops_the_decoding_thread(clip, model):
@@ -216,7 +216,7 @@ def test_b_frames_warp_from_their_anchor_not_from_the_previous_b_frame(tmp_path,
     from taplab.ops.warp import motion_to_grid, warp
 
     video = write_clip(tmp_path, SynthConfig(height=64, width=128, frames=9, seed=2), gop=9, codec="h264", bframes=2)
-    seg = Segmenter(model, b_frames="past", propagation="chain", rgc=False, rgfs=False)
+    seg = Segmenter(model, b_frames="past", propagation="chain", rgc=False, rgfs=False, fusion=False)
     results = list(seg.run(video, logits=True))
     with open_video(video) as v:
         frames = list(v)

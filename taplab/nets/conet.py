@@ -1,0 +1,156 @@
+"""CoNet: the DMNet paper's light correction network, and the files it ships in.
+
+CoNet sees what the warp cannot: the current frame. It takes the frame, the warped logits of a
+segmentation model and the coarse distortion map (:func:`taplab.ops.fusion.coarse_distortion`),
+and returns
+
+- ``updated``: corrected logits ``F_updated = F_warped + delta`` (C channels, the feature grid);
+- ``edge``: the logit of an edge / thin-object map ``M_edge`` on the same grid.
+
+The runtime fuses them (:func:`taplab.ops.fusion.fuse`) where the distortion map says warping failed.
+A CoNet belongs to one segmentation model (its classes, its stride, its logits' scale); it is
+trained for it with ``taplab train --model conet --base MODEL`` (:mod:`taplab.train_correction`).
+
+Design, chosen for a CPU budget of a few ms per 720p frame: the frame enters at twice the grid's
+resolution (area-downsampled), one strided 3x3 convolution brings it to the grid, where it is
+concatenated with the softmax of the warped logits and the coarse map; a two-level encoder-decoder
+of depthwise-separable convolutions (the lower level dilated, for a receptive field of a few
+cells' motion) follows, then two 1x1 heads. 15.8 k parameters for 19 classes at width 32; at 1280x720
+(a 180x320 grid) it takes 12-27 ms on this 2-core CPU, memory-bound: a 32-channel map of the grid
+is 7 MB, and every layer reads and writes one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taplab.errors import ModelError
+from taplab.io.atomic import atomic_path
+from taplab.nets.base import IMAGENET_MEAN, IMAGENET_STD
+from taplab.nets.layers import conv_bn_relu, fold_batchnorm, separable
+
+FORMAT = "taplab-correction"
+VERSION = 1
+
+
+class CoNet(nn.Module):
+    """``forward(image, warped, coarse) -> (updated, edge)``.
+
+    Args:
+        image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to twice the grid).
+        warped: ``(N, C, h, w)`` warped logits on the feature grid.
+        coarse: ``(N, 1, h, w)`` coarse distortion map in [0, 1].
+    """
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+        self.num_classes, self.width = int(num_classes), int(width)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.stem = conv_bn_relu(3, 16, 3, stride=2)
+        self.enter = nn.Sequential(conv_bn_relu(16 + num_classes + 1, width, 1), separable(width, width))
+        self.down = nn.Sequential(conv_bn_relu(width, width, 3, stride=2, groups=width), conv_bn_relu(width, 2 * width, 1),
+                                  conv_bn_relu(2 * width, 2 * width, 3, dilation=2, groups=2 * width),
+                                  conv_bn_relu(2 * width, 2 * width, 1))
+        self.up = nn.Sequential(conv_bn_relu(3 * width, width, 1), separable(width, width))
+        self.delta = nn.Conv2d(width, num_classes, 1)
+        self.edge = nn.Conv2d(width, 1, 1)
+        nn.init.zeros_(self.delta.weight)  # start as the identity: F_updated = F_warped
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = warped.shape[-2:]
+        if tuple(image.shape[-2:]) != (2 * h, 2 * w):
+            image = F.interpolate(image, size=(2 * h, 2 * w), mode="area")
+        x = self.stem((image - self.pixel_mean) / self.pixel_std)
+        x = self.enter(torch.cat([x, warped.softmax(1), coarse], 1))
+        low = self.down(x)
+        x = self.up(torch.cat([x, F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)], 1))
+        return warped + self.delta(x), self.edge(x)
+
+
+class Correction:
+    """A trained CoNet as the runtime uses it: the module on its device and what it was trained for.
+
+    ``classes`` are the segmentation model's class names and ``stride`` its stride; ``source`` is
+    where the file came from.
+    """
+
+    def __init__(self, net: CoNet, classes: tuple[str, ...], stride: int, source: str, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.net = fold_batchnorm(net.eval()).to(device)
+        if self.device.type == "cpu":
+            # oneDNN's convolutions are faster channels-last, as for the segmentation models (at 720p, 40 -> 27
+            # ms, median of 8 alternating runs); the frame from to_tensor has that layout already
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.classes, self.stride, self.source = tuple(classes), int(stride), source
+
+    @torch.inference_mode()
+    def __call__(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` (3, H, W) in [0, 1] (best already at twice the grid), ``warped`` (C, h, w), ``coarse`` (h, w)
+        -> ``updated`` (C, h, w) and ``M_edge`` (h, w), a probability."""
+        dev = self.device
+        updated, edge = self.net(image[None].to(dev), warped[None].to(dev), coarse[None, None].to(dev))
+        return updated[0].to(warped.device), torch.sigmoid(edge[0, 0]).to(warped.device)
+
+    def check(self, model) -> None:
+        """:class:`ModelError` unless this CoNet was trained for ``model``'s classes and stride."""
+        if tuple(model.class_names) != self.classes or model.stride != self.stride:
+            raise ModelError(f"correction network {self.source} was trained for {len(self.classes)} classes at stride "
+                             f"{self.stride}, but the model {model.source} has {model.num_classes} at stride {model.stride}")
+
+
+def save_correction(path: str | os.PathLike[str], net: CoNet, classes: tuple[str, ...], stride: int, base: str,
+                    half: bool = False, **extra: Any) -> Path:
+    """Write a CoNet, the classes and stride of the model it corrects and ``extra`` keys to ``path`` atomically."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    data = {"format": FORMAT, "version": VERSION, "arch_args": {"num_classes": net.num_classes, "width": net.width},
+            "state_dict": state, "classes": list(classes), "stride": int(stride), "base": base, **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return path
+
+
+def read_correction(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The dict of a CoNet file; :class:`ModelError` if ``path`` is not one."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ModelError(f"{path} is not a readable correction network: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a taplab correction network (format={FORMAT!r})")
+    if data.get("version", 0) > VERSION:
+        raise ModelError(f"{path} is correction network version {data['version']}; this taplab reads up to {VERSION}")
+    return data
+
+
+def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Correction:
+    """A :class:`Correction` from a file written by :func:`save_correction`."""
+    data = read_correction(path)
+    return Correction(_build(data, path), tuple(data["classes"]), data["stride"], str(path), device)
+
+
+def _build(data: dict[str, Any], source) -> CoNet:
+    net = CoNet(**data["arch_args"])
+    try:
+        net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()})
+    except RuntimeError as exc:
+        raise ModelError(f"{source}: weights do not fit CoNet{data['arch_args']}: {str(exc).splitlines()[0]}") from None
+    return net
+
+
+def export_correction(src: str | os.PathLike[str], dst: str | os.PathLike[str], half: bool = True) -> Path:
+    """A training run's CoNet file without its training state (float16 weights when ``half``): what ships in ``models/``."""
+    data = read_correction(src)
+    net = _build(data, src)
+    extra = {k: v for k, v in data.items()
+             if k not in ("format", "version", "arch_args", "state_dict", "classes", "stride", "base", "optimizer", "trainer")}
+    return save_correction(dst, net, tuple(data["classes"]), data["stride"], data["base"], half=half, **extra)

@@ -1,0 +1,72 @@
+"""CoNet, the correction network: shapes, its identity start, batch-norm folding, its files."""
+
+import pytest
+import torch
+
+from taplab.errors import ModelError
+from taplab.nets.conet import CoNet, Correction, export_correction, load_correction, read_correction, save_correction
+from taplab.nets.layers import fold_batchnorm
+from taplab.nets.loader import load_model
+
+
+def _trained_like(seed: int = 0) -> CoNet:
+    """A CoNet with random weights everywhere (delta head and batch-norm statistics included)."""
+    torch.manual_seed(seed)
+    net = CoNet(19)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    torch.nn.init.normal_(net.delta.weight, std=0.5)
+    return net.eval()
+
+
+def test_shapes_at_odd_sizes_and_an_untrained_conet_leaves_the_warped_logits_unchanged():
+    net = CoNet(7).eval()
+    warped = torch.randn(2, 7, 13, 21)
+    updated, edge = net(torch.rand(2, 3, 50, 83), warped, torch.rand(2, 1, 13, 21))
+    assert updated.shape == (2, 7, 13, 21) and edge.shape == (2, 1, 13, 21)
+    assert torch.equal(updated, warped)  # the delta head starts at zero
+
+
+def test_folding_batch_norm_computes_the_same():
+    net = _trained_like()
+    x = (torch.rand(1, 3, 64, 96), torch.randn(1, 19, 32, 48), torch.rand(1, 1, 32, 48))
+    with torch.no_grad():
+        before = net(*x)
+        after = fold_batchnorm(net)(*x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_save_load_export_round_trip(tmp_path):
+    net = _trained_like()
+    classes = tuple(f"c{k}" for k in range(19))
+    path = save_correction(tmp_path / "run.pt", net, classes, 4, "bl2-synth", optimizer={"x": 1}, epoch=3)
+    x = (torch.rand(3, 40, 64), torch.randn(19, 20, 32), torch.rand(20, 32))
+    with torch.no_grad():
+        ref_updated, ref_edge = net(x[0][None], x[1][None], x[2][None, None])
+    for f in (path, export_correction(path, tmp_path / "m.conet.pt")):
+        corr = load_correction(f)
+        updated, edge = corr(*x)
+        tol = 1e-4 if f == path else 5e-2  # the export holds float16 weights
+        torch.testing.assert_close(updated, ref_updated[0], atol=tol, rtol=tol)
+        torch.testing.assert_close(edge, torch.sigmoid(ref_edge[0, 0]), atol=tol, rtol=tol)
+        assert corr.classes == classes and corr.stride == 4
+    exported = read_correction(tmp_path / "m.conet.pt")
+    assert "optimizer" not in exported and exported["epoch"] == 3 and exported["base"] == "bl2-synth"
+
+
+def test_bad_files_and_a_mismatched_model_are_clear_errors(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match="not a readable correction network"):
+        load_correction(bad)
+    torch.save({"format": "taplab-checkpoint"}, tmp_path / "seg.pt")
+    with pytest.raises(ModelError, match="not a taplab correction network"):
+        load_correction(tmp_path / "seg.pt")
+    model = load_model("default")
+    corr = Correction(CoNet(5), tuple("abcde"), 4, "five.conet.pt")
+    with pytest.raises(ModelError, match="trained for 5 classes at stride 4"):
+        corr.check(model)

@@ -1,0 +1,92 @@
+"""Distortion-map fusion in the runtime: with a real decoder, the shipped model and real CoNet files."""
+
+import numpy as np
+import pytest
+import torch
+
+from taplab.data.synth import SynthConfig, write_clip
+from taplab.errors import ConfigError, ModelError
+from taplab.nets.conet import CoNet, save_correction
+from taplab.nets.loader import load_model
+from taplab.runtime import Segmenter
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A synthetic street clip, 128x256, 8 frames, MPEG-4 GOP 4."""
+    out = tmp_path_factory.mktemp("fusion")
+    return write_clip(out, SynthConfig(height=128, width=256, frames=8, seed=12, ego_speed_mps=12), gop=4, name="c")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("default")
+
+
+def _conet_file(path, model, bias_class: int | None = None):
+    """A CoNet for ``model``: the identity (an untrained one), or one whose update pushes every cell
+    to ``bias_class`` and whose edge map is zero, so that fusion shows exactly where M is."""
+    net = CoNet(model.num_classes).eval()
+    if bias_class is not None:
+        with torch.no_grad():
+            net.delta.bias[bias_class] = 1000.0
+            net.edge.weight.zero_()
+            net.edge.bias.fill_(-1000.0)
+    return save_correction(path, net, model.class_names, model.stride, "default")
+
+
+def test_fusion_with_an_identity_correction_equals_plain_warping(video, model, tmp_path):
+    identity = _conet_file(tmp_path / "id.conet.pt", model)
+    plain = list(Segmenter(model, rgc=False, rgfs=False, fusion=False).run(video, logits=True))
+    fused = list(Segmenter(model, rgc=False, rgfs=False, fusion=True, correction=str(identity)).run(
+        video, logits=True, details=True))
+    assert [r.kind for r in fused] == ["key-I", "fused", "fused", "fused"] * 2
+    for p, f in zip(plain, fused):
+        torch.testing.assert_close(f.logits, p.logits)
+        np.testing.assert_array_equal(f.labels, p.labels)
+        if f.kind == "fused":
+            assert f.timings["fusion"] > 0 and f.distortion.shape == f.logits.shape[1:]
+            torch.testing.assert_close(f.warped, p.logits)
+
+
+def test_fusion_replaces_the_warped_logits_exactly_where_the_distortion_map_says(video, model, tmp_path):
+    biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
+    seg = Segmenter(model, rgc=False, rgfs=False, correction=str(biased))
+    assert seg.fusion  # fusion=None (auto) turns on where a correction network is given
+    results = [r for r in seg.run(video, logits=True, details=True) if r.kind == "fused"]
+    assert len(results) == 6
+    for r in results:
+        m = r.distortion
+        assert 0 < (m > 0).float().mean() < 0.9   # the map is neither empty nor everything
+        assert torch.all(m <= 0.5 + 1e-6)          # M = 0.5 M_coarse + 0.5 * 0
+        untouched = m == 0
+        torch.testing.assert_close(r.logits[:, untouched], r.warped[:, untouched])
+        assert torch.all(r.logits.argmax(0)[m >= 0.05] == 18)
+
+
+def test_fusion_runs_before_rgc_whose_region_overrides_it(video, model, tmp_path):
+    biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
+    options = dict(rgfs=False, rgc_threshold=0, rgc_alpha=1.0)
+    fused = [r for r in Segmenter(model, correction=str(biased), **options).run(video, logits=True) if not r.is_key]
+    plain = [r for r in Segmenter(model, fusion=False, **options).run(video, logits=True) if not r.is_key]
+    assert {r.kind for r in fused} == {"fused+RGC"} and {r.kind for r in plain} == {"warp+RGC"}
+    for f, p in zip(fused, plain):
+        assert f.region == p.region
+        ys, xs = (slice(v // model.stride, (v + n) // model.stride) for v, n in
+                  ((f.region.y, f.region.height), (f.region.x, f.region.width)))
+        torch.testing.assert_close(f.logits[:, ys, xs], p.logits[:, ys, xs])  # the CNN's, in both
+        assert not torch.equal(f.logits, p.logits)  # and fused outside the region
+
+
+def test_fusion_needs_a_matching_correction_network(video, model, tmp_path):
+    torch.manual_seed(0)
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.AvgPool2d(4))
+    assert not Segmenter(other).fusion  # auto: no correction network for a plain module
+    with pytest.raises(ConfigError, match="fusion needs a correction network"):
+        Segmenter(other, fusion=True)
+    with pytest.raises(ModelError, match="trained for 19 classes"):
+        Segmenter(other, correction=str(_conet_file(tmp_path / "x.conet.pt", model)))
+    with pytest.raises(ConfigError, match="warp_layer='logits'"):
+        Segmenter(model, fusion=True, warp_layer="features")
+    with pytest.raises(ConfigError, match="fusion_weight"):
+        Segmenter(model, fusion_weight=1.5)
