@@ -16,6 +16,8 @@ representative of the three channels, that is a threshold of about 5.7 (:data:`P
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import numpy as np
@@ -87,25 +89,30 @@ def residual_score(residual: np.ndarray) -> float:
 
 
 class RateSelector:
-    """RGFS in target-rate mode: adapts the score threshold online so that about ``rate`` of the
-    candidate frames are selected.
+    """RGFS in target-rate mode: selects about ``rate`` of the candidate frames, adapting online.
 
-    The threshold is the ``1 - rate`` quantile of the scores seen so far (the last ``window``), so
-    the first frames calibrate it; a frame is selected when its score is above the threshold in
-    force before it arrived. Deterministic: the same scores give the same choices.
+    A frame is selected when its score ranks within the top ``rate`` share of the last ``window``
+    scores and itself: when fewer than ``k = round(rate * (n + 1))`` of the ``n`` scores before it
+    (in the window) are at least as high. For scores in random order the chance of selection is
+    then ``k / (n + 1)``, within half a frame of ``rate`` at every ``n``, so short runs select about
+    the asked share too (the first ``1 / (2 rate) - 1`` frames only calibrate). The earlier rule, a
+    quantile threshold of the scores so far, selected 12% of 27 random-order scores when asked for
+    10% (9.4% now), and more where the scores drift: the top quantile of a handful of scores is
+    low. Deterministic: the same scores give the same choices.
     """
 
-    def __init__(self, rate: float, window: int = 200, warmup: int = 5):
+    def __init__(self, rate: float, window: int = 200):
         if not 0 < rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {rate}")
-        self.rate, self.window, self.warmup = rate, window, warmup
+        self.rate, self.window = rate, window
         self.scores: list[float] = []
 
     @property
     def threshold(self) -> float:
-        if len(self.scores) < self.warmup:
-            return float("inf")  # calibrating: select nothing yet
-        return float(np.quantile(self.scores[-self.window:], 1 - self.rate))
+        """The score the next frame must exceed to be selected (infinite while calibrating)."""
+        recent = self.scores[-self.window:]
+        allowed = math.floor(self.rate * (len(recent) + 1) + 0.5)
+        return sorted(recent, reverse=True)[allowed - 1] if allowed else math.inf
 
     def __call__(self, score: float) -> bool:
         selected = score > self.threshold
