@@ -54,7 +54,7 @@ class FrameResult:
         labels: (H, W) uint8 class ids at the source resolution.
         logits: (C, h, w) float tensor at the model's stride, when ``run(..., logits=True)``.
         residual_score: mean absolute luma residual per pixel (8-bit levels), where it was computed.
-        region: the RGC region (pixels), for ``"warp+RGC"`` frames.
+        region: the RGC region (pixels), for ``"warp+RGC"`` and ``"fused+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
         timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, fusion, labels).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
@@ -107,7 +107,7 @@ class Segmenter:
     def _correction(self, device) -> Correction | None:
         """The correction network fusion uses; None when fusion is off (or, in auto mode, unavailable)."""
         cfg = self.config
-        if cfg.fusion is False or not cfg.ffw:
+        if cfg.fusion is False or not cfg.ffw or (cfg.fusion is None and cfg.warp_layer != "logits"):
             return None
         path = cfg.correction or find_correction(self.model.source)
         if path is None:
@@ -115,8 +115,6 @@ class Segmenter:
                 return None
             raise ConfigError(f"fusion needs a correction network; the model {self.model.source} has none: "
                               "pass correction=FILE (train one with `taplab train --model conet`) or fusion=False")
-        if cfg.fusion is None and cfg.warp_layer != "logits":
-            return None
         correction = load_correction(path, device)
         correction.check(self.model)
         return correction

@@ -70,3 +70,16 @@ def test_bad_files_and_a_mismatched_model_are_clear_errors(tmp_path):
     corr = Correction(CoNet(5), tuple("abcde"), 4, "five.conet.pt")
     with pytest.raises(ModelError, match="trained for 5 classes at stride 4"):
         corr.check(model)
+
+
+def test_a_correction_network_is_found_beside_its_model_and_is_not_a_model_itself(tmp_path):
+    from taplab.nets.zoo import find_correction, shipped_models
+
+    assert "bl2-synth.conet" not in shipped_models() and "bl2-synth" in shipped_models()
+    assert find_correction("default").name == "bl2-synth.conet.pt"
+    model = tmp_path / "mine.pt"
+    model.write_bytes(b"")
+    assert find_correction(str(model)) is None
+    (tmp_path / "mine.conet.pt").write_bytes(b"")
+    assert find_correction(str(model)) == tmp_path / "mine.conet.pt"
+    assert find_correction("bl2") is None and find_correction(torch.nn.Identity()) is None
