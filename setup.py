@@ -1,8 +1,10 @@
 """taplab's build: the pure-Python package plus optional C kernels from native/.
 
-The C extension needs only a C compiler and Python's headers. Where it cannot be
-built, installation still succeeds and taplab uses its numpy reference kernels
-(``taplab info`` says which are active).
+The C/C++ extensions need only a C/C++ compiler (with OpenMP for the warp) and Python's
+headers. Where they cannot be built, installation still succeeds and taplab uses its numpy/torch
+reference kernels (``taplab info`` says which are active). The CUDA warp kernel
+(``native/cuda/warp.cu``) is compiled on first use with nvcc and cached (taplab/native/cuda.py),
+because pip builds in an isolated environment that cannot see which torch will be used.
 """
 
 from setuptools import Extension, find_packages, setup
@@ -34,9 +36,9 @@ setup(
     python_requires=">=3.10",
     # models/ (the shipped trained models and their cards) is installed as the package data of
     # taplab._models, so that `taplab segment` finds the default model from any working directory.
-    packages=find_packages(include=["taplab", "taplab.*"]) + ["taplab._models"],
-    package_dir={"taplab._models": "models"},
-    package_data={"taplab._models": ["*.pt", "*.md"]},
+    packages=find_packages(include=["taplab", "taplab.*"]) + ["taplab._models", "taplab._cuda"],
+    package_dir={"taplab._models": "models", "taplab._cuda": "native/cuda"},
+    package_data={"taplab._models": ["*.pt", "*.md"], "taplab._cuda": ["*.cu"]},
     install_requires=[
         # torch is pinned by the README's install step (a CPU wheel); any 2.x works here.
         "torch>=2.0",
@@ -52,8 +54,10 @@ setup(
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
         Extension("taplab.native._labels", ["native/cpu/labels.c"], depends=["native/cpu/buffers.h"],
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
-        Extension("taplab.native._warp", ["native/cpu/warp.c"], depends=["native/cpu/buffers.h"],
-                  include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
+        # C++ with OpenMP (the libgomp torch itself loads, so torch.set_num_threads bounds its threads)
+        Extension("taplab.native._warp", ["native/cpu/warp.cpp"], depends=["native/cpu/buffers.h"],
+                  include_dirs=["native/cpu"], language="c++",
+                  extra_compile_args=["-O3", "-std=c++17", "-fopenmp"], extra_link_args=["-fopenmp"]),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
     entry_points={"console_scripts": ["taplab=taplab.cli:main"]},

@@ -399,6 +399,8 @@ def info() -> None:
         f"mc kernels    {status('mc').reason}",
         f"labels kernel {status('labels').reason}",
         f"warp kernel   {status('warp').reason}",
+        f"cuda warp     {status('warp_cuda').reason}",
+        f"devices       {_devices(torch)}",
         f"default model {_default_model()}",
         f"correction    {_default_correction()}",
     ]
@@ -410,6 +412,12 @@ def _default_model() -> str:
 
     shipped = find_shipped("default")
     return f"{DEFAULT_MODEL} ({shipped.path})" if shipped else f"{DEFAULT_MODEL} not installed (models/ missing)"
+
+
+def _devices(torch) -> str:
+    names = [f"cpu ({torch.get_num_threads()} threads)"]
+    names += [f"cuda:{k} {torch.cuda.get_device_name(k)}" for k in range(torch.cuda.device_count())]
+    return ", ".join(names)
 
 
 def _default_correction() -> str:

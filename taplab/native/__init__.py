@@ -21,18 +21,23 @@ class KernelStatus:
 
 
 #: kernel family -> importable module built by setup.py
-_MODULES = {"mc": "taplab.native._mc", "labels": "taplab.native._labels", "warp": "taplab.native._warp"}
+_MODULES = {"mc": "taplab.native._mc", "labels": "taplab.native._labels", "warp": "taplab.native._warp",
+            "warp_cuda": None}
 _loaded: dict[str, KernelStatus] = {}
 
 
 def _load(name: str) -> KernelStatus:
     if os.environ.get("TAPLAB_NATIVE", "1") == "0":
         return KernelStatus(name, None, "disabled by TAPLAB_NATIVE=0")
+    if name == "warp_cuda":  # compiled on first use, not imported (see taplab/native/cuda.py)
+        from taplab.native.cuda import load
+
+        return KernelStatus(name, *load())
     try:
         module = importlib.import_module(_MODULES[name])
     except ImportError as exc:
         return KernelStatus(name, None, f"not built ({exc}); using the numpy reference")
-    return KernelStatus(name, module, "compiled C kernel")
+    return KernelStatus(name, module, "compiled C kernel" if name != "warp" else "compiled C++ kernel (OpenMP)")
 
 
 def status(name: str) -> KernelStatus:

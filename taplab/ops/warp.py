@@ -96,28 +96,99 @@ def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") ->
 
     Returns ``(warped, distorted)``: ``distorted`` (h, w) bool marks cells without a vector (kept
     in place) and cells whose source lies outside the grid (clamped to its border). Unbatched float32
-    CPU features go through the C kernel where it is built (equal to :func:`warp_reference` for
-    nearest sampling, to float rounding for bilinear); everything else through the reference.
+    CPU features go through the C++ kernel where it is built, unbatched float32/float16 CUDA
+    features through the CUDA kernel where nvcc could build it (both equal to :func:`warp_reference`
+    for nearest sampling, to float rounding for bilinear); everything else through the reference.
     """
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-    native = kernel("warp")
-    if native is not None and features.dim() == 3 and features.device.type == "cpu" and features.dtype == torch.float32:
-        return _warp_native(native, features, motion, sampling)
-    return warp_reference(features, motion, sampling)
-
-
-def _warp_native(native, features: torch.Tensor, motion: GridFlow, sampling: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`warp` by the C kernel (``native/cpu/warp.c``): one pass, the source and weights of a cell computed once."""
-    c, h, w = features.shape
-    if motion.flow.shape[:2] != (h, w):
-        raise ValueError(f"motion grid {tuple(motion.flow.shape[:2])} does not match the features' {(h, w)}")
-    x = features.contiguous()
-    out = torch.empty_like(x)
-    distorted = torch.empty(h, w, dtype=torch.bool)
-    native.warp(x.numpy(), c, h, w, motion.flow.contiguous().numpy(), motion.valid.contiguous().numpy(),
-                sampling == "bilinear", out.numpy(), distorted.numpy())
+    if features.dim() == 3 and tuple(motion.flow.shape[:2]) != tuple(features.shape[1:]):
+        raise ValueError(f"motion grid {tuple(motion.flow.shape[:2])} does not match the features' {tuple(features.shape[1:])}")
+    kernels = _kernels(features)
+    if kernels is None:
+        return warp_reference(features, motion, sampling)
+    x, out, distorted = _outputs(features)
+    flow, valid = motion.flow.to(x.device).contiguous(), motion.valid.to(x.device).contiguous()
+    kernels.warp(x, flow, valid, sampling == "bilinear", out, distorted)
     return out, distorted
+
+
+def warp_blocks(features: torch.Tensor, vectors: np.ndarray, valid: np.ndarray, block: int,
+                stride: tuple[float, float] | float, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+    """FFW straight from the codec's block field: ``warp(features, motion_to_grid(vectors, valid, block,
+    grid, stride, "nearest"), sampling)``, in one pass of the native kernels, without building the
+    grid-sized flow. (The runtime's default, motion accumulated to the key frame, needs that flow
+    for the composition; chained warping does not.)"""
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    kernels = _kernels(features)
+    if kernels is None:
+        grid = tuple(features.shape[-2:])
+        return warp_reference(features, motion_to_grid(vectors, valid, block, grid, (sy, sx)), sampling)
+    x, out, distorted = _outputs(features)
+    v = torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(x.device)
+    ok = torch.from_numpy(np.ascontiguousarray(valid, bool)).to(x.device)
+    kernels.warp_blocks(x, v, ok, int(block), float(sy), float(sx), sampling == "bilinear", out, distorted)
+    return out, distorted
+
+
+def _outputs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = features.contiguous()
+    return x, torch.empty_like(x), torch.empty(x.shape[1:], dtype=torch.bool, device=x.device)
+
+
+def _kernels(features: torch.Tensor):
+    """The native kernels for these features, or None for the reference: the C++ kernels for unbatched
+    float32 CPU features, the CUDA kernels for unbatched float32/float16 CUDA features."""
+    if features.dim() != 3 or features.requires_grad:
+        return None
+    if features.device.type == "cpu" and features.dtype == torch.float32:
+        module = kernel("warp")
+        return None if module is None else _CpuKernels(module)
+    if features.device.type == "cuda" and features.dtype in (torch.float32, torch.float16):
+        lib = kernel("warp_cuda")
+        return None if lib is None else _CudaKernels(lib)
+    return None
+
+
+class _CpuKernels:
+    """``native/cpu/warp.cpp``: arrays through the buffer protocol (numpy views of the tensors)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def warp(self, x, flow, valid, bilinear, out, distorted) -> None:
+        c, h, w = x.shape
+        self.module.warp(x.numpy(), c, h, w, flow.numpy(), valid.numpy(), bilinear, out.numpy(), distorted.numpy())
+
+    def warp_blocks(self, x, vectors, valid, block, sy, sx, bilinear, out, distorted) -> None:
+        c, h, w = x.shape
+        self.module.warp_blocks(x.numpy(), c, h, w, vectors.numpy(), valid.numpy(), *valid.shape, block, sy, sx,
+                                bilinear, out.numpy(), distorted.numpy())
+
+
+class _CudaKernels:
+    """``native/cuda/warp.cu`` (through ctypes): device pointers, on torch's current stream."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def _launch(self, name: str, x: torch.Tensor, *args) -> None:
+        fn = getattr(self.lib, f"{name}_{'f16' if x.dtype == torch.float16 else 'f32'}")
+        err = fn(*args, torch.cuda.current_stream(x.device).cuda_stream)
+        if err:
+            raise RuntimeError(f"the CUDA warp kernel failed: cudaError {err}")
+
+    def warp(self, x, flow, valid, bilinear, out, distorted) -> None:
+        c, h, w = x.shape
+        self._launch("taplab_warp", x, x.data_ptr(), c, h, w, flow.data_ptr(), valid.data_ptr(), int(bilinear),
+                     out.data_ptr(), distorted.data_ptr())
+
+    def warp_blocks(self, x, vectors, valid, block, sy, sx, bilinear, out, distorted) -> None:
+        c, h, w = x.shape
+        self._launch("taplab_warp_blocks", x, x.data_ptr(), c, h, w, vectors.data_ptr(), valid.data_ptr(), *valid.shape,
+                     block, sy, sx, int(bilinear), out.data_ptr(), distorted.data_ptr())
 
 
 def warp_reference(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ from taplab.nets.zoo import find_correction
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.labels import upsample_labels
 from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
-from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, zero_flow
+from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks, zero_flow
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 
@@ -233,15 +233,20 @@ class _Run:
         else:
             start = time.perf_counter()
             motion = frame.motion
-            flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
-                                  self.cfg.motion_resampling)
-            if self.cfg.propagation == "accumulate":
-                to_key = compose(flow, self.motion_to_key)
-                self.features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
-                if anchor:
-                    self.motion_to_key = to_key
+            if self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
+                # straight from the block field, in one pass of the native kernel
+                self.features, mask = warp_blocks(self.anchor_features, motion.vectors, motion.valid, motion.block,
+                                                  self.stride, self.cfg.warp_sampling)
             else:
-                self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
+                flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
+                                      self.cfg.motion_resampling)
+                if self.cfg.propagation == "accumulate":
+                    to_key = compose(flow, self.motion_to_key)
+                    self.features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
+                    if anchor:
+                        self.motion_to_key = to_key
+                else:
+                    self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
             distorted = float(mask.float().mean())
             timings["warp"] = time.perf_counter() - start
             if self.correction is not None or self.details:

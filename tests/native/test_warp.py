@@ -1,10 +1,14 @@
-"""The C warp kernel agrees with the torch reference (taplab/ops/warp.py) on random motion fields."""
+"""The native warp kernels (C++ on CPU, CUDA on a GPU) agree with the torch reference (taplab/ops/warp.py)."""
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
 
 from taplab.native import kernel, status
-from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_reference
+from taplab.native.cuda import compile_library, source
+from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks, warp_reference
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,6 @@ def test_composition_through_the_kernel_equals_the_reference(built, monkeypatch)
 
 
 def test_whole_cell_vectors_move_features_exactly(built):
-    import numpy as np
-
     features = torch.arange(2 * 6 * 8, dtype=torch.float32).reshape(2, 6, 8)
     vectors = np.zeros((3, 4, 2), np.float32)
     vectors[..., 0] = 8  # 8 px right at stride 4: two cells
@@ -58,8 +60,6 @@ def test_whole_cell_vectors_move_features_exactly(built):
 
 
 def test_kernel_rejects_buffers_too_small_for_the_sizes(built):
-    import numpy as np
-
     args = [np.zeros((4, 4, 2), np.float32), np.ones((4, 4), bool), True, np.zeros((19, 4, 4), np.float32),
             np.zeros((4, 4), bool)]
     with pytest.raises(ValueError, match="features: buffer holds 40 bytes"):
@@ -74,5 +74,77 @@ def test_taplab_info_reports_every_kernel_and_the_correction_network(built, caps
     main(["info"])
     out = capsys.readouterr().out
     for name in ("mc kernels", "labels kernel", "warp kernel"):
-        assert f"{name}".ljust(14) + "compiled C kernel" in out
+        assert f"{name}".ljust(14) + "compiled C" in out
     assert "bl2-synth.conet.pt (fusion on by default)" in out
+
+
+def random_blocks(gh: int, gw: int, seed: int, reach: float = 20.0):
+    """A codec-like block field: sub-pel vectors in pixels, a tenth of the blocks intra (no vector)."""
+    rng = np.random.default_rng(seed)
+    vectors = (rng.uniform(-reach, reach, (gh, gw, 2)) * 4).round() / 4  # quarter-pel
+    return vectors.astype(np.float32), rng.random((gh, gw)) > 0.1
+
+
+@pytest.mark.parametrize("channels, grid, blocks, block, stride", [
+    (19, (180, 320), (45, 80), 16, 4),      # 720p, BL2's stride, MPEG-4 macroblocks
+    (19, (90, 160), (90, 160), 8, 8),       # 8x8 blocks at stride 8
+    (128, (33, 65), (17, 33), 16, 8),       # odd sizes: the grid overhangs the last block
+    (3, (13, 9), (5, 3), 16, (5.5, 6.25)),  # non-integer strides
+])
+@pytest.mark.parametrize("sampling", ["nearest", "bilinear"])
+def test_block_field_kernel_equals_resampling_then_warping(built, channels, grid, blocks, block, stride, sampling):
+    vectors, valid = random_blocks(*blocks, seed=channels)
+    features = torch.randn(channels, *grid, generator=torch.Generator().manual_seed(1))
+    out, distorted = warp_blocks(features, vectors, valid, block, stride, sampling)
+    ref, ref_distorted = warp_reference(features, motion_to_grid(vectors, valid, block, grid, stride), sampling)
+    assert torch.equal(distorted, ref_distorted) and 0 < distorted.float().mean() < 1
+    if sampling == "nearest":
+        assert torch.equal(out, ref)
+    else:  # grid_sample's [-1, 1] round trip loses ~1e-5 of a coordinate of up to 320 cells
+        torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-4)
+
+
+def test_runtime_labels_are_the_same_with_and_without_the_native_kernel(built, translation_clip, monkeypatch):
+    from taplab.runtime import Segmenter
+
+    def labels(**options):
+        seg = Segmenter("default", rgc=False, rgfs=False, fusion=False, **options)
+        return [r.labels for r in seg.run(translation_clip)]
+
+    native = {s: labels(warp_sampling=s) for s in ("nearest", "bilinear")}
+    monkeypatch.setattr("taplab.ops.warp.kernel", lambda name: None)
+    for s, results in native.items():
+        reference = labels(warp_sampling=s)
+        agree = np.mean([(a == b).mean() for a, b in zip(results, reference)])
+        assert agree == 1.0 if s == "nearest" else agree > 0.9999
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_cuda_source_compiles(tmp_path):
+    """Compile-only (this check runs wherever nvcc is, GPU or not): the CUDA kernel builds for a generic
+    architecture. Running it needs a GPU: see the tests below."""
+    lib = compile_library(shutil.which("nvcc"), source(), tmp_path / "warp.so", arch="sm_80")
+    assert lib.stat().st_size > 0
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the CUDA kernel needs a GPU to run)")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("sampling", ["nearest", "bilinear"])
+def test_cuda_kernel_agrees_with_the_reference(dtype, sampling):
+    assert kernel("warp_cuda") is not None, status("warp_cuda").reason
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for channels, h, w in [(19, 180, 320), (128, 33, 65), (1, 1, 1)]:
+        features = torch.randn(channels, h, w, generator=torch.Generator().manual_seed(h)).to("cuda", dtype)
+        motion = random_motion(h, w, seed=channels)
+        out, distorted = warp(features, motion, sampling)
+        ref, ref_distorted = warp_reference(features.float(), GridFlow(motion.flow.cuda(), motion.valid.cuda()), sampling)
+        assert out.dtype == dtype and torch.equal(distorted, ref_distorted)
+        torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+        vectors, valid = random_blocks((h + 3) // 4, (w + 3) // 4, seed=w)
+        out, distorted = warp_blocks(features, vectors, valid, 16, 4, sampling)
+        ref, ref_distorted = warp_reference(features.float().cpu(), motion_to_grid(vectors, valid, 16, (h, w), 4), sampling)
+        assert torch.equal(distorted.cpu(), ref_distorted)
+        torch.testing.assert_close(out.float().cpu(), ref, atol=tol, rtol=tol)
