@@ -1,4 +1,5 @@
-"""Accuracy metrics over label maps: the confusion matrix, mIoU, per-class IoU, pixel accuracy.
+"""Metrics over label maps: accuracy (mIoU, per-class IoU, pixel accuracy), fidelity, temporal
+consistency (TC), corrected labels (CL), accuracy by distance from the key frame, the speed model.
 
 Conventions (Cityscapes' evaluation): pixels whose ground truth is the ignore label (255) do not
 count; a class absent from both the ground truth and the prediction over the whole evaluation
@@ -6,6 +7,8 @@ has no IoU (NaN) and is excluded from the mean rather than counted as 0 or 1.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -57,3 +60,66 @@ def miou(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
     cm = ConfusionMatrix(num_classes)
     cm.update(predicted, truth)
     return cm.miou()
+
+
+def fidelity(accelerated: Iterable[np.ndarray], per_frame: Iterable[np.ndarray], num_classes: int) -> float:
+    """mIoU of an accelerated run's labels against the per-frame labels of the same model, frame by
+    frame, accumulated over the run: how faithfully the shortcut reproduces the CNN (no ground truth
+    needed, so it works on any video)."""
+    cm = ConfusionMatrix(num_classes)
+    for a, p in zip(accelerated, per_frame, strict=True):
+        cm.update(a, p)
+    return cm.miou()
+
+
+def temporal_consistency(predictions: Sequence[np.ndarray], flows: Sequence[np.ndarray | None], num_classes: int) -> float:
+    """TC (DMNet paper, Eq. 8): the mean over consecutive frames of the mIoU between a prediction and
+    the previous prediction carried to it along the motion, ``mean_t mIoU(P_t, W_t(P_{t-1}))``.
+
+    ``flows[t]`` is the backward flow of frame ``t`` (``frame_t[y, x] ~= frame_{t-1}[y + dy, x + dx]``,
+    pixels; ``flows[0]`` is not used). Which motion is used matters: warping with the codec's vectors
+    would favour the method that warps with them, so use ground-truth flow on synthetic clips and
+    an independent optical flow (:class:`taplab.ops.flow.OpticalFlow`) otherwise. Pixels whose
+    source lies outside the frame are not counted."""
+    from taplab.ops.flow import warp_labels
+
+    if len(predictions) != len(flows):
+        raise ValueError(f"{len(predictions)} predictions but {len(flows)} flows")
+    scores = []
+    for t in range(1, len(predictions)):
+        cm = ConfusionMatrix(num_classes)
+        cm.update(predictions[t], warp_labels(predictions[t - 1], flows[t], fill=IGNORE_LABEL))
+        scores.append(cm.miou())
+    return float(np.nanmean(scores)) if scores and np.isfinite(scores).any() else float("nan")
+
+
+def corrected_labels(final: np.ndarray, warped: np.ndarray) -> float:
+    """CL (DMNet paper, Eq. 9): the share of pixels whose final label differs from the label the warp
+    alone gave (``FrameResult.warped`` turned into labels): how much the corrections changed."""
+    final, warped = np.asarray(final), np.asarray(warped)
+    if final.shape != warped.shape:
+        raise ValueError(f"label maps differ in size: {final.shape} vs {warped.shape}")
+    return float((final != warped).mean())
+
+
+class AccuracyByDistance:
+    """mIoU per distance from the last key frame (the error-accumulation curve of the TWNet and DMNet
+    papers): ``update(distance, predicted, truth)``, then ``miou()`` -> ``{distance: mIoU}``."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.matrices: dict[int, ConfusionMatrix] = {}
+
+    def update(self, distance: int, predicted: np.ndarray, truth: np.ndarray) -> None:
+        self.matrices.setdefault(int(distance), ConfusionMatrix(self.num_classes)).update(predicted, truth)
+
+    def miou(self) -> dict[int, float]:
+        return {d: self.matrices[d].miou() for d in sorted(self.matrices)}
+
+
+def speed_model(t_key: float, t_warp: float, gop: float) -> float:
+    """The TapLab paper's speed model: frames/s ``1 / (T_I / g + (1 - 1/g) T_P)`` for key frames of
+    ``t_key`` seconds, warped frames of ``t_warp`` seconds and one key frame in every ``gop`` frames."""
+    if gop < 1 or t_key <= 0 or t_warp < 0:
+        raise ValueError("speed_model needs gop >= 1, t_key > 0 and t_warp >= 0")
+    return 1.0 / (t_key / gop + (1 - 1 / gop) * t_warp)

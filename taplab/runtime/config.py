@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from taplab.errors import ConfigError
+from taplab.ops.flow import METHODS as FLOW_METHODS
 from taplab.ops.regions import PAPER_RGFS_THRESHOLD
 
 
@@ -25,6 +26,11 @@ class RuntimeConfig:
             held-out synthetic clips (docs/runtime.md): FFW alone 62.0 mIoU accumulated against 60.3
             chained (54.5 chained with nearest sampling); FFW+RGC+RGFS 69.3 either way.
         motion_resampling: block vectors to the feature grid, ``"nearest"`` or ``"bilinear"``.
+        motion_source: ``"codec"`` (the stream's motion vectors: taplab's point) or a dense optical
+            flow computed from the decoded frames (``"dis-ultrafast"``, ``"dis-fast"``,
+            ``"dis-medium"``, ``"farneback"``; :class:`taplab.ops.flow.OpticalFlow`), area-averaged
+            onto the feature grid: the baseline the compressed domain must beat, its cost counted
+            (stage ``flow``). The key-frame schedule stays the codec's.
         warp_layer: ``"logits"`` (any model) or ``"features"`` (the model's ``features()``, where it
             has a ``features()``/``head()`` split; the Tamed Warping Network's interior layer).
         rgc: residual-guided correction: re-run the CNN on the candidate region with the most
@@ -69,6 +75,7 @@ class RuntimeConfig:
     warp_sampling: str = "bilinear"
     propagation: str = "accumulate"
     motion_resampling: str = "nearest"
+    motion_source: str = "codec"
     warp_layer: str = "logits"
     rgc: bool = True
     rgc_threshold: float = 30.0
@@ -89,7 +96,8 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         choices = {"warp_sampling": ("bilinear", "nearest"), "propagation": ("accumulate", "chain"), "motion_resampling": ("nearest", "bilinear"),
                    "warp_layer": ("logits", "features"), "rgfs_mode": ("absolute", "rate"),
-                   "b_frames": ("key", "past"), "labels": ("bilinear", "exact", "nearest")}
+                   "b_frames": ("key", "past"), "labels": ("bilinear", "exact", "nearest"),
+                   "motion_source": ("codec", *FLOW_METHODS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

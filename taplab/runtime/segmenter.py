@@ -34,6 +34,7 @@ from taplab.errors import ConfigError
 from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model, logits_to_labels
 from taplab.nets.zoo import find_correction
+from taplab.ops.flow import OpticalFlow
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.labels import upsample_labels
 from taplab.ops.regions import RateSelector, Region, candidate_regions, residual_score, select_region
@@ -56,7 +57,8 @@ class FrameResult:
         residual_score: mean absolute luma residual per pixel (8-bit levels), where it was computed.
         region: the RGC region (pixels), for ``"warp+RGC"`` and ``"fused+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
-        timings: seconds per stage (decode, residual, cnn_full, cnn_region, warp, fusion, labels).
+        timings: seconds per stage (decode, residual, cnn_full, cnn_region, flow (the optical-flow
+            baseline), warp, fusion, labels).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
@@ -184,6 +186,9 @@ class _Run:
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
         self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
+        # the optical-flow baseline: the estimator, and the last anchor's image that the flow points into
+        self.optical = OpticalFlow(cfg.motion_source) if cfg.motion_source != "codec" else None
+        self.anchor_image: np.ndarray | None = None
         self.last_logits: torch.Tensor | None = None
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
@@ -195,13 +200,13 @@ class _Run:
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
-        if not warpable or self.cfg.rgc or self.correction is not None or self.want_images:
+        if not warpable or self.cfg.rgc or self.correction is not None or self.optical is not None or self.want_images:
             start = time.perf_counter()
             frame.image  # noqa: B018
             prep["decode"] += time.perf_counter() - start
 
     def _warpable(self, frame: Frame) -> bool:
-        if not self.cfg.ffw or frame.motion is None or frame.pict_type == "I":
+        if not self.cfg.ffw or frame.pict_type == "I" or (frame.motion is None and self.optical is None):
             return False
         return frame.pict_type == "P" or self.cfg.b_frames == "past"
 
@@ -233,13 +238,17 @@ class _Run:
         else:
             start = time.perf_counter()
             motion = frame.motion
-            if self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
+            if self.optical is None and self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
                 # straight from the block field, in one pass of the native kernel
                 self.features, mask = warp_blocks(self.anchor_features, motion.vectors, motion.valid, motion.block,
                                                   self.stride, self.cfg.warp_sampling)
             else:
-                flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
-                                      self.cfg.motion_resampling)
+                if self.optical is not None:
+                    flow = self._optical_flow(frame, timings)
+                    start = time.perf_counter()  # the flow's cost is its own stage
+                else:
+                    flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
+                                          self.cfg.motion_resampling)
                 if self.cfg.propagation == "accumulate":
                     to_key = compose(flow, self.motion_to_key)
                     self.features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
@@ -266,6 +275,8 @@ class _Run:
                 timings["cnn_region"] = time.perf_counter() - start
         if anchor:
             self.anchor_features = self.features
+            if self.optical is not None:
+                self.anchor_image = frame.image
         start = time.perf_counter()
         logits = self._logits(self.features)
         labels = self._labels(logits)
@@ -273,6 +284,17 @@ class _Run:
         self.last_logits = logits
         return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
                            warped=warped if self.details else None, distortion=distortion if self.details else None)
+
+    def _optical_flow(self, frame: Frame, timings: dict) -> GridFlow:
+        """The optical-flow baseline: dense flow from this frame to the last anchor, area-averaged onto
+        the feature grid (cells; every cell valid)."""
+        start = time.perf_counter()
+        pixels = self.optical(frame.image, self.anchor_image)
+        h, w = self.grid
+        sy, sx = self.stride
+        cells = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA) / np.array([sx, sy], np.float32)
+        timings["flow"] = time.perf_counter() - start
+        return GridFlow(torch.from_numpy(np.ascontiguousarray(cells, np.float32)), torch.ones(h, w, dtype=torch.bool))
 
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.head(features[None])[0] if self.cfg.warp_layer == "features" else features
