@@ -3,6 +3,7 @@
     python benchmarks/bench_runtime.py [--frames 96] [--clips 2] [--labels bilinear|exact|nearest] [--skip-accuracy] [--skip-speed]
     python benchmarks/bench_runtime.py --skip-speed --warping     # chained vs accumulated warping, nearest vs bilinear
     python benchmarks/bench_runtime.py --skip-speed --fusion-weights   # fusion's w_f
+    python benchmarks/bench_runtime.py --motion          # codec vectors vs dense optical flow (DIS, Farneback)
 
 Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
 ``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
@@ -42,13 +43,13 @@ COMBINATIONS = {
 }
 
 
-def speed(frames: int, labels: str) -> None:
+def speed(frames: int, labels: str, combinations: dict[str, dict]) -> None:
     clip = REAL / "vid_mpeg4_part2.mp4"
     print(f"## Speed: {clip.name}, first {frames} frames, labels={labels}\n")
     print("| modules | frames/s | speed-up | key frames | ms/frame by stage | T_I ms | T_P ms | speed model frames/s |")
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     base = None
-    for name, options in COMBINATIONS.items():
+    for name, options in combinations.items():
         seg = Segmenter("default", labels=labels, **options)
         stage: dict[str, float] = {}
         key_t, warp_t, n, keys = [], [], 0, 0
@@ -123,6 +124,10 @@ WARPING = {  # without fusion, to compare the warping itself
 WARPING = {name: dict(fusion=False, **options) for name, options in WARPING.items()}
 
 
+#: the codec's vectors against dense optical flow (the TapLab paper's Table 3), FFW alone
+MOTION = {f"FFW, {m}": dict(rgc=False, rgfs=False, fusion=False, motion_source=m)
+          for m in ("codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback")}
+
 #: DMNet's w_f in M = w_f M_coarse + (1 - w_f) M_edge
 FUSION_WEIGHTS = {f"FFW+fusion, w_f {w}": dict(rgc=False, rgfs=False, fusion=True, fusion_weight=w)
                   for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
@@ -137,11 +142,12 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--warping", action="store_true", help="accuracy of the warping variants (WARPING) instead")
     parser.add_argument("--fusion-weights", action="store_true", help="accuracy of fusion at several w_f instead")
+    parser.add_argument("--motion", action="store_true", help="codec vectors vs optical flow (speed and accuracy) instead")
     args = parser.parse_args()
     if not args.skip_speed:
-        speed(args.frames, args.labels)
+        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else COMBINATIONS)
     if not args.skip_accuracy:
-        variants = WARPING if args.warping else FUSION_WEIGHTS if args.fusion_weights else COMBINATIONS
+        variants = WARPING if args.warping else FUSION_WEIGHTS if args.fusion_weights else MOTION if args.motion else COMBINATIONS
         accuracy(args.clips, args.labels, variants)
 
 
