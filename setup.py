@@ -47,6 +47,7 @@ setup(
         "motion-vector-extractor>=1.1",
         "opencv-python>=4.8",
         "click>=8.1",
+        "matplotlib>=3.7",  # taplab bench's plots
     ],
     extras_require={"test": ["pytest>=7"]},
     ext_modules=[

@@ -25,22 +25,14 @@ from pathlib import Path
 
 import cv2
 
+from taplab.bench.sweep import MODULES
 from taplab.metrics import ConfusionMatrix
 from taplab.runtime import Segmenter
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 #: the TapLab paper's Table 5 rows, and fusion (DMNet) on top
-COMBINATIONS = {
-    "per-frame": dict(ffw=False),
-    "FFW": dict(rgc=False, rgfs=False, fusion=False),
-    "FFW+RGC": dict(rgfs=False, fusion=False),
-    "FFW+RGFS": dict(rgc=False, fusion=False),
-    "FFW+RGC+RGFS": dict(fusion=False),
-    "FFW+fusion": dict(rgc=False, rgfs=False, fusion=True),
-    "FFW+RGC+fusion": dict(rgfs=False, fusion=True),
-    "FFW+RGC+RGFS+fusion": dict(fusion=True),
-}
+COMBINATIONS = MODULES
 
 
 def speed(frames: int, labels: str, combinations: dict[str, dict]) -> None:

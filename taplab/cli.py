@@ -16,6 +16,10 @@ import click
 
 from taplab.errors import TapLabError, TapLabWarning
 
+#: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
+MODULES_NAMES = ("per-frame", "FFW", "FFW+RGC", "FFW+RGFS", "FFW+RGC+RGFS", "FFW+fusion", "FFW+RGC+fusion",
+                 "FFW+RGC+RGFS+fusion")
+
 
 def _parse_size(text: str) -> tuple[int, int]:
     try:
@@ -371,6 +375,64 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
         status.close()
     click.echo(summary.format())
     click.echo(f"wrote {summary.frames} frames to {out}")
+
+
+@cli.command()
+@click.option("--data", default=None,
+              help="synth:clips=N,frames=N,size=HxW (labelled synthetic clips; default synth:clips=2,frames=30,"
+                   "size=512x1024) or a video (fidelity and TC only).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.csv/.md/.json and the plots.")
+@click.option("--gop", "gops", default=None, help="GOPs to encode the data with, e.g. 6,12,24 [12].")
+@click.option("--modules", default=None, help=f"Comma-separated module combinations [all]: {', '.join(MODULES_NAMES)}.")
+@click.option("--motion", default=None, help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback [codec].")
+@click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
+              help="Sweep a runtime option, e.g. rgc_alpha=0.5,0.8 or rgfs_threshold=3,6,12 (repeatable).")
+@click.option("--model", default="default", show_default=True)
+@click.option("--frames", default=60, show_default=True, help="For a video: how many of its frames.")
+@click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True)
+@click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
+                                            "module combinations, two short synthetic clips).")
+def bench(data: str | None, out: Path, gops: str | None, modules: str | None, motion: str | None,
+          sweeps: tuple[str, ...], model: str, frames: int, codec: str, quick: bool) -> None:
+    """Sweep GOPs, module combinations, motion sources and thresholds: accuracy against speed.
+
+    Writes OUT/results.csv, results.md, results.json (machine, versions, configuration) and
+    accuracy_vs_speed.png, accuracy_by_distance.png, stages.png.
+    """
+    from taplab.bench import BenchConfig, run_sweep, write_report
+
+    defaults = (dict(data="synth:clips=2,frames=25,size=256x512", gops=(6, 12),
+                     modules=("per-frame", "FFW", "FFW+RGC+RGFS", "FFW+RGC+RGFS+fusion")) if quick else {})
+    options = dict(defaults)
+    if data is not None:
+        options["data"] = data
+    if gops is not None:
+        options["gops"] = tuple(_parse_list(gops, int, "--gop"))
+    if modules is not None:
+        options["modules"] = tuple(_parse_list(modules, str, "--modules"))
+    if motion is not None:
+        options["motion"] = tuple(_parse_list(motion, str, "--motion"))
+    sweep = {}
+    for item in sweeps:
+        name, eq, values = item.partition("=")
+        if not eq:
+            raise click.BadParameter(f"expected FIELD=V1,V2, got {item!r}", param_hint="--set")
+        sweep[name.strip()] = _parse_list(values, json.loads, "--set")
+    config = BenchConfig(**options, sweep=sweep, model=model, frames=frames, codec=codec)
+    points = config.points()
+    with _progress(len(points), "bench") as update:
+        records = run_sweep(config, progress=lambda done, total, point: update(1))
+    paths = write_report(out, config, records)
+    click.echo((out / "results.md").read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _parse_list(text: str, convert, option: str) -> list:
+    try:
+        return [convert(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"cannot read {text!r}", param_hint=option) from None
 
 
 @cli.command()

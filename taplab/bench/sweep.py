@@ -1,0 +1,232 @@
+"""``taplab bench``: sweeps of the runtime over GOPs, module combinations, motion sources and any
+:class:`~taplab.runtime.RuntimeConfig` field, measured side by side in one process.
+
+Every point of a sweep is one runtime configuration on the same clips, encoded at the point's GOP.
+Per point: mIoU against the labels (synthetic clips have them on every frame), fidelity (mIoU
+against the per-frame run at the same GOP: works on any video), temporal consistency (TC: with the
+clips' ground-truth flow on synthetic data, with DIS optical flow on other videos, never with the
+codec's vectors), corrected labels (CL: share of pixels the corrections changed after the warp), the
+share of key frames, frames/s over the whole run, ms per stage, the TapLab speed model's prediction
+from the run's own T_I and T_P, and mIoU by distance from the key frame.
+
+Data:
+- ``synth:clips=N,frames=N,size=HxW``: synthetic clips with the default scene parameters and seeds
+  ``seed``, ``seed + 1``, ... (default 700001: scenes that neither the default model nor its
+  correction network was trained on), rendered once per GOP and encoded with it;
+- a video file: its first ``frames`` frames, re-encoded at each GOP (no labels: fidelity and TC only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from taplab.errors import ConfigError
+
+#: the TapLab paper's Table 5 rows, and fusion (DMNet) on top
+MODULES: dict[str, dict] = {
+    "per-frame": dict(ffw=False),
+    "FFW": dict(rgc=False, rgfs=False, fusion=False),
+    "FFW+RGC": dict(rgfs=False, fusion=False),
+    "FFW+RGFS": dict(rgc=False, fusion=False),
+    "FFW+RGC+RGFS": dict(fusion=False),
+    "FFW+fusion": dict(rgc=False, rgfs=False, fusion=True),
+    "FFW+RGC+fusion": dict(rgfs=False, fusion=True),
+    "FFW+RGC+RGFS+fusion": dict(fusion=True),
+}
+
+
+@dataclass
+class BenchConfig:
+    """A sweep: the product of ``gops`` x ``modules`` x ``motion`` x the values of every ``sweep`` field.
+
+    Attributes:
+        data: ``synth:...`` spec or a video path (see the module docstring).
+        gops: GOP sizes; the data is encoded at each.
+        modules: names from :data:`MODULES`.
+        motion: motion sources (``codec``, ``dis-fast``, ...; :class:`~taplab.runtime.RuntimeConfig`'s
+            ``motion_source``), for the warping modules.
+        sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``.
+        model: the segmentation model (anything ``load_model`` accepts).
+        frames: for a video, how many of its frames.
+        codec: the encoder for the clips (``mpeg4`` as the papers, or ``h264``).
+        seed: the synthetic clips' seed.
+    """
+
+    data: str = "synth:clips=2,frames=30,size=512x1024"
+    gops: tuple[int, ...] = (12,)
+    modules: tuple[str, ...] = tuple(MODULES)
+    motion: tuple[str, ...] = ("codec",)
+    sweep: dict[str, list] = field(default_factory=dict)
+    model: str = "default"
+    frames: int = 60
+    codec: str = "mpeg4"
+    seed: int = 700001
+
+    def __post_init__(self) -> None:
+        from taplab.runtime.config import RuntimeConfig
+
+        self.gops, self.modules, self.motion = tuple(self.gops), tuple(self.modules), tuple(self.motion)
+        unknown = [m for m in self.modules if m not in MODULES]
+        if unknown:
+            raise ConfigError(f"unknown module combination {unknown[0]!r}; choose from {', '.join(MODULES)}")
+        if not self.gops or any(not isinstance(g, int) or g < 1 for g in self.gops):
+            raise ConfigError(f"GOPs must be integers >= 1, got {self.gops}")
+        if self.frames < 2:
+            raise ConfigError(f"frames must be >= 2, got {self.frames}")
+        for point in self.points():  # every combination must be a valid runtime configuration
+            RuntimeConfig.from_dict(point.options)
+
+    def points(self) -> list[Point]:
+        """Every configuration of the sweep, per-frame once per GOP (motion and sweeps do not apply to it)."""
+        names, values = list(self.sweep), [list(v) for v in self.sweep.values()]
+        out = []
+        for gop, module in itertools.product(self.gops, self.modules):
+            if module == "per-frame":
+                out.append(Point(gop, module, "-", {}, dict(MODULES[module])))
+                continue
+            for motion, combo in itertools.product(self.motion, itertools.product(*values)):
+                swept = dict(zip(names, combo))
+                out.append(Point(gop, module, motion, swept, {**MODULES[module], "motion_source": motion, **swept}))
+        return out
+
+
+@dataclass
+class Point:
+    gop: int
+    modules: str
+    motion: str
+    swept: dict
+    options: dict  # the RuntimeConfig fields this point sets
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in self.swept.items())
+        motion = "" if self.motion in ("-", "codec") else f", {self.motion}"
+        return f"{self.modules}{motion}{extra}"
+
+
+@dataclass
+class Clip:
+    video: Path
+    labels: list[np.ndarray] | None  # per frame, or None (no ground truth)
+    flows: list[np.ndarray] | None   # backward ground-truth flow per frame, or None
+
+
+def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
+    """The sweep's data encoded at ``gop`` (synthetic clips rendered with labels and flow)."""
+    from taplab.data.synth import SynthConfig, write_clip
+
+    folder = workdir / f"gop{gop}"
+    if config.data == "synth" or config.data.startswith("synth:"):
+        from taplab.data.datasets import parse_synth_spec
+
+        spec = parse_synth_spec(config.data)
+        clips = []
+        for k in range(spec.clips):
+            name = f"clip{k}"
+            synth = SynthConfig(height=spec.size[0], width=spec.size[1], frames=spec.frames, seed=config.seed + k)
+            video = write_clip(folder, synth, gop=gop, codec=config.codec, name=name)
+            labels = [cv2.imread(str(folder / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
+                                 cv2.IMREAD_UNCHANGED) for t in range(spec.frames)]
+            flows = list(np.load(folder / "flow" / f"{name}.npz")["flow"].astype(np.float32))
+            clips.append(Clip(video, labels, flows))
+        return clips
+    from taplab.codec import encode, open_video
+
+    with open_video(config.data) as video:
+        frames = [f.image for _, f in zip(range(config.frames), video)]
+    if len(frames) < 2:
+        raise ConfigError(f"{config.data} holds fewer than 2 frames")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Clip(encode(frames, folder / "clip.mp4", gop=gop, codec=config.codec), None, None)]
+
+
+def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] | None = None) -> list[dict]:
+    """Run every point; returns one record per point (see :mod:`taplab.bench.report` for the outputs)."""
+    from taplab.nets.loader import load_model
+
+    model = load_model(config.model)
+    points = config.points()
+    records, done = [], 0
+    with tempfile.TemporaryDirectory(prefix="taplab-bench-") as tmp:
+        for gop in config.gops:
+            clips = prepare_clips(config, gop, Path(tmp))
+            reference = _per_frame(model, clips)
+            for point in (p for p in points if p.gop == gop):
+                records.append(measure(model, point, clips, reference))
+                done += 1
+                if progress is not None:
+                    progress(done, len(points), point)
+    return records
+
+
+def _per_frame(model, clips: list[Clip]) -> list[list[np.ndarray]]:
+    from taplab.runtime import Segmenter
+
+    seg = Segmenter(model, ffw=False)
+    return [[r.labels for r in seg.run(c.video)] for c in clips]
+
+
+def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndarray]]) -> dict:
+    """One point over all clips: accuracy, fidelity, TC, CL, key frames, speed, stages, by distance."""
+    from taplab.metrics import AccuracyByDistance, ConfusionMatrix, corrected_labels, speed_model, temporal_consistency
+    from taplab.ops.flow import OpticalFlow
+    from taplab.ops.labels import upsample_labels
+    from taplab.runtime import Segmenter
+
+    n_classes = model.num_classes
+    seg = Segmenter(model, **point.options)
+    truth_cm, fid_cm, by_distance = ConfusionMatrix(n_classes), ConfusionMatrix(n_classes), AccuracyByDistance(n_classes)
+    tc, cl, stages = [], [], {}
+    key_t, warp_t, frames, keys, seconds = [], [], 0, 0, 0.0
+    optical = OpticalFlow("dis-medium")
+    for clip, per_frame in zip(clips, reference):
+        labels, images, last_key = [], [], 0
+        start = time.perf_counter()
+        for r in seg.run(clip.video, details=True, images=clip.flows is None):
+            labels.append(r.labels)
+            if clip.flows is None:
+                images.append(r.image)
+            total = sum(r.timings.values())
+            (key_t if r.is_key else warp_t).append(total)
+            for k, v in r.timings.items():
+                stages[k] = stages.get(k, 0.0) + v
+            last_key = r.index if r.is_key else last_key
+            fid_cm.update(r.labels, per_frame[r.index])
+            if clip.labels is not None:
+                truth_cm.update(r.labels, clip.labels[r.index])
+                by_distance.update(r.index - last_key, r.labels, clip.labels[r.index])
+            if r.warped is not None:
+                cl.append(corrected_labels(r.labels, upsample_labels(r.warped, r.labels.shape)))
+            keys += r.is_key
+            frames += 1
+        seconds += time.perf_counter() - start
+        flows = clip.flows if clip.flows is not None else \
+            [None] + [optical(images[t], images[t - 1]) for t in range(1, len(images))]
+        tc.append(temporal_consistency(labels, flows[:len(labels)], n_classes))
+    g = frames / max(keys, 1)
+    t_i = float(np.mean(key_t)) if key_t else float("nan")
+    t_p = float(np.mean(warp_t)) if warp_t else 0.0
+    return {
+        **{k: v for k, v in asdict(point).items() if k != "options"}, "label": point.label,
+        "miou": _pct(truth_cm.miou()) if clips[0].labels is not None else None,
+        "fidelity": _pct(fid_cm.miou()), "tc": _pct(float(np.nanmean(tc))),
+        "cl": round(100 * float(np.mean(cl)), 2) if cl else 0.0,
+        "key_share": round(100 * keys / frames, 1), "frames": frames, "fps": round(frames / seconds, 2),
+        "speed_model_fps": round(speed_model(t_i, t_p, g), 2) if key_t else None,
+        "t_key_ms": round(1000 * t_i, 1), "t_warp_ms": round(1000 * t_p, 2) if warp_t else None,
+        "stages_ms": {k: round(1000 * v / frames, 2) for k, v in stages.items()},
+        "miou_by_distance": {d: _pct(v) for d, v in by_distance.miou().items()},
+    }
+
+
+def _pct(x: float) -> float | None:
+    return None if x != x else round(100 * x, 2)

@@ -1,0 +1,61 @@
+"""`taplab bench`: a small sweep end to end on real encoded synthetic clips, and its bad input."""
+
+import csv
+import json
+
+import pytest
+
+from taplab.bench import BenchConfig, run_sweep
+from taplab.cli import main
+from taplab.errors import ConfigError
+
+DATA = "synth:clips=1,frames=9,size=128x256"
+
+
+def test_a_two_point_sweep_writes_its_csv_table_plots_and_json(tmp_path, capsys):
+    out = tmp_path / "bench"
+    main(["bench", "--data", DATA, "--gop", "4", "--modules", "per-frame,FFW", "--out", str(out)])
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["gop"], r["label"]) for r in rows] == [("4", "per-frame"), ("4", "FFW")]
+    per_frame, ffw = rows
+    assert per_frame["fidelity"] == "100.0" and per_frame["key_share"] == "100.0"
+    assert float(ffw["key_share"]) == pytest.approx(100 * 3 / 9, abs=0.1)  # I-frames 0, 4, 8
+    assert 0 < float(ffw["fidelity"]) < 100 and 0 < float(ffw["miou"]) <= 100
+    assert float(ffw["fps"]) > float(per_frame["fps"]) and float(ffw["ms_warp"]) > 0
+    record = json.loads((out / "results.json").read_text())
+    assert record["config"]["gops"] == [4] and record["versions"]["torch"] and len(record["records"]) == 2
+    assert set(record["records"][1]["miou_by_distance"]) == {"0", "1", "2", "3"}
+    for name in ("accuracy_vs_speed.png", "accuracy_by_distance.png", "stages.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 4 | FFW |" in (out / "results.md").read_text() and "| 4 | FFW |" in capsys.readouterr().out
+
+
+def test_sweeps_are_deterministic_in_accuracy_and_expand_every_combination():
+    config = BenchConfig(data=DATA, gops=(4,), modules=("per-frame", "FFW+RGC"), motion=("codec",),
+                         sweep={"rgc_alpha": [0.5, 1.0]})
+    assert [p.label for p in config.points()] == ["per-frame", "FFW+RGC, rgc_alpha=0.5", "FFW+RGC, rgc_alpha=1.0"]
+    first, second = run_sweep(config), run_sweep(config)
+    keys = ("miou", "fidelity", "tc", "cl", "key_share")
+    assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
+    assert first[1]["miou"] != first[2]["miou"]  # alpha changes the outcome
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--modules", "FFW+magic"], "unknown module combination 'FFW+magic'"),
+    (["--gop", "0"], "GOPs must be integers >= 1"),
+    (["--set", "rgc_alpha=2"], "rgc_alpha must be in 0..1"),
+    (["--set", "nonsense=1"], "unknown runtime option"),
+    (["--motion", "raft"], "motion_source must be one of"),
+])
+def test_bad_sweeps_are_one_line_errors(tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--data", DATA, "--out", str(tmp_path / "b"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_config_rejects_a_video_too_short(tmp_path):
+    with pytest.raises(ConfigError, match="frames must be >= 2"):
+        BenchConfig(data="x.mp4", frames=1)
