@@ -18,7 +18,7 @@ from taplab.errors import TapLabError, TapLabWarning
 
 #: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
 MODULES_NAMES = ("per-frame", "FFW", "FFW+RGC", "FFW+RGFS", "FFW+RGC+RGFS", "FFW+fusion", "FFW+RGC+fusion",
-                 "FFW+RGC+RGFS+fusion")
+                 "FFW+RGC+RGFS+fusion", "ITP")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -385,7 +385,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
               help="Folder for results.csv/.md/.json and the plots.")
 @click.option("--gop", "gops", default=None, help="GOPs to encode the data with, e.g. 6,12,24 [12].")
 @click.option("--modules", default=None, help=f"Comma-separated module combinations [all]: {', '.join(MODULES_NAMES)}.")
-@click.option("--motion", default=None, help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback [codec].")
+@click.option("--motion", default=None,
+              help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth (synthetic data) [codec].")
 @click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
               help="Sweep a runtime option, e.g. rgc_alpha=0.5,0.8 or rgfs_threshold=3,6,12 (repeatable).")
 @click.option("--model", default="default", show_default=True)

@@ -59,3 +59,26 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, args, message, capsys):
 def test_bench_config_rejects_a_video_too_short(tmp_path):
     with pytest.raises(ConfigError, match="frames must be >= 2"):
         BenchConfig(data="x.mp4", frames=1)
+
+
+def test_interpolation_baseline_blends_the_key_frames_logits(translation_clip):
+    """ITP on the real encoded translation clip (GOP 12) with a stand-in model whose 'logits' are the
+    frame's pooled RGB (said so here: it isolates the interpolation)."""
+    import numpy as np
+    import torch
+
+    from taplab.bench.baselines import interpolate_keys
+    from taplab.nets.loader import load_model
+    from taplab.ops.labels import upsample_labels
+
+    model = load_model(torch.nn.AvgPool2d(4))
+    results = list(interpolate_keys(model, translation_clip))
+    assert [r.index for r in results] == list(range(24))
+    assert [r.kind for r in results] == (["key-I"] + ["interp"] * 11) * 2
+    per_frame = {r.index: r.logits for r in __import__("taplab").Segmenter(model, ffw=False).run(translation_clip, logits=True)}
+    for t, r in enumerate(results):
+        if t < 12:  # between the key frames 0 and 12: (1 - t/12) L0 + (t/12) L12
+            expected = per_frame[0] * (1 - t / 12) + per_frame[12] * (t / 12)
+        else:  # after the last key frame: held
+            expected = per_frame[12]
+        np.testing.assert_array_equal(r.labels, upsample_labels(expected, r.labels.shape))

@@ -41,6 +41,8 @@ MODULES: dict[str, dict] = {
     "FFW+RGC+fusion": dict(rgfs=False, fusion=True),
     "FFW+RGC+RGFS+fusion": dict(fusion=True),
 }
+#: baselines that are not runtime configurations (:mod:`taplab.bench.baselines`)
+BASELINES = ("ITP",)
 
 
 @dataclass
@@ -74,23 +76,26 @@ class BenchConfig:
         from taplab.runtime.config import RuntimeConfig
 
         self.gops, self.modules, self.motion = tuple(self.gops), tuple(self.modules), tuple(self.motion)
-        unknown = [m for m in self.modules if m not in MODULES]
+        unknown = [m for m in self.modules if m not in MODULES and m not in BASELINES]
         if unknown:
-            raise ConfigError(f"unknown module combination {unknown[0]!r}; choose from {', '.join(MODULES)}")
+            raise ConfigError(f"unknown module combination {unknown[0]!r}; choose from {', '.join([*MODULES, *BASELINES])}")
+        if "truth" in self.motion and not self.data.startswith("synth"):
+            raise ConfigError("motion 'truth' (ground-truth flow) needs synthetic data")
         if not self.gops or any(not isinstance(g, int) or g < 1 for g in self.gops):
             raise ConfigError(f"GOPs must be integers >= 1, got {self.gops}")
         if self.frames < 2:
             raise ConfigError(f"frames must be >= 2, got {self.frames}")
         for point in self.points():  # every combination must be a valid runtime configuration
-            RuntimeConfig.from_dict(point.options)
+            if point.modules not in BASELINES:
+                RuntimeConfig.from_dict(point.options)
 
     def points(self) -> list[Point]:
         """Every configuration of the sweep, per-frame once per GOP (motion and sweeps do not apply to it)."""
         names, values = list(self.sweep), [list(v) for v in self.sweep.values()]
         out = []
         for gop, module in itertools.product(self.gops, self.modules):
-            if module == "per-frame":
-                out.append(Point(gop, module, "-", {}, dict(MODULES[module])))
+            if module == "per-frame" or module in BASELINES:
+                out.append(Point(gop, module, "-", {}, dict(MODULES.get(module, {}))))
                 continue
             for motion, combo in itertools.product(self.motion, itertools.product(*values)):
                 swept = dict(zip(names, combo))
@@ -118,6 +123,7 @@ class Clip:
     video: Path
     labels: list[np.ndarray] | None  # per frame, or None (no ground truth)
     flows: list[np.ndarray] | None   # backward ground-truth flow per frame, or None
+    tc_flows: list                   # the flows TC warps with: ground truth, else DIS optical flow ([0] unused)
 
 
 def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
@@ -137,16 +143,21 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
             labels = [cv2.imread(str(folder / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
                                  cv2.IMREAD_UNCHANGED) for t in range(spec.frames)]
             flows = list(np.load(folder / "flow" / f"{name}.npz")["flow"].astype(np.float32))
-            clips.append(Clip(video, labels, flows))
+            clips.append(Clip(video, labels, flows, flows))
         return clips
     from taplab.codec import encode, open_video
+    from taplab.ops.flow import OpticalFlow
 
     with open_video(config.data) as video:
         frames = [f.image for _, f in zip(range(config.frames), video)]
     if len(frames) < 2:
         raise ConfigError(f"{config.data} holds fewer than 2 frames")
     folder.mkdir(parents=True, exist_ok=True)
-    return [Clip(encode(frames, folder / "clip.mp4", gop=gop, codec=config.codec), None, None)]
+    video = encode(frames, folder / "clip.mp4", gop=gop, codec=config.codec)
+    with open_video(video) as v:  # TC's flow from the decoded frames, as the methods see them
+        decoded = [f.image for f in v]
+    optical = OpticalFlow("dis-medium")
+    return [Clip(video, None, None, [None] + [optical(decoded[t], decoded[t - 1]) for t in range(1, len(decoded))])]
 
 
 def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] | None = None) -> list[dict]:
@@ -178,23 +189,28 @@ def _per_frame(model, clips: list[Clip]) -> list[list[np.ndarray]]:
 def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndarray]]) -> dict:
     """One point over all clips: accuracy, fidelity, TC, CL, key frames, speed, stages, by distance."""
     from taplab.metrics import AccuracyByDistance, ConfusionMatrix, corrected_labels, speed_model, temporal_consistency
-    from taplab.ops.flow import OpticalFlow
     from taplab.ops.labels import upsample_labels
     from taplab.runtime import Segmenter
 
+    from taplab.bench.baselines import interpolate_keys
+
     n_classes = model.num_classes
-    seg = Segmenter(model, **point.options)
+    if point.modules == "ITP":
+        def results(clip):
+            return interpolate_keys(model, clip.video)
+    else:
+        seg = Segmenter(model, **point.options)
+
+        def results(clip):
+            return seg.run(clip.video, details=True, truth_flow=clip.flows)
     truth_cm, fid_cm, by_distance = ConfusionMatrix(n_classes), ConfusionMatrix(n_classes), AccuracyByDistance(n_classes)
     tc, cl, stages = [], [], {}
     key_t, warp_t, frames, keys, seconds = [], [], 0, 0, 0.0
-    optical = OpticalFlow("dis-medium")
     for clip, per_frame in zip(clips, reference):
-        labels, images, last_key = [], [], 0
+        labels, last_key = [], 0
         start = time.perf_counter()
-        for r in seg.run(clip.video, details=True, images=clip.flows is None):
+        for r in results(clip):
             labels.append(r.labels)
-            if clip.flows is None:
-                images.append(r.image)
             total = sum(r.timings.values())
             (key_t if r.is_key else warp_t).append(total)
             for k, v in r.timings.items():
@@ -209,9 +225,7 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
             keys += r.is_key
             frames += 1
         seconds += time.perf_counter() - start
-        flows = clip.flows if clip.flows is not None else \
-            [None] + [optical(images[t], images[t - 1]) for t in range(1, len(images))]
-        tc.append(temporal_consistency(labels, flows[:len(labels)], n_classes))
+        tc.append(temporal_consistency(labels, clip.tc_flows[:len(labels)], n_classes))
     g = frames / max(keys, 1)
     t_i = float(np.mean(key_t)) if key_t else float("nan")
     t_p = float(np.mean(warp_t)) if warp_t else 0.0

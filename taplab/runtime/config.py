@@ -30,7 +30,9 @@ class RuntimeConfig:
             flow computed from the decoded frames (``"dis-ultrafast"``, ``"dis-fast"``,
             ``"dis-medium"``, ``"farneback"``; :class:`taplab.ops.flow.OpticalFlow`), area-averaged
             onto the feature grid: the baseline the compressed domain must beat, its cost counted
-            (stage ``flow``). The key-frame schedule stays the codec's.
+            (stage ``flow``); or ``"truth"``, a synthetic clip's ground-truth flow passed to
+            ``Segmenter.run(..., truth_flow=...)`` (the upper bound of any warping; for I/P streams,
+            whose anchor is the previous frame). The key-frame schedule stays the codec's.
         warp_layer: ``"logits"`` (any model) or ``"features"`` (the model's ``features()``, where it
             has a ``features()``/``head()`` split; the Tamed Warping Network's interior layer).
         rgc: residual-guided correction: re-run the CNN on the candidate region with the most
@@ -97,7 +99,7 @@ class RuntimeConfig:
         choices = {"warp_sampling": ("bilinear", "nearest"), "propagation": ("accumulate", "chain"), "motion_resampling": ("nearest", "bilinear"),
                    "warp_layer": ("logits", "features"), "rgfs_mode": ("absolute", "rate"),
                    "b_frames": ("key", "past"), "labels": ("bilinear", "exact", "nearest"),
-                   "motion_source": ("codec", *FLOW_METHODS)}
+                   "motion_source": ("codec", *FLOW_METHODS, "truth")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

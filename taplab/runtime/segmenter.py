@@ -126,17 +126,25 @@ class Segmenter:
         """Whether this segmenter fuses warped frames with a correction network."""
         return self.correction is not None
 
-    def run(self, source, logits: bool = False, images: bool = False, details: bool = False) -> Iterator[FrameResult]:
+    def run(self, source, logits: bool = False, images: bool = False, details: bool = False,
+            truth_flow=None) -> Iterator[FrameResult]:
         """Segment every frame of ``source`` in display order: anything :func:`taplab.open_video`
         accepts, or a :class:`~taplab.codec.reader.Video` it opened (read from, then left to its owner
         to close; a live stream is then connected once).
 
         ``logits`` and ``images`` attach the logits and the decoded frame to every result, ``details``
-        the warped logits and the distortion map to the warped frames' results."""
+        the warped logits and the distortion map to the warped frames' results. ``truth_flow`` (per
+        frame, backward flow in pixels to the previous frame, as ``taplab synth`` writes it) is the
+        motion of ``motion_source="truth"``: the ground-truth-flow upper bound on synthetic clips."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
-        run = _Run(self.model, self.config, video.height, video.width, want_images=images,
-                   correction=self.correction, details=details)
+        try:
+            run = _Run(self.model, self.config, video.height, video.width, want_images=images,
+                       correction=self.correction, details=details, truth_flow=truth_flow)
+        except BaseException:
+            if owned:
+                video.close()
+            raise
         frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
         try:
             for frame, prep in frames:
@@ -168,7 +176,7 @@ class _Run:
     """The state of one run: the anchor's features and motion, and the RGFS selector."""
 
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
-                 correction: Correction | None = None, details: bool = False):
+                 correction: Correction | None = None, details: bool = False, truth_flow=None):
         self.model, self.cfg, self.want_images = model, cfg, want_images
         self.correction, self.details = correction, details
         self.height, self.width = height, width
@@ -186,9 +194,19 @@ class _Run:
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
         self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
-        # the optical-flow baseline: the estimator, and the last anchor's image that the flow points into
-        self.optical = OpticalFlow(cfg.motion_source) if cfg.motion_source != "codec" else None
+        # the dense-flow baselines: frame -> backward flow in pixels to the last anchor (None: the codec's
+        # vectors); optical flow needs the anchor's image, ground truth the clip's flows
         self.anchor_image: np.ndarray | None = None
+        self.optical = cfg.motion_source not in ("codec", "truth")
+        if cfg.motion_source == "truth":
+            if truth_flow is None:
+                raise ConfigError("motion_source='truth' needs the clip's flows: run(..., truth_flow=flows)")
+            self.dense = lambda frame: truth_flow[frame.index]
+        elif self.optical:
+            estimator = OpticalFlow(cfg.motion_source)
+            self.dense = lambda frame: estimator(frame.image, self.anchor_image)
+        else:
+            self.dense = None
         self.last_logits: torch.Tensor | None = None
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
@@ -200,13 +218,13 @@ class _Run:
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
-        if not warpable or self.cfg.rgc or self.correction is not None or self.optical is not None or self.want_images:
+        if not warpable or self.cfg.rgc or self.correction is not None or self.optical or self.want_images:
             start = time.perf_counter()
             frame.image  # noqa: B018
             prep["decode"] += time.perf_counter() - start
 
     def _warpable(self, frame: Frame) -> bool:
-        if not self.cfg.ffw or frame.pict_type == "I" or (frame.motion is None and self.optical is None):
+        if not self.cfg.ffw or frame.pict_type == "I" or (frame.motion is None and self.dense is None):
             return False
         return frame.pict_type == "P" or self.cfg.b_frames == "past"
 
@@ -238,13 +256,13 @@ class _Run:
         else:
             start = time.perf_counter()
             motion = frame.motion
-            if self.optical is None and self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
+            if self.dense is None and self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
                 # straight from the block field, in one pass of the native kernel
                 self.features, mask = warp_blocks(self.anchor_features, motion.vectors, motion.valid, motion.block,
                                                   self.stride, self.cfg.warp_sampling)
             else:
-                if self.optical is not None:
-                    flow = self._optical_flow(frame, timings)
+                if self.dense is not None:
+                    flow = self._dense_flow(frame, timings)
                     start = time.perf_counter()  # the flow's cost is its own stage
                 else:
                     flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
@@ -275,7 +293,7 @@ class _Run:
                 timings["cnn_region"] = time.perf_counter() - start
         if anchor:
             self.anchor_features = self.features
-            if self.optical is not None:
+            if self.optical:
                 self.anchor_image = frame.image
         start = time.perf_counter()
         logits = self._logits(self.features)
@@ -285,11 +303,11 @@ class _Run:
         return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
                            warped=warped if self.details else None, distortion=distortion if self.details else None)
 
-    def _optical_flow(self, frame: Frame, timings: dict) -> GridFlow:
-        """The optical-flow baseline: dense flow from this frame to the last anchor, area-averaged onto
-        the feature grid (cells; every cell valid)."""
+    def _dense_flow(self, frame: Frame, timings: dict) -> GridFlow:
+        """The dense-flow baselines: optical or ground-truth flow from this frame to the last anchor,
+        area-averaged onto the feature grid (cells; every cell valid)."""
         start = time.perf_counter()
-        pixels = self.optical(frame.image, self.anchor_image)
+        pixels = self.dense(frame)
         h, w = self.grid
         sy, sx = self.stride
         cells = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA) / np.array([sx, sy], np.float32)
