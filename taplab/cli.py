@@ -380,7 +380,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
 @cli.command()
 @click.option("--data", default=None,
               help="synth:clips=N,frames=N,size=HxW (labelled synthetic clips; default synth:clips=2,frames=30,"
-                   "size=512x1024) or a video (fidelity and TC only).")
+                   "size=512x1024), a video (fidelity and TC only), or a Cityscapes sequence folder (the papers' "
+                   "protocol: the 20th frame of each snippet scored).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for results.csv/.md/.json and the plots.")
 @click.option("--gop", "gops", default=None, help="GOPs to encode the data with, e.g. 6,12,24 [12].")
@@ -391,11 +392,14 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
               help="Sweep a runtime option, e.g. rgc_alpha=0.5,0.8 or rgfs_threshold=3,6,12 (repeatable).")
 @click.option("--model", default="default", show_default=True)
 @click.option("--frames", default=60, show_default=True, help="For a video: how many of its frames.")
+@click.option("--key-distance", type=int, default=None,
+              help="For a Cityscapes sequence folder: frames from the key frame to the annotated 20th frame "
+                   "[drawn per snippet].")
 @click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True)
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
 def bench(data: str | None, out: Path, gops: str | None, modules: str | None, motion: str | None,
-          sweeps: tuple[str, ...], model: str, frames: int, codec: str, quick: bool) -> None:
+          sweeps: tuple[str, ...], model: str, frames: int, key_distance: int | None, codec: str, quick: bool) -> None:
     """Sweep GOPs, module combinations, motion sources and thresholds: accuracy against speed.
 
     Writes OUT/results.csv, results.md, results.json (machine, versions, configuration) and
@@ -420,7 +424,7 @@ def bench(data: str | None, out: Path, gops: str | None, modules: str | None, mo
         if not eq:
             raise click.BadParameter(f"expected FIELD=V1,V2, got {item!r}", param_hint="--set")
         sweep[name.strip()] = _parse_list(values, json.loads, "--set")
-    config = BenchConfig(**options, sweep=sweep, model=model, frames=frames, codec=codec)
+    config = BenchConfig(**options, sweep=sweep, model=model, frames=frames, key_distance=key_distance, codec=codec)
     points = config.points()
     with _progress(len(points), "bench") as update:
         records = run_sweep(config, progress=lambda done, total, point: update(1))

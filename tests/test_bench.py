@@ -82,3 +82,26 @@ def test_interpolation_baseline_blends_the_key_frames_logits(translation_clip):
         else:  # after the last key frame: held
             expected = per_frame[12]
         np.testing.assert_array_equal(r.labels, upsample_labels(expected, r.labels.shape))
+
+
+def test_cityscapes_protocol_scores_the_annotated_frame_at_the_asked_distance(tmp_path):
+    """A Cityscapes-format folder made of real encoded synthetic frames with labels on frame 19."""
+    import cv2
+
+    from taplab.data.synth import SynthConfig, generate
+
+    folder = tmp_path / "seq" / "leftImg8bit_sequence" / "val" / "town"
+    folder.mkdir(parents=True)
+    frames = list(generate(SynthConfig(height=64, width=128, frames=24, seed=5)))
+    for f in frames:
+        cv2.imwrite(str(folder / f"town_000007_{f.index:06d}_leftImg8bit.png"), cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
+    gt = tmp_path / "seq" / "gtFine" / "val" / "town"
+    gt.mkdir(parents=True)
+    cv2.imwrite(str(gt / "town_000007_000019_gtFine_labelTrainIds.png"), frames[19].labels)
+    config = BenchConfig(data=str(tmp_path / "seq"), gops=(6,), modules=("per-frame", "FFW"), key_distance=4)
+    per_frame, ffw = run_sweep(config)
+    assert ffw["frames"] == 6 and ffw["key_share"] == pytest.approx(100 / 6, abs=0.1)  # frames 15..20
+    assert set(ffw["miou_by_distance"]) == {4}  # only the annotated frame, 4 after the key frame
+    assert per_frame["miou"] is not None and ffw["miou"] is not None and ffw["fidelity"] < 100
+    with pytest.raises(ConfigError, match="does not fit GOP"):
+        run_sweep(BenchConfig(data=str(tmp_path / "seq"), gops=(4,), modules=("FFW",), key_distance=4))

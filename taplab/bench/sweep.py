@@ -13,7 +13,10 @@ Data:
 - ``synth:clips=N,frames=N,size=HxW``: synthetic clips with the default scene parameters and seeds
   ``seed``, ``seed + 1``, ... (default 700001: scenes that neither the default model nor its
   correction network was trained on), rendered once per GOP and encoded with it;
-- a video file: its first ``frames`` frames, re-encoded at each GOP (no labels: fidelity and TC only).
+- a video file: its first ``frames`` frames, re-encoded at each GOP (no labels: fidelity and TC only);
+- a Cityscapes-format sequence folder: the papers' protocol (the 20th frame of each 30-frame snippet
+  is the annotated one; the key frame sits ``key_distance`` frames before it, or a distance drawn
+  per snippet), scored on the annotated frames only; mIoU where ``gtFine`` labels are present.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class BenchConfig:
         sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``.
         model: the segmentation model (anything ``load_model`` accepts).
         frames: for a video, how many of its frames.
+        key_distance: for a Cityscapes sequence folder, frames between the key frame and the
+            annotated one (None: drawn per snippet from ``seed``).
         codec: the encoder for the clips (``mpeg4`` as the papers, or ``h264``).
         seed: the synthetic clips' seed.
     """
@@ -69,6 +74,7 @@ class BenchConfig:
     sweep: dict[str, list] = field(default_factory=dict)
     model: str = "default"
     frames: int = 60
+    key_distance: int | None = None
     codec: str = "mpeg4"
     seed: int = 700001
 
@@ -85,6 +91,8 @@ class BenchConfig:
             raise ConfigError(f"GOPs must be integers >= 1, got {self.gops}")
         if self.frames < 2:
             raise ConfigError(f"frames must be >= 2, got {self.frames}")
+        if self.key_distance is not None and self.key_distance < 0:
+            raise ConfigError(f"key_distance must be >= 0, got {self.key_distance}")
         for point in self.points():  # every combination must be a valid runtime configuration
             if point.modules not in BASELINES:
                 RuntimeConfig.from_dict(point.options)
@@ -121,9 +129,10 @@ class Point:
 @dataclass
 class Clip:
     video: Path
-    labels: list[np.ndarray] | None  # per frame, or None (no ground truth)
+    labels: list[np.ndarray | None] | None  # per frame (None where unlabelled), or None (no ground truth)
     flows: list[np.ndarray] | None   # backward ground-truth flow per frame, or None
     tc_flows: list                   # the flows TC warps with: ground truth, else DIS optical flow ([0] unused)
+    scored: set[int] | None = None   # the frames accuracy and fidelity count (None: all)
 
 
 def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
@@ -145,19 +154,73 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
             flows = list(np.load(folder / "flow" / f"{name}.npz")["flow"].astype(np.float32))
             clips.append(Clip(video, labels, flows, flows))
         return clips
-    from taplab.codec import encode, open_video
-    from taplab.ops.flow import OpticalFlow
+    if Path(config.data).is_dir():
+        return _cityscapes_clips(config, gop, folder)
+    from taplab.codec import open_video
 
     with open_video(config.data) as video:
         frames = [f.image for _, f in zip(range(config.frames), video)]
     if len(frames) < 2:
         raise ConfigError(f"{config.data} holds fewer than 2 frames")
-    folder.mkdir(parents=True, exist_ok=True)
-    video = encode(frames, folder / "clip.mp4", gop=gop, codec=config.codec)
-    with open_video(video) as v:  # TC's flow from the decoded frames, as the methods see them
+    return [_encoded_clip(frames, folder / "clip.mp4", gop, config.codec)]
+
+
+def _encoded_clip(frames: list[np.ndarray], path: Path, gop: int, codec: str, labels=None, scored=None) -> Clip:
+    """Frames encoded at ``gop``; TC's flow is DIS optical flow on the decoded frames, as the methods see them."""
+    from taplab.codec import encode, open_video
+    from taplab.ops.flow import OpticalFlow
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video = encode(frames, path, gop=gop, codec=codec)
+    with open_video(video) as v:
         decoded = [f.image for f in v]
     optical = OpticalFlow("dis-medium")
-    return [Clip(video, None, None, [None] + [optical(decoded[t], decoded[t - 1]) for t in range(1, len(decoded))])]
+    flows = [None] + [optical(decoded[t], decoded[t - 1]) for t in range(1, len(decoded))]
+    return Clip(video, labels, None, flows, scored)
+
+
+#: the Cityscapes sequence protocol: 30-frame snippets whose 20th frame (index 19) is the annotated one
+ANNOTATED = 19
+
+
+def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path) -> list[Clip]:
+    """The papers' protocol on a Cityscapes-format sequence folder (``<city>_<seq>_<frame>_leftImg8bit.png``
+    or ``.jpg``, anywhere below ``data``; labels, where present, as ``<city>_<seq>_000019_gtFine_labelTrainIds.png``
+    anywhere below it too): per snippet, a window of up to ``gop`` frames that starts with its key frame
+    ``d`` frames before the annotated frame, ``d`` drawn from ``0 .. min(gop, 20) - 1`` (``key_distance``
+    fixes it); only the annotated frame is scored."""
+    import re
+
+    root = Path(config.data)
+    snippets: dict[str, dict[int, Path]] = {}
+    for path in sorted(root.rglob("*_leftImg8bit.*")):
+        m = re.match(r"(.+)_(\d{6})_leftImg8bit\.(png|jpg)$", path.name)
+        if m:
+            snippets.setdefault(m.group(1), {})[int(m.group(2))] = path
+    labels = {p.name.rsplit("_", 2)[0]: p for p in root.rglob("*_gtFine_labelTrainIds.png")}  # <city>_<seq>_<frame>
+    clips = []
+    for k, (name, files) in enumerate(sorted(snippets.items())):
+        indices = sorted(files)
+        if ANNOTATED not in files:
+            continue
+        annotated = indices.index(ANNOTATED)
+        rng = np.random.default_rng([config.seed, gop, k])
+        reach = min(gop, annotated + 1)
+        d = config.key_distance if config.key_distance is not None else int(rng.integers(0, reach))
+        if d >= reach:
+            raise ConfigError(f"key_distance {d} does not fit GOP {gop} before frame {ANNOTATED} of {name}")
+        window = indices[annotated - d:annotated - d + gop]
+        frames = [cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in window]
+        truth = [None] * len(frames)
+        stem = f"{name}_{ANNOTATED:06d}"
+        if stem in labels:
+            truth[d] = cv2.imread(str(labels[stem]), cv2.IMREAD_UNCHANGED)
+        clips.append(_encoded_clip(frames, folder / f"{name}.mp4", gop, config.codec,
+                                   truth if truth[d] is not None else None, {d}))
+    if not clips:
+        raise ConfigError(f"{root} holds no Cityscapes sequence snippet with frame {ANNOTATED:06d} "
+                          "(<city>_<seq>_<frame>_leftImg8bit.png or .jpg)")
+    return clips
 
 
 def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] | None = None) -> list[dict]:
@@ -216,10 +279,11 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
             for k, v in r.timings.items():
                 stages[k] = stages.get(k, 0.0) + v
             last_key = r.index if r.is_key else last_key
-            fid_cm.update(r.labels, per_frame[r.index])
-            if clip.labels is not None:
-                truth_cm.update(r.labels, clip.labels[r.index])
-                by_distance.update(r.index - last_key, r.labels, clip.labels[r.index])
+            if clip.scored is None or r.index in clip.scored:
+                fid_cm.update(r.labels, per_frame[r.index])
+                if clip.labels is not None and clip.labels[r.index] is not None:
+                    truth_cm.update(r.labels, clip.labels[r.index])
+                    by_distance.update(r.index - last_key, r.labels, clip.labels[r.index])
             if r.warped is not None:
                 cl.append(corrected_labels(r.labels, upsample_labels(r.warped, r.labels.shape)))
             keys += r.is_key
@@ -231,7 +295,7 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
     t_p = float(np.mean(warp_t)) if warp_t else 0.0
     return {
         **{k: v for k, v in asdict(point).items() if k != "options"}, "label": point.label,
-        "miou": _pct(truth_cm.miou()) if clips[0].labels is not None else None,
+        "miou": _pct(truth_cm.miou()) if truth_cm.counts.any() else None,
         "fidelity": _pct(fid_cm.miou()), "tc": _pct(float(np.nanmean(tc))),
         "cl": round(100 * float(np.mean(cl)), 2) if cl else 0.0,
         "key_share": round(100 * keys / frames, 1), "frames": frames, "fps": round(frames / seconds, 2),
