@@ -390,7 +390,10 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
               help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth (synthetic data) [codec].")
 @click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
               help="Sweep a runtime option, e.g. rgc_alpha=0.5,0.8 or rgfs_threshold=3,6,12 (repeatable).")
-@click.option("--model", default="default", show_default=True)
+@click.option("--model", "models", default="default", show_default=True,
+              help="Segmentation models, comma-separated (names or checkpoints).")
+@click.option("--scale", "scales", default="1", show_default=True,
+              help="Resolution factors, comma-separated, e.g. 0.5,1: the data is resized before encoding.")
 @click.option("--frames", default=60, show_default=True, help="For a video: how many of its frames.")
 @click.option("--key-distance", type=int, default=None,
               help="For a Cityscapes sequence folder: frames from the key frame to the annotated 20th frame "
@@ -399,7 +402,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
 def bench(data: str | None, out: Path, gops: str | None, modules: str | None, motion: str | None,
-          sweeps: tuple[str, ...], model: str, frames: int, key_distance: int | None, codec: str, quick: bool) -> None:
+          sweeps: tuple[str, ...], models: str, scales: str, frames: int, key_distance: int | None, codec: str,
+          quick: bool) -> None:
     """Sweep GOPs, module combinations, motion sources and thresholds: accuracy against speed.
 
     Writes OUT/results.csv, results.md, results.json (machine, versions, configuration) and
@@ -423,14 +427,24 @@ def bench(data: str | None, out: Path, gops: str | None, modules: str | None, mo
         name, eq, values = item.partition("=")
         if not eq:
             raise click.BadParameter(f"expected FIELD=V1,V2, got {item!r}", param_hint="--set")
-        sweep[name.strip()] = _parse_list(values, json.loads, "--set")
-    config = BenchConfig(**options, sweep=sweep, model=model, frames=frames, key_distance=key_distance, codec=codec)
+        sweep[name.strip()] = _parse_list(values, _json_or_text, "--set")
+    config = BenchConfig(**options, sweep=sweep, models=tuple(_parse_list(models, str, "--model")),
+                         scales=tuple(_parse_list(scales, float, "--scale")), frames=frames, key_distance=key_distance,
+                         codec=codec)
     points = config.points()
     with _progress(len(points), "bench") as update:
         records = run_sweep(config, progress=lambda done, total, point: update(1))
     paths = write_report(out, config, records)
     click.echo((out / "results.md").read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _json_or_text(value: str):
+    """A --set value: a JSON number, boolean or null, else the text itself (rgfs_mode=rate)."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _parse_list(text: str, convert, option: str) -> list:

@@ -27,7 +27,7 @@ def test_a_two_point_sweep_writes_its_csv_table_plots_and_json(tmp_path, capsys)
     assert set(record["records"][1]["miou_by_distance"]) == {"0", "1", "2", "3"}
     for name in ("accuracy_vs_speed.png", "accuracy_by_distance.png", "stages.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| 4 | FFW |" in (out / "results.md").read_text() and "| 4 | FFW |" in capsys.readouterr().out
+    assert "| 4 | 128x256 | FFW |" in (out / "results.md").read_text() and "| 4 | 128x256 | FFW |" in capsys.readouterr().out
 
 
 def test_sweeps_are_deterministic_in_accuracy_and_expand_every_combination():
@@ -105,3 +105,13 @@ def test_cityscapes_protocol_scores_the_annotated_frame_at_the_asked_distance(tm
     assert per_frame["miou"] is not None and ffw["miou"] is not None and ffw["fidelity"] < 100
     with pytest.raises(ConfigError, match="does not fit GOP"):
         run_sweep(BenchConfig(data=str(tmp_path / "seq"), gops=(4,), modules=("FFW",), key_distance=4))
+
+
+def test_resolution_and_model_sweeps():
+    config = BenchConfig(data=DATA, gops=(4,), modules=("FFW",), scales=(0.5, 1), models=("default", "bl2-synth"))
+    records = run_sweep(config)
+    assert [(r["size"], r["model"]) for r in records] == [("64x128", "default"), ("64x128", "bl2-synth"),
+                                                           ("128x256", "default"), ("128x256", "bl2-synth")]
+    assert records[0]["label"] == "FFW, x0.5" and records[1]["label"] == "FFW, bl2-synth, x0.5"
+    assert records[2]["miou"] == records[3]["miou"]  # "default" is bl2-synth: the same model, the same figures
+    assert records[0]["miou"] != records[2]["miou"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from taplab.io.atomic import atomic_path
 
 #: the columns of the CSV (keys) and of the markdown table (headings)
-COLUMNS = {"gop": "GOP", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %", "cl": "CL %",
+COLUMNS = {"gop": "GOP", "size": "size", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %", "cl": "CL %",
            "key_share": "key frames %", "fps": "frames/s", "speed_model_fps": "speed model frames/s",
            "t_key_ms": "T_I ms", "t_warp_ms": "T_P ms"}
 
@@ -35,7 +35,7 @@ def _csv(path: Path, records: list[dict]) -> Path:
 
 
 def _markdown(path: Path, config, records: list[dict]) -> Path:
-    lines = [f"# taplab bench: {config.data}, model {config.model}, codec {config.codec}", "",
+    lines = [f"# taplab bench: {config.data}, models {', '.join(config.models)}, codec {config.codec}", "",
              "| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r[c]) or "-" for c in COLUMNS) + " |" for r in records]
     with atomic_path(path) as tmp:
@@ -79,12 +79,17 @@ def plots(out: Path, records: list[dict]) -> list[Path]:
     colours = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(r["label"] for r in records))}
     paths = []
 
+    # one line per configuration apart from the GOP and the swept values, which are written at each point
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, colour in colours.items():
-        rows = sorted((r for r in records if r["label"] == label), key=lambda r: r["fps"])
-        ax.plot([r["fps"] for r in rows], [r[metric] for r in rows], "o-", color=colour, label=label)
+    series = {}
+    for r in records:
+        series.setdefault(_series(r), []).append(r)
+    for k, (name, rows) in enumerate(series.items()):
+        rows.sort(key=lambda r: r["fps"])
+        ax.plot([r["fps"] for r in rows], [r[metric] for r in rows], "o-", color=f"C{k % 10}", label=name)
         for r in rows:
-            ax.annotate(f"g{r['gop']}", (r["fps"], r[metric]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            note = " ".join([f"g{r['gop']}", *(f"{v}" for v in r["swept"].values())])
+            ax.annotate(note, (r["fps"], r[metric]), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xlabel("frames/s")
     ax.set_ylabel("mIoU %" if metric == "miou" else "fidelity mIoU % (against per-frame)")
     ax.grid(alpha=0.3)
@@ -121,6 +126,13 @@ def plots(out: Path, records: list[dict]) -> list[Path]:
     ax.legend(fontsize=7, ncol=4)
     paths.append(_save(fig, out / "stages.png"))
     return paths
+
+
+def _series(r: dict) -> str:
+    """A record's label without its swept values: what varies along one line of the accuracy/speed plot."""
+    swept = "".join(f", {k}={v}" for k, v in r["swept"].items())
+    name = r["label"].replace(swept, "", 1)
+    return name + (f" ({', '.join(r['swept'])})" if r["swept"] else "")
 
 
 def _save(fig, path: Path) -> Path:

@@ -59,7 +59,10 @@ class BenchConfig:
         motion: motion sources (``codec``, ``dis-fast``, ...; :class:`~taplab.runtime.RuntimeConfig`'s
             ``motion_source``), for the warping modules.
         sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``.
-        model: the segmentation model (anything ``load_model`` accepts).
+        models: the segmentation models (anything ``load_model`` accepts; their correction networks
+            come with them).
+        scales: resolution factors: the frames (and labels) are resized by each before encoding
+            (synthetic clips are rendered at that size).
         frames: for a video, how many of its frames.
         key_distance: for a Cityscapes sequence folder, frames between the key frame and the
             annotated one (None: drawn per snippet from ``seed``).
@@ -72,7 +75,8 @@ class BenchConfig:
     modules: tuple[str, ...] = tuple(MODULES)
     motion: tuple[str, ...] = ("codec",)
     sweep: dict[str, list] = field(default_factory=dict)
-    model: str = "default"
+    models: tuple[str, ...] = ("default",)
+    scales: tuple[float, ...] = (1.0,)
     frames: int = 60
     key_distance: int | None = None
     codec: str = "mpeg4"
@@ -82,6 +86,9 @@ class BenchConfig:
         from taplab.runtime.config import RuntimeConfig
 
         self.gops, self.modules, self.motion = tuple(self.gops), tuple(self.modules), tuple(self.motion)
+        self.models, self.scales = tuple(self.models), tuple(float(x) for x in self.scales)
+        if not self.models or not self.scales or any(not 0.05 <= x <= 4 for x in self.scales):
+            raise ConfigError(f"need at least one model, and resolution scales in 0.05..4, got {self.scales}")
         unknown = [m for m in self.modules if m not in MODULES and m not in BASELINES]
         if unknown:
             raise ConfigError(f"unknown module combination {unknown[0]!r}; choose from {', '.join([*MODULES, *BASELINES])}")
@@ -101,13 +108,14 @@ class BenchConfig:
         """Every configuration of the sweep, per-frame once per GOP (motion and sweeps do not apply to it)."""
         names, values = list(self.sweep), [list(v) for v in self.sweep.values()]
         out = []
-        for gop, module in itertools.product(self.gops, self.modules):
+        for scale, gop, model, module in itertools.product(self.scales, self.gops, self.models, self.modules):
             if module == "per-frame" or module in BASELINES:
-                out.append(Point(gop, module, "-", {}, dict(MODULES.get(module, {}))))
+                out.append(Point(gop, module, "-", {}, dict(MODULES.get(module, {})), model, scale))
                 continue
             for motion, combo in itertools.product(self.motion, itertools.product(*values)):
                 swept = dict(zip(names, combo))
-                out.append(Point(gop, module, motion, swept, {**MODULES[module], "motion_source": motion, **swept}))
+                options = {**MODULES[module], "motion_source": motion, **swept}
+                out.append(Point(gop, module, motion, swept, options, model, scale))
         return out
 
 
@@ -118,12 +126,16 @@ class Point:
     motion: str
     swept: dict
     options: dict  # the RuntimeConfig fields this point sets
+    model: str = "default"
+    scale: float = 1.0
 
     @property
     def label(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.swept.items())
         motion = "" if self.motion in ("-", "codec") else f", {self.motion}"
-        return f"{self.modules}{motion}{extra}"
+        model = "" if self.model == "default" else f", {self.model}"
+        scale = "" if self.scale == 1 else f", x{self.scale:g}"
+        return f"{self.modules}{motion}{extra}{model}{scale}"
 
 
 @dataclass
@@ -135,11 +147,11 @@ class Clip:
     scored: set[int] | None = None   # the frames accuracy and fidelity count (None: all)
 
 
-def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
-    """The sweep's data encoded at ``gop`` (synthetic clips rendered with labels and flow)."""
+def prepare_clips(config: BenchConfig, gop: int, workdir: Path, scale: float = 1.0) -> list[Clip]:
+    """The sweep's data at ``scale`` encoded at ``gop`` (synthetic clips rendered with labels and flow)."""
     from taplab.data.synth import SynthConfig, write_clip
 
-    folder = workdir / f"gop{gop}"
+    folder = workdir / f"gop{gop}-x{scale:g}"
     if config.data == "synth" or config.data.startswith("synth:"):
         from taplab.data.datasets import parse_synth_spec
 
@@ -147,7 +159,8 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
         clips = []
         for k in range(spec.clips):
             name = f"clip{k}"
-            synth = SynthConfig(height=spec.size[0], width=spec.size[1], frames=spec.frames, seed=config.seed + k)
+            h, w = (_scaled(v, scale) for v in spec.size)
+            synth = SynthConfig(height=h, width=w, frames=spec.frames, seed=config.seed + k)
             video = write_clip(folder, synth, gop=gop, codec=config.codec, name=name)
             labels = [cv2.imread(str(folder / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
                                  cv2.IMREAD_UNCHANGED) for t in range(spec.frames)]
@@ -155,14 +168,26 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path) -> list[Clip]:
             clips.append(Clip(video, labels, flows, flows))
         return clips
     if Path(config.data).is_dir():
-        return _cityscapes_clips(config, gop, folder)
+        return _cityscapes_clips(config, gop, folder, scale)
     from taplab.codec import open_video
 
     with open_video(config.data) as video:
-        frames = [f.image for _, f in zip(range(config.frames), video)]
+        frames = [_resize(f.image, scale) for _, f in zip(range(config.frames), video)]
     if len(frames) < 2:
         raise ConfigError(f"{config.data} holds fewer than 2 frames")
     return [_encoded_clip(frames, folder / "clip.mp4", gop, config.codec)]
+
+
+def _scaled(n: int, scale: float) -> int:
+    """A size times ``scale``, even (the encoders' chroma subsampling) and at least 64."""
+    return max(64, 2 * round(n * scale / 2))
+
+
+def _resize(image: np.ndarray, scale: float, labels: bool = False) -> np.ndarray:
+    if scale == 1:
+        return image
+    size = (_scaled(image.shape[1], scale), _scaled(image.shape[0], scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if labels else cv2.INTER_AREA)
 
 
 def _encoded_clip(frames: list[np.ndarray], path: Path, gop: int, codec: str, labels=None, scored=None) -> Clip:
@@ -183,7 +208,7 @@ def _encoded_clip(frames: list[np.ndarray], path: Path, gop: int, codec: str, la
 ANNOTATED = 19
 
 
-def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path) -> list[Clip]:
+def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path, scale: float) -> list[Clip]:
     """The papers' protocol on a Cityscapes-format sequence folder (``<city>_<seq>_<frame>_leftImg8bit.png``
     or ``.jpg``, anywhere below ``data``; labels, where present, as ``<city>_<seq>_000019_gtFine_labelTrainIds.png``
     anywhere below it too): per snippet, a window of up to ``gop`` frames that starts with its key frame
@@ -210,11 +235,12 @@ def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path) -> list[Clip]
         if d >= reach:
             raise ConfigError(f"key_distance {d} does not fit GOP {gop} before frame {ANNOTATED} of {name}")
         window = indices[annotated - d:annotated - d + gop]
-        frames = [cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in window]
+        frames = [_resize(cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), scale)
+                  for i in window]
         truth = [None] * len(frames)
         stem = f"{name}_{ANNOTATED:06d}"
         if stem in labels:
-            truth[d] = cv2.imread(str(labels[stem]), cv2.IMREAD_UNCHANGED)
+            truth[d] = _resize(cv2.imread(str(labels[stem]), cv2.IMREAD_UNCHANGED), scale, labels=True)
         clips.append(_encoded_clip(frames, folder / f"{name}.mp4", gop, config.codec,
                                    truth if truth[d] is not None else None, {d}))
     if not clips:
@@ -227,18 +253,19 @@ def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] |
     """Run every point; returns one record per point (see :mod:`taplab.bench.report` for the outputs)."""
     from taplab.nets.loader import load_model
 
-    model = load_model(config.model)
+    models = {name: load_model(name) for name in config.models}
     points = config.points()
     records, done = [], 0
     with tempfile.TemporaryDirectory(prefix="taplab-bench-") as tmp:
-        for gop in config.gops:
-            clips = prepare_clips(config, gop, Path(tmp))
-            reference = _per_frame(model, clips)
-            for point in (p for p in points if p.gop == gop):
-                records.append(measure(model, point, clips, reference))
-                done += 1
-                if progress is not None:
-                    progress(done, len(points), point)
+        for scale, gop in itertools.product(config.scales, config.gops):
+            clips = prepare_clips(config, gop, Path(tmp), scale)
+            for name, model in models.items():
+                reference = _per_frame(model, clips)
+                for point in (p for p in points if (p.gop, p.scale, p.model) == (gop, scale, name)):
+                    records.append(measure(model, point, clips, reference))
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(points), point)
     return records
 
 
@@ -274,6 +301,7 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         start = time.perf_counter()
         for r in results(clip):
             labels.append(r.labels)
+            size = r.labels.shape
             total = sum(r.timings.values())
             (key_t if r.is_key else warp_t).append(total)
             for k, v in r.timings.items():
@@ -298,6 +326,7 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         "miou": _pct(truth_cm.miou()) if truth_cm.counts.any() else None,
         "fidelity": _pct(fid_cm.miou()), "tc": _pct(float(np.nanmean(tc))),
         "cl": round(100 * float(np.mean(cl)), 2) if cl else 0.0,
+        "size": "x".join(map(str, size)),
         "key_share": round(100 * keys / frames, 1), "frames": frames, "fps": round(frames / seconds, 2),
         "speed_model_fps": round(speed_model(t_i, t_p, g), 2) if key_t else None,
         "t_key_ms": round(1000 * t_i, 1), "t_warp_ms": round(1000 * t_p, 2) if warp_t else None,
