@@ -58,7 +58,7 @@ class FrameResult:
         region: the RGC region (pixels), for ``"warp+RGC"`` and ``"fused+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
         timings: seconds per stage (decode, residual, cnn_full, cnn_region, flow (the optical-flow
-            baseline), warp, fusion, labels).
+            baseline), warp, fusion, labels; write, added by :func:`segment_to_folder`).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
@@ -432,10 +432,12 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     complete = False
     try:
         for result in segmenter.run(source_video, images=video is not None):
+            start_write = time.perf_counter()
             for writer in writers:
                 writer.write(result.index, result.labels)
             if video is not None:
                 video.write(result.image, result.labels)
+            result.timings["write"] = time.perf_counter() - start_write
             summary.add(result)
             summary.seconds = time.perf_counter() - start
             records.append({"index": result.index, "pict_type": result.pict_type, "kind": result.kind,

@@ -147,6 +147,7 @@ def test_segment_cli_writes_one_mask_per_frame(tmp_path, codec, capsys):
     assert len(list((out / "color").glob("*.png"))) == 5
     log = json.loads((out / "frames.json").read_text())
     assert [r["kind"] for r in log][0] == "key-I" and len(log) == 5
+    assert all(r["ms"]["write"] > 0 and r["ms"]["labels"] > 0 for r in log)  # every stage timed, writing too
     assert "5 frames" in capsys.readouterr().out
 
 
