@@ -112,6 +112,8 @@ class RateSelector:
         """The score the next frame must exceed to be selected (infinite while calibrating)."""
         recent = self.scores[-self.window:]
         allowed = math.floor(self.rate * (len(recent) + 1) + 0.5)
+        if allowed > len(recent):  # (rate >= 0.5 early on) any score ranks high enough
+            return -math.inf
         return sorted(recent, reverse=True)[allowed - 1] if allowed else math.inf
 
     def __call__(self, score: float) -> bool:

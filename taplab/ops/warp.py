@@ -108,7 +108,8 @@ def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") ->
     if kernels is None:
         return warp_reference(features, motion, sampling)
     x, out, distorted = _outputs(features)
-    flow, valid = motion.flow.to(x.device).contiguous(), motion.valid.to(x.device).contiguous()
+    flow = motion.flow.to(x.device, torch.float32).contiguous()
+    valid = motion.valid.to(x.device, torch.bool).contiguous()
     kernels.warp(x, flow, valid, sampling == "bilinear", out, distorted)
     return out, distorted
 
@@ -122,6 +123,8 @@ def warp_blocks(features: torch.Tensor, vectors: np.ndarray, valid: np.ndarray, 
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    if vectors.shape != (*valid.shape, 2):
+        raise ValueError(f"vectors {vectors.shape} do not match the valid mask {valid.shape}")
     kernels = _kernels(features)
     if kernels is None:
         grid = tuple(features.shape[-2:])
@@ -176,7 +179,8 @@ class _CudaKernels:
 
     def _launch(self, name: str, x: torch.Tensor, *args) -> None:
         fn = getattr(self.lib, f"{name}_{'f16' if x.dtype == torch.float16 else 'f32'}")
-        err = fn(*args, torch.cuda.current_stream(x.device).cuda_stream)
+        with torch.cuda.device(x.device):  # the library launches in the calling thread's current device
+            err = fn(*args, torch.cuda.current_stream(x.device).cuda_stream)
         if err:
             raise RuntimeError(f"the CUDA warp kernel failed: cudaError {err}")
 

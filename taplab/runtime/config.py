@@ -55,7 +55,7 @@ class RuntimeConfig:
         fusion: distortion-map fusion (DMNet) of warped frames with a correction network (CoNet):
             ``True``, ``False``, or ``None`` (default: on where the model has a correction network,
             as the default model has). Fusion corrects logits, so it needs ``warp_layer="logits"``;
-            it runs before RGC, whose region then overrides it.
+            it runs before RGC, which then blends the CNN's output over it in its region (``rgc_alpha``).
         fusion_weight: ``w_f`` in ``M = w_f * M_coarse + (1 - w_f) * M_edge`` (DMNet's default 0.5).
             Measured on held-out synthetic clips (FFW+fusion mIoU): 0 67.5, 0.25 68.2, 0.5 68.1,
             0.75 67.2, 1 65.9.
@@ -103,7 +103,7 @@ class RuntimeConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.fusion not in (True, False, None):
+        if self.fusion is not None and not isinstance(self.fusion, bool):  # 0 == False would slip through `in`
             raise ConfigError(f"fusion must be true, false or null (auto), got {self.fusion!r}")
         if self.fusion and self.warp_layer != "logits":
             raise ConfigError("fusion corrects logits; it needs warp_layer='logits'")

@@ -58,7 +58,8 @@ class FrameResult:
         region: the RGC region (pixels), for ``"warp+RGC"`` and ``"fused+RGC"`` frames.
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
         timings: seconds per stage (decode, residual, cnn_full, cnn_region, flow (the optical-flow
-            baseline), warp, fusion, labels; write, added by :func:`segment_to_folder`).
+            baseline), warp, fusion (or details: what ``run(details=True)`` costs without fusion),
+            labels; write, added by :func:`segment_to_folder`).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
@@ -197,11 +198,12 @@ class _Run:
         # the dense-flow baselines: frame -> backward flow in pixels to the last anchor (None: the codec's
         # vectors); optical flow needs the anchor's image, ground truth the clip's flows
         self.anchor_image: np.ndarray | None = None
+        self.anchor_index = -1
         self.optical = cfg.motion_source not in ("codec", "truth")
         if cfg.motion_source == "truth":
             if truth_flow is None:
                 raise ConfigError("motion_source='truth' needs the clip's flows: run(..., truth_flow=flows)")
-            self.dense = lambda frame: truth_flow[frame.index]
+            self.dense = lambda frame: self._truth(truth_flow, frame)
         elif self.optical:
             estimator = OpticalFlow(cfg.motion_source)
             self.dense = lambda frame: estimator(frame.image, self.anchor_image)
@@ -281,7 +283,8 @@ class _Run:
                 warped, distortion = self._fuse(frame, mask)
                 if self.correction is not None:
                     kind = "fused"
-                timings["fusion"] = time.perf_counter() - start
+                # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
+                timings["fusion" if self.correction is not None else "details"] = time.perf_counter() - start
             if self.cfg.rgc:
                 start = time.perf_counter()
                 region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
@@ -293,6 +296,7 @@ class _Run:
                 timings["cnn_region"] = time.perf_counter() - start
         if anchor:
             self.anchor_features = self.features
+            self.anchor_index = frame.index
             if self.optical:
                 self.anchor_image = frame.image
         start = time.perf_counter()
@@ -302,6 +306,17 @@ class _Run:
         self.last_logits = logits
         return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
                            warped=warped if self.details else None, distortion=distortion if self.details else None)
+
+    def _truth(self, flows, frame: Frame) -> np.ndarray:
+        """The ground-truth flow of ``frame``: to the previous frame, so only where that is the anchor."""
+        if frame.index >= len(flows) or frame.index - 1 != self.anchor_index:
+            raise ConfigError(f"ground-truth flow for frame {frame.index}: the clip's flows ({len(flows)}) go to the "
+                              "previous frame, which must be the last anchor (I/P streams without B-frames)")
+        flow = np.asarray(flows[frame.index], np.float32)  # taplab synth stores float16
+        if flow.shape != (self.height, self.width, 2):
+            raise ConfigError(f"ground-truth flow of frame {frame.index} is {flow.shape}, "
+                              f"expected {(self.height, self.width, 2)}")
+        return flow
 
     def _dense_flow(self, frame: Frame, timings: dict) -> GridFlow:
         """The dense-flow baselines: optical or ground-truth flow from this frame to the last anchor,

@@ -148,3 +148,22 @@ def test_cuda_kernel_agrees_with_the_reference(dtype, sampling):
         ref, ref_distorted = warp_reference(features.float().cpu(), motion_to_grid(vectors, valid, 16, (h, w), 4), sampling)
         assert torch.equal(distorted.cpu(), ref_distorted)
         torch.testing.assert_close(out.float().cpu(), ref, atol=tol, rtol=tol)
+
+
+def test_cuda_entry_points_match_their_ctypes_signatures():
+    """Without a GPU the CUDA kernel never runs here: at least its C prototypes and the ctypes
+    argument types (taplab/native/cuda.py) must agree, or a GPU run would pass garbage."""
+    import ctypes
+    import re
+
+    from taplab.native.cuda import _SIGNATURES
+
+    text = source().read_text()
+    macros = dict(re.findall(r"#define (TAPLAB_WARP\w*)\(NAME, T\)\s*\\\s*extern \"C\" int NAME\(([^)]*)\)", text))
+    kinds = {"int": ctypes.c_int, "double": ctypes.c_double}
+    for macro, params in macros.items():
+        params = re.sub(r"\\", " ", params).split(",")  # the macro's line continuations
+        types = [ctypes.c_void_p if "*" in p else kinds[p.split()[0]] for p in params]
+        for name in re.findall(rf"^{macro}\((\w+),", text, re.M):
+            assert _SIGNATURES[name] == types, name
+    assert set(_SIGNATURES) == set(re.findall(r"^TAPLAB_WARP\w*\((taplab_\w+),", text, re.M)) and len(macros) == 2

@@ -75,3 +75,11 @@ def test_rate_selector_does_not_overshoot_on_short_runs():
         selector = RateSelector(0.1)
         shares.append(np.mean([selector(s) for s in rng.gamma(2.0, 3.0, 27)]))
     assert 0.08 <= np.mean(shares) <= 0.11
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.9])
+def test_rate_selector_at_high_rates_selects_from_the_first_frame_without_failing(rate):
+    rng = np.random.default_rng(2)
+    selector = RateSelector(rate)
+    chosen = [selector(s) for s in rng.gamma(2.0, 3.0, 400)]
+    assert chosen[0] and abs(np.mean(chosen) - rate) < 0.05

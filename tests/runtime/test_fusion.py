@@ -90,3 +90,5 @@ def test_fusion_needs_a_matching_correction_network(video, model, tmp_path):
         Segmenter(model, fusion=True, warp_layer="features")
     with pytest.raises(ConfigError, match="fusion_weight"):
         Segmenter(model, fusion_weight=1.5)
+    with pytest.raises(ConfigError, match="fusion must be true, false or null"):
+        Segmenter(model, fusion=0)  # 0 == False, but `fusion is False` would not hold: refused

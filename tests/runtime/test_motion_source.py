@@ -55,3 +55,9 @@ def test_ground_truth_flow_needs_the_clips_flows_and_warps_with_them(tmp_path):
     err = np.mean([float((r.logits - p).abs().mean()) for r, p in zip(results[1:], per_frame[1:])])
     err_still = np.mean([float((r.logits - p).abs().mean()) for r, p in zip(still[1:], per_frame[1:])])
     assert err < 0.8 * err_still  # 0.69 measured: driving forward, much is disoccluded at this size
+    half = [f.astype(np.float16) for f in flows]  # as taplab synth stores them
+    same = list(Segmenter(model, motion_source="truth", rgc=False, rgfs=False).run(video, truth_flow=half))
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(same, results))
+    for bad, message in ((flows[:3], "the clip's flows"), ([f[:, :-1] for f in flows], "expected")):
+        with pytest.raises(ConfigError, match=message):
+            list(Segmenter(model, motion_source="truth", rgc=False, rgfs=False).run(video, truth_flow=bad))
