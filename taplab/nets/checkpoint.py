@@ -37,6 +37,11 @@ def save_checkpoint(path: str | os.PathLike[str], net: SegmentationNet, arch: st
         "state_dict": state, "classes": list(net.class_names), "colors": [list(c) for c in net.palette],
         **extra,
     }
+    return write_dict(path, data)
+
+
+def write_dict(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """``torch.save`` a dict to ``path`` atomically (folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -44,16 +49,23 @@ def save_checkpoint(path: str | os.PathLike[str], net: SegmentationNet, arch: st
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and check a checkpoint's dict; :class:`ModelError` if it is not a taplab checkpoint."""
+def read_dict(path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
+    """A taplab file's dict, read with ``weights_only=True``; :class:`ModelError` unless it is a readable
+    torch file whose ``format`` is ``fmt`` and whose ``version`` this taplab reads (``what`` names the kind)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ModelError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a taplab checkpoint (a torch file without format={FORMAT!r})")
-    if data.get("version", 0) > VERSION:
-        raise ModelError(f"{path} is checkpoint version {data['version']}; this taplab reads up to {VERSION}")
+        raise ModelError(f"{path} is not a readable {what}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ModelError(f"{path} is not a taplab {what} (a torch file without format={fmt!r})")
+    if data.get("version", 0) > version:
+        raise ModelError(f"{path} is {what} version {data['version']}; this taplab reads up to {version}")
+    return data
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and check a checkpoint's dict; :class:`ModelError` if it is not a taplab checkpoint."""
+    data = read_dict(path, FORMAT, VERSION, "checkpoint")
     missing = [k for k in ("arch", "arch_args", "state_dict", "classes") if k not in data]
     if missing:
         raise ModelError(f"{path} lacks {', '.join(missing)}")

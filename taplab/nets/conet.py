@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taplab.errors import ModelError
-from taplab.io.atomic import atomic_path
 from taplab.nets.base import IMAGENET_MEAN, IMAGENET_STD
+from taplab.nets.checkpoint import read_dict, write_dict
 from taplab.nets.layers import conv_bn_relu, fold_batchnorm, separable
 
 FORMAT = "taplab-correction"
@@ -112,24 +112,12 @@ def save_correction(path: str | os.PathLike[str], net: CoNet, classes: tuple[str
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
     data = {"format": FORMAT, "version": VERSION, "arch_args": {"num_classes": net.num_classes, "width": net.width},
             "state_dict": state, "classes": list(classes), "stride": int(stride), "base": base, **extra}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-    return path
+    return write_dict(path, data)
 
 
 def read_correction(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The dict of a CoNet file; :class:`ModelError` if ``path`` is not one."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ModelError(f"{path} is not a readable correction network: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a taplab correction network (format={FORMAT!r})")
-    if data.get("version", 0) > VERSION:
-        raise ModelError(f"{path} is correction network version {data['version']}; this taplab reads up to {VERSION}")
-    return data
+    return read_dict(path, FORMAT, VERSION, "correction network")
 
 
 def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Correction:
