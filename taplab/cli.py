@@ -334,6 +334,9 @@ class _SegmentStatus:
 @click.option("--fusion-weight", type=float, default=None, help="w_f in M = w_f M_coarse + (1 - w_f) M_edge [0.5].")
 @click.option("--fusion-threshold", type=float, default=None,
               help="Residual level (0-255) a pixel must exceed to count in the distortion map [30].")
+@click.option("--latency-budget", type=float, default=None,
+              help="Seconds a key frame may hold up the output; slower key frames run in the background and are "
+                   "carried forward when ready [no limit].")
 @click.option("--motion-source", type=click.Choice(["codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback"]),
               default=None, help="Motion for FFW: the codec's vectors [codec], or dense optical flow (the baseline).")
 @click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")

@@ -63,6 +63,12 @@ class RuntimeConfig:
             luma residual exceeds this (8-bit levels).
         correction: the correction network's file (``taplab train --model conet``); ``None``: the one
             that comes with the model (a shipped model's, or ``<model>.conet.pt`` beside a checkpoint).
+        latency_budget: seconds a key frame may hold up the output (None: no limit, key frames are
+            computed in line). When the CNN on a whole frame is expected to take longer (its measured
+            time so far), a key frame's CNN runs in a background thread: the frame itself shows the
+            last output (``kind="hold"``), the frames that follow are warped from it, and when the
+            key frame's features are ready they take its place; the motion accumulated since the key
+            frame carries them to the current frame at once. Needs ``propagation="accumulate"``.
         b_frames: ``"key"`` (B-frames are key frames; default) or ``"past"`` (warp B-frames with
             their past-reference vectors where they have them, else key frames).
         labels: full-resolution labels from the logits: ``"bilinear"`` (default: what bilinear
@@ -92,6 +98,7 @@ class RuntimeConfig:
     fusion_weight: float = 0.5
     fusion_threshold: float = 30.0
     correction: str | None = None
+    latency_budget: float | None = None
     b_frames: str = "key"
     labels: str = "bilinear"
 
@@ -111,6 +118,12 @@ class RuntimeConfig:
             raise ConfigError(f"fusion_weight must be in 0..1, got {self.fusion_weight}")
         if not 0 <= self.fusion_threshold <= 255:
             raise ConfigError(f"fusion_threshold is an 8-bit residual level in 0..255, got {self.fusion_threshold}")
+        if self.latency_budget is not None:
+            if isinstance(self.latency_budget, bool) or not self.latency_budget > 0:
+                raise ConfigError(f"latency_budget must be > 0 seconds (or None), got {self.latency_budget!r}")
+            if self.propagation != "accumulate":
+                raise ConfigError("latency_budget needs propagation='accumulate' (a late key frame is carried "
+                                  "forward through the motion accumulated since it)")
         if not 0 <= self.rgc_threshold <= 255:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
         if not 0 <= self.rgc_alpha <= 1:

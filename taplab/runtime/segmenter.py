@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -42,7 +43,7 @@ from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 
-KINDS = ("key-I", "key", "key-RGFS", "warp", "warp+RGC", "fused", "fused+RGC")
+KINDS = ("key-I", "key", "key-RGFS", "hold", "warp", "warp+RGC", "fused", "fused+RGC")
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Segmenter:
                 yield result
         finally:
             frames.close()  # stops and joins the decoding thread before the video closes under it
+            run.close()
             if owned:
                 video.close()
 
@@ -195,6 +197,10 @@ class _Run:
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
         self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
+        # a latency budget: the key frame whose CNN runs in the background, and the CNN's measured time
+        self.pending: Future | None = None
+        self.cnn_seconds: float | None = None
+        self._executor: ThreadPoolExecutor | None = None
         # the dense-flow baselines: frame -> backward flow in pixels to the last anchor (None: the codec's
         # vectors); optical flow needs the anchor's image, ground truth the clip's flows
         self.anchor_image: np.ndarray | None = None
@@ -230,11 +236,50 @@ class _Run:
             return False
         return frame.pict_type == "P" or self.cfg.b_frames == "past"
 
+    def close(self) -> None:
+        """Stop the background CNN, if any (a pending key frame's result is dropped)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    # -- a latency budget: key frames whose CNN would take too long run in the background
+    def _defer(self, frame: Frame) -> bool:
+        budget = self.cfg.latency_budget
+        return (budget is not None and self.features is not None and frame.pict_type != "B"
+                and self.cnn_seconds is not None and self.cnn_seconds > budget)
+
+    def _adopt(self, wait: bool = False) -> None:
+        """Take the background key frame's features where they are ready (or, with ``wait``, once they are).
+        The motion accumulated since that key frame carries them to the current frame at the next warp."""
+        if self.pending is None or not (wait or self.pending.done()):
+            return
+        features, seconds = self.pending.result()
+        self.pending = None
+        self.key_features, self.key_labels = features, None
+        self.cnn_seconds = seconds
+
+    def _hold(self, frame: Frame) -> None:
+        """A key frame over budget: its CNN starts in the background; meanwhile the last output stands in
+        for its features (no motion), so the frames that follow warp from it."""
+        self._adopt(wait=True)  # one key frame at a time: a later one waits for the earlier
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="taplab-key")
+        image = frame.image
+        self.pending = self._executor.submit(self._timed_features, image)
+        self.key_features, self.motion_to_key, self.key_labels = self.features, zero_flow(self.grid), None
+
+    @torch.inference_mode()
+    def _timed_features(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        features = self._features(image)
+        return features, time.perf_counter() - start
+
     # -- in the consumer: decide and do
     @torch.inference_mode()
     def step(self, frame: Frame, prep: dict) -> FrameResult:
         timings = dict(prep)
         score = None
+        self._adopt()
         if frame.pict_type == "I":
             kind = "key-I"
         elif not self._warpable(frame) or self.anchor_features is None:
@@ -248,13 +293,17 @@ class _Run:
                     kind = "key-RGFS"
         region, distorted, warped, distortion = None, 0.0, None, None
         anchor = frame.pict_type != "B"
-        if kind.startswith("key"):
+        if kind.startswith("key") and self._defer(frame):
+            kind = "hold"
+            self._hold(frame)
+        elif kind.startswith("key"):
             start = time.perf_counter()
             self.features = self._features(frame.image)
             if anchor:
                 self.key_features, self.motion_to_key = self.features, zero_flow(self.grid)
                 self.key_labels = None
             timings["cnn_full"] = time.perf_counter() - start
+            self.cnn_seconds = timings["cnn_full"]
         else:
             start = time.perf_counter()
             motion = frame.motion
