@@ -354,8 +354,11 @@ class _SegmentStatus:
 @click.option("--side-by-side", is_flag=True, help="In the overlay video, put the mask next to the frame instead.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files.")
+@click.option("--live", is_flag=True, help="Pace a file at its frame rate, as a camera delivers frames (with "
+                                          "--latency-budget: see how the runtime keeps up).")
 def segment(video: str, out: Path, model: str, device: str, config_file: str | None, formats: tuple[str, ...],
-            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, **options) -> None:
+            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, live: bool,
+            **options) -> None:
     """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
     VIDEO is a path or a URL. Key frames (I-frames, and P-frames whose residual is large) run the
@@ -373,7 +376,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     segmenter = Segmenter(model, device=device, config=config)
     status = _SegmentStatus()
     try:
-        summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status, overlay, side_by_side)
+        summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status, overlay, side_by_side,
+                                    live)
     finally:
         status.close()
     click.echo(summary.format())

@@ -66,6 +66,9 @@ class FrameResult:
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
         distortion: likewise: the distortion map (h, w) in [0, 1] that fusion used, or without
             fusion ``M_coarse`` (:func:`taplab.ops.fusion.coarse_distortion`).
+        latency: seconds from the frame's arrival (decoded) to this result.
+        shed: the modules left out of this frame because the output was behind its latency budget
+            (``"fusion"``, ``"rgc"``).
     """
 
     index: int
@@ -80,6 +83,8 @@ class FrameResult:
     image: np.ndarray | None = None
     warped: torch.Tensor | None = None
     distortion: torch.Tensor | None = None
+    latency: float | None = None
+    shed: tuple[str, ...] = ()
 
     @property
     def is_key(self) -> bool:
@@ -129,7 +134,7 @@ class Segmenter:
         return self.correction is not None
 
     def run(self, source, logits: bool = False, images: bool = False, details: bool = False,
-            truth_flow=None) -> Iterator[FrameResult]:
+            truth_flow=None, live: bool = False) -> Iterator[FrameResult]:
         """Segment every frame of ``source`` in display order: anything :func:`taplab.open_video`
         accepts, or a :class:`~taplab.codec.reader.Video` it opened (read from, then left to its owner
         to close; a live stream is then connected once).
@@ -137,7 +142,12 @@ class Segmenter:
         ``logits`` and ``images`` attach the logits and the decoded frame to every result, ``details``
         the warped logits and the distortion map to the warped frames' results. ``truth_flow`` (per
         frame, backward flow in pixels to the previous frame, as ``taplab synth`` writes it) is the
-        motion of ``motion_source="truth"``: the ground-truth-flow upper bound on synthetic clips."""
+        motion of ``motion_source="truth"``: the ground-truth-flow upper bound on synthetic clips.
+
+        ``live`` paces a file at its frame rate, as a camera would deliver it. Every result records
+        its ``latency``, from the frame's arrival (decoded) to the result. With a ``latency_budget``,
+        a frame that arrives to find the output already further behind than the budget is warped
+        only: no RGC and no fusion for it (``FrameResult.shed``), so that the output catches up."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
         try:
@@ -147,10 +157,14 @@ class Segmenter:
             if owned:
                 video.close()
             raise
-        frames = prefetch(_timed(video), self.prefetch_depth, run.prepare)
+        frames = prefetch(_timed(video, live), self.prefetch_depth, run.prepare)
+        budget = self.config.latency_budget
         try:
             for frame, prep in frames:
-                result = run.step(frame, prep)
+                arrival = prep.pop("arrival")
+                behind = budget is not None and time.perf_counter() - arrival > budget
+                result = run.step(frame, prep, shed=behind)
+                result.latency = time.perf_counter() - arrival
                 if logits:
                     result.logits = run.last_logits
                 if images:
@@ -163,16 +177,25 @@ class Segmenter:
                 video.close()
 
 
-def _timed(video) -> Iterator[tuple[Frame, dict]]:
-    """Frames with the seconds their decoding took (measured in the decoding thread)."""
+def _timed(video, live: bool = False) -> Iterator[tuple[Frame, dict]]:
+    """Frames with the seconds their decoding took (measured in the decoding thread) and the time they
+    arrived (``perf_counter``); with ``live``, no frame arrives before its time at the video's frame rate."""
     it = iter(video)
+    interval = 1 / (video.fps or 25.0)
+    origin = None
     while True:
         start = time.perf_counter()
         try:
             frame = next(it)
         except StopIteration:
             return
-        yield frame, {"decode": time.perf_counter() - start}
+        decode = time.perf_counter() - start
+        if live:
+            origin = start if origin is None else origin
+            wait = origin + frame.index * interval - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        yield frame, {"decode": decode, "arrival": time.perf_counter()}
 
 
 class _Run:
@@ -276,7 +299,8 @@ class _Run:
 
     # -- in the consumer: decide and do
     @torch.inference_mode()
-    def step(self, frame: Frame, prep: dict) -> FrameResult:
+    def step(self, frame: Frame, prep: dict, shed: bool = False) -> FrameResult:
+        """``shed``: the output is behind; warp only (no fusion, no RGC) if this is a warped frame."""
         timings = dict(prep)
         score = None
         self._adopt()
@@ -327,14 +351,14 @@ class _Run:
                     self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
             distorted = float(mask.float().mean())
             timings["warp"] = time.perf_counter() - start
-            if self.correction is not None or self.details:
+            if (self.correction is not None and not shed) or self.details:
                 start = time.perf_counter()
-                warped, distortion = self._fuse(frame, mask)
-                if self.correction is not None:
+                warped, distortion = self._fuse(frame, mask, apply=not shed)
+                if self.correction is not None and not shed:
                     kind = "fused"
                 # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
-                timings["fusion" if self.correction is not None else "details"] = time.perf_counter() - start
-            if self.cfg.rgc:
+                timings["fusion" if kind == "fused" else "details"] = time.perf_counter() - start
+            if self.cfg.rgc and not shed:
                 start = time.perf_counter()
                 region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
                 if count > 0:
@@ -353,8 +377,11 @@ class _Run:
         labels = self._labels(logits)
         timings["labels"] = time.perf_counter() - start
         self.last_logits = logits
+        shed_modules = tuple(m for m, on in (("fusion", self.correction is not None), ("rgc", self.cfg.rgc)) if on) \
+            if shed and kind == "warp" else ()
         return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
-                           warped=warped if self.details else None, distortion=distortion if self.details else None)
+                           warped=warped if self.details else None, distortion=distortion if self.details else None,
+                           shed=shed_modules)
 
     def _truth(self, flows, frame: Frame) -> np.ndarray:
         """The ground-truth flow of ``frame``: to the previous frame, so only where that is the anchor."""
@@ -381,10 +408,11 @@ class _Run:
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.head(features[None])[0] if self.cfg.warp_layer == "features" else features
 
-    def _fuse(self, frame: Frame, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fuse(self, frame: Frame, mask: torch.Tensor, apply: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Distortion-map fusion (DMNet) of the warped logits in ``self.features`` with the correction
         network's. Returns the warped logits (untouched by what follows) and the distortion map;
-        without a correction network (``details`` only) ``M_coarse``, and the features stay as they are."""
+        without a correction network or ``apply`` (``details`` only, or fusion shed) ``M_coarse``, and
+        the features stay as they are."""
         warped = self._logits(self.features)
         if self.cfg.propagation == "accumulate":
             if self.key_labels is None:
@@ -394,7 +422,7 @@ class _Run:
             reference = self._logits(self.anchor_features).argmax(0)
         coarse = coarse_distortion(warped, reference, mask,
                                    residual_map(frame.residual, self.grid, self.cfg.fusion_threshold))
-        if self.correction is None:
+        if self.correction is None or not apply:
             return warped.clone(), coarse  # RGC blends into the features in place
         h, w = self.grid
         small = cv2.resize(frame.image, (2 * w, 2 * h), interpolation=cv2.INTER_AREA)
@@ -434,17 +462,22 @@ class _Run:
 
 @dataclass
 class RunSummary:
-    """Totals of a run: frames by kind, wall time, seconds per stage (summed over frames)."""
+    """Totals of a run: frames by kind, wall time, seconds per stage (summed over frames), latencies."""
 
     frames: int = 0
     total: int | None = None  # frames expected, where the container says (and the limit allows)
     kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    shed: int = 0  # frames that left modules out to catch up
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
+        self.shed += bool(result.shed)
+        if result.latency is not None:
+            self.latencies.append(result.latency)
         for stage, t in result.timings.items():
             self.stages[stage] = self.stages.get(stage, 0.0) + t
 
@@ -459,20 +492,25 @@ class RunSummary:
     def format(self) -> str:
         kinds = ", ".join(f"{k} {self.kinds[k]}" for k in KINDS if k in self.kinds)
         stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f}" for k, v in self.stages.items())
-        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s), "
+        text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s), "
                 f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
+        if self.latencies:
+            p50, p95 = np.percentile(self.latencies, [50, 95])
+            text += (f"\nlatency (arrival to result): p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms, "
+                     f"max {1000 * max(self.latencies):.0f} ms; frames that shed modules to catch up: {self.shed}")
+        return text
 
 
 def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...] = ("labels",),
                       overwrite: bool = False, limit: int | None = None,
                       progress: Callable[[FrameResult, RunSummary], None] | None = None,
-                      overlay: str | None = None, side_by_side: bool = False) -> RunSummary:
+                      overlay: str | None = None, side_by_side: bool = False, live: bool = False) -> RunSummary:
     """Segment ``source`` and write every frame's result into the folder ``out`` (see :mod:`taplab.io.writers`).
 
     Also writes ``frames.json`` and ``frames.csv`` (also when interrupted: the frames done so far), and
     with ``overlay`` a video of the frames blended with their masks (``side_by_side``: next to them),
     which appears only when the run completes. ``limit`` stops after so many frames; ``progress`` is
-    called after each frame.
+    called after each frame; ``live`` paces a file at its frame rate (see :meth:`Segmenter.run`).
     """
     from pathlib import Path
 
@@ -495,7 +533,7 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     start = time.perf_counter()
     complete = False
     try:
-        for result in segmenter.run(source_video, images=video is not None):
+        for result in segmenter.run(source_video, images=video is not None, live=live):
             start_write = time.perf_counter()
             for writer in writers:
                 writer.write(result.index, result.labels)
@@ -508,6 +546,7 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                             "residual_score": result.residual_score,
                             "region": list(result.region) if result.region else None,
                             "distorted": round(result.distorted, 4),
+                            "latency_ms": round(1000 * result.latency, 2), "shed": list(result.shed),
                             "ms": {k: round(1000 * v, 3) for k, v in result.timings.items()}})
             if progress is not None:
                 progress(result, summary)

@@ -73,3 +73,52 @@ def test_latency_budget_is_validated():
         Segmenter(GatedModel(0), latency_budget=0)
     with pytest.raises(ConfigError, match="needs propagation='accumulate'"):
         Segmenter(GatedModel(0), latency_budget=0.1, propagation="chain")
+
+
+class SlowModel(GatedModel):
+    """The stand-in, taking ``seconds`` per forward pass (whole frame or RGC region)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(gate_from=10**9)
+        self.seconds = seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return super().forward(x)
+
+
+def test_live_pacing_delivers_frames_at_the_videos_rate_and_records_latency(translation_clip):
+    start = time.perf_counter()
+    results = list(Segmenter(GatedModel(10**9), rgc=False, rgfs=False).run(translation_clip, live=True))
+    elapsed = time.perf_counter() - start
+    assert elapsed >= 23 / 25 - 0.02  # 24 frames at 25 frames/s: the last arrives 0.92 s after the first
+    assert all(0 <= r.latency < 0.5 for r in results)
+    fast = time.perf_counter()
+    list(Segmenter(GatedModel(10**9), rgc=False, rgfs=False).run(translation_clip))
+    assert time.perf_counter() - fast < elapsed
+
+
+def test_frames_behind_the_budget_shed_rgc_and_catch_up(translation_clip):
+    start = time.perf_counter()
+    inline = list(Segmenter(SlowModel(0.03), rgfs=False, rgc_threshold=0).run(translation_clip))
+    inline_seconds = time.perf_counter() - start
+    assert {r.kind for r in inline if not r.is_key} == {"warp+RGC"} and not any(r.shed for r in inline)
+    # every frame is in the file at once, so after the first key frame the output is behind a 10 ms budget
+    start = time.perf_counter()
+    results = list(Segmenter(SlowModel(0.03), rgfs=False, rgc_threshold=0, latency_budget=0.01).run(translation_clip))
+    shed_seconds = time.perf_counter() - start
+    shed = [r for r in results if r.shed]
+    assert len(shed) >= 10 and all(r.kind == "warp" and r.shed == ("rgc",) and r.region is None for r in shed)
+    assert shed_seconds < inline_seconds - 10 * 0.03  # at least ten 30 ms region passes saved
+
+
+def test_segment_live_reports_latency(translation_clip, tmp_path, capsys):
+    import json
+
+    from taplab.cli import main
+
+    main(["segment", str(translation_clip), "--out", str(tmp_path / "m"), "--live", "--latency-budget", "0.5",
+          "--no-rgc", "--no-rgfs", "--no-fusion", "--limit", "6"])
+    log = json.loads((tmp_path / "m" / "frames.json").read_text())
+    assert len(log) == 6 and all(r["latency_ms"] > 0 and r["shed"] == [] for r in log)
+    assert "latency (arrival to result): p50" in capsys.readouterr().out
