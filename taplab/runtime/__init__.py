@@ -2,5 +2,6 @@
 
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.segmenter import FrameResult, RunSummary, Segmenter, segment_to_folder
+from taplab.runtime.stream import Stream, stream
 
-__all__ = ["FrameResult", "RunSummary", "RuntimeConfig", "Segmenter", "segment_to_folder"]
+__all__ = ["FrameResult", "RunSummary", "RuntimeConfig", "Segmenter", "Stream", "segment_to_folder", "stream"]
