@@ -45,3 +45,59 @@ def test_a_callback_error_is_kept_and_ends_the_stream(translation_clip):
         time.sleep(0.02)
     assert isinstance(s.error, ValueError) and not s.running
     s.stop()
+
+
+def mpegts_bytes(frames, fps: int = 25, gop: int = 12) -> bytes:
+    """MPEG-4 Part 2 in MPEG-TS, as a camera or a TS multicast would send it."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = gop, 0
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def serve_tcp(data: bytes, seconds: float) -> int:
+    """Serve ``data`` once on 127.0.0.1 over TCP, spread over ``seconds`` (real-time pace); returns the port."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def send() -> None:
+        conn, _ = server.accept()
+        with conn:
+            start, step = time.perf_counter(), 188 * 7  # whole TS packets
+            for i in range(0, len(data), step):
+                wait = start + seconds * i / len(data) - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                conn.sendall(data[i:i + step])
+        server.close()
+
+    threading.Thread(target=send, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_a_stream_served_over_tcp_gives_every_frame_in_order_with_bounded_latency(tmp_path):
+    from tests.conftest import DX, DY, translation_frames
+
+    data = mpegts_bytes(translation_frames(24, 128, 256, DX, DY))
+    (tmp_path / "clip.ts").write_bytes(data)
+    options = dict(rgc=False, rgfs=False)
+    expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
+    port = serve_tcp(data, seconds=24 / 25)
+    with taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), latency_budget=0.1, **options) as s:
+        results = list(s)
+    assert [r.index for r in results] == list(range(24))
+    assert [r.kind for r in results] == (["key-I"] + ["warp"] * 11) * 2
+    assert all(np.array_equal(r.labels, e) for r, e in zip(results, expected))
+    assert max(r.latency for r in results) < 0.5
