@@ -69,6 +69,8 @@ class FrameResult:
         latency: seconds from the frame's arrival (decoded) to this result.
         shed: the modules left out of this frame because the output was behind its latency budget
             (``"fusion"``, ``"rgc"``).
+        gap: on a :func:`taplab.stream` result, seconds without frames before it (the source had
+            disconnected and was reopened).
     """
 
     index: int
@@ -85,6 +87,7 @@ class FrameResult:
     distortion: torch.Tensor | None = None
     latency: float | None = None
     shed: tuple[str, ...] = ()
+    gap: float | None = None
 
     @property
     def is_key(self) -> bool:

@@ -16,37 +16,74 @@ background, frames behind the budget shed fusion and RGC: see :class:`~taplab.ru
 the ``with`` block) ends the stream after the frame in hand and joins every thread; for a network
 source that blocks, after its read returns or times out.
 
-Still to come (the live-stream issue): reconnecting with backoff, gap reports, skipping output
-frames when far behind.
+A network source (a URL) that ends, disconnects or fails is reopened, after ``backoff`` seconds
+doubling up to ``max_backoff`` (until ``stop()``, or ``retries`` failed attempts in a row); the
+first result after the gap records it (``FrameResult.gap``, seconds without frames), and indices
+continue across reconnections. A file simply ends.
+
+Still to come (the live-stream issue): skipping output frames when far behind.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 
+from taplab.errors import TapLabError
 from taplab.runtime.segmenter import FrameResult, Segmenter
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 class Stream:
     """A live segmentation of ``source``; see the module docstring. Build one with :func:`stream`."""
 
     def __init__(self, segmenter: Segmenter, source, on_result: Callable[[FrameResult], None] | None = None,
-                 live: bool = False):
+                 live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
+                 retries: int | None = None):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
+        self.reconnect = isinstance(source, str) and bool(_URL.match(source)) if reconnect is None else reconnect
+        self.backoff, self.max_backoff, self.retries = backoff, max_backoff, retries
+        self.reconnections = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what ended a callback-style stream early, if anything
 
     def __iter__(self) -> Iterator[FrameResult]:
-        run = self.segmenter.run(self.source, live=self.live)
-        try:
-            for result in run:
-                if self._stop.is_set():
-                    return
-                yield result
-        finally:
-            run.close()
+        following, failures, gap_since = 0, 0, None  # the index the next result gets
+        while not self._stop.is_set():
+            offset = following  # a reopened source numbers its frames from 0 again
+            run = self.segmenter.run(self.source, live=self.live)
+            try:
+                for result in run:
+                    if self._stop.is_set():
+                        return
+                    result.index += offset
+                    if gap_since is not None:
+                        result.gap, gap_since = time.perf_counter() - gap_since, None
+                    failures = 0
+                    yield result
+                    following = result.index + 1
+                error = None
+            except TapLabError as exc:  # unreachable, disconnected mid-frame, corrupt beyond repair
+                error = exc
+            finally:
+                run.close()
+            if not self.reconnect:
+                if error is not None:
+                    raise error
+                return
+            failures += 1
+            if self.retries is not None and failures > self.retries:
+                if error is not None:
+                    raise error
+                return
+            gap_since = gap_since or time.perf_counter()
+            if self._stop.wait(min(self.max_backoff, self.backoff * 2 ** (failures - 1))):
+                return
+            self.reconnections += 1
 
     def start(self) -> Stream:
         """Callback style: call ``on_result(result)`` for every result, in a background thread."""
@@ -85,9 +122,11 @@ class Stream:
 
 def stream(source, model="default", latency_budget: float | None = 0.1,
            on_result: Callable[[FrameResult], None] | None = None, live: bool = False, device: str = "cpu",
-           config=None, **options) -> Stream:
+           config=None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
+           retries: int | None = None, **options) -> Stream:
     """A :class:`Stream` of ``source`` (anything :func:`taplab.open_video` accepts) segmented by ``model``,
     with ``latency_budget`` seconds (None: no limit) and any other :class:`~taplab.runtime.RuntimeConfig`
-    field as a keyword."""
+    field as a keyword. ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
+    see the module docstring."""
     segmenter = Segmenter(model, device=device, config=config, latency_budget=latency_budget, **options)
-    return Stream(segmenter, source, on_result, live)
+    return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries)

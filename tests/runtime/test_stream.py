@@ -4,6 +4,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import taplab
 from taplab.runtime import Segmenter
@@ -64,23 +65,26 @@ def mpegts_bytes(frames, fps: int = 25, gop: int = 12) -> bytes:
     return buf.getvalue()
 
 
-def serve_tcp(data: bytes, seconds: float) -> int:
-    """Serve ``data`` once on 127.0.0.1 over TCP, spread over ``seconds`` (real-time pace); returns the port."""
+def serve_tcp(data: bytes | list[bytes], seconds: float) -> int:
+    """Serve ``data`` on 127.0.0.1 over TCP, each over ``seconds`` (real-time pace); a list is served one
+    item per connection (the sender disconnects after each and accepts the next). Returns the port."""
     import socket
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
+    parts = data if isinstance(data, list) else [data]
 
     def send() -> None:
-        conn, _ = server.accept()
-        with conn:
-            start, step = time.perf_counter(), 188 * 7  # whole TS packets
-            for i in range(0, len(data), step):
-                wait = start + seconds * i / len(data) - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                conn.sendall(data[i:i + step])
+        for part in parts:
+            conn, _ = server.accept()
+            with conn:
+                start, step = time.perf_counter(), 188 * 7  # whole TS packets
+                for i in range(0, len(part), step):
+                    wait = start + seconds * i / len(part) - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    conn.sendall(part[i:i + step])
         server.close()
 
     threading.Thread(target=send, daemon=True).start()
@@ -95,9 +99,49 @@ def test_a_stream_served_over_tcp_gives_every_frame_in_order_with_bounded_latenc
     options = dict(rgc=False, rgfs=False)
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
     port = serve_tcp(data, seconds=24 / 25)
-    with taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), latency_budget=0.1, **options) as s:
+    with taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), latency_budget=0.1, reconnect=False,
+                       **options) as s:
         results = list(s)
     assert [r.index for r in results] == list(range(24))
     assert [r.kind for r in results] == (["key-I"] + ["warp"] * 11) * 2
     assert all(np.array_equal(r.labels, e) for r, e in zip(results, expected))
     assert max(r.latency for r in results) < 0.5
+
+
+def test_a_sender_that_disconnects_and_comes_back_is_reconnected(tmp_path):
+    from tests.conftest import DX, DY, translation_frames
+
+    frames = translation_frames(24, 128, 256, DX, DY)
+    halves = [mpegts_bytes(frames[:12]), mpegts_bytes(frames[12:])]
+    (tmp_path / "second.ts").write_bytes(halves[1])
+    options = dict(rgc=False, rgfs=False)
+    second = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "second.ts")]
+    port = serve_tcp(halves, seconds=12 / 25)
+    results = []
+    with taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), backoff=0.1, retries=3,
+                       **options) as s:  # retries: a broken test ends in an error, never a hang
+        for r in s:
+            results.append(r)
+            if len(results) == 24:
+                break
+        assert s.reconnections == 1
+    assert [r.index for r in results] == list(range(24))  # indices continue across the reconnection
+    assert [r.gap is not None for r in results] == [False] * 12 + [True] + [False] * 11
+    assert results[12].gap >= 0.1 and results[12].kind == "key-I"
+    assert all(np.array_equal(r.labels, e) for r, e in zip(results[12:], second))
+
+
+def test_a_source_that_never_answers_gives_up_after_its_retries():
+    import socket
+
+    from taplab.errors import VideoOpenError
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: connection refused
+    start = time.perf_counter()
+    s = taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), backoff=0.05, retries=2)
+    with pytest.raises(VideoOpenError):
+        list(s)
+    assert s.reconnections == 2 and time.perf_counter() - start < 5
