@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import taplab
+from taplab.codec.loopback import mpegts_bytes, serve_tcp
 from taplab.runtime import Segmenter
 from tests.runtime.test_latency import GatedModel
 
@@ -46,49 +47,6 @@ def test_a_callback_error_is_kept_and_ends_the_stream(translation_clip):
         time.sleep(0.02)
     assert isinstance(s.error, ValueError) and not s.running
     s.stop()
-
-
-def mpegts_bytes(frames, fps: int = 25, gop: int = 12) -> bytes:
-    """MPEG-4 Part 2 in MPEG-TS, as a camera or a TS multicast would send it."""
-    import io
-
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mpegts") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        stream.codec_context.gop_size, stream.codec_context.max_b_frames = gop, 0
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode(None))
-    return buf.getvalue()
-
-
-def serve_tcp(data: bytes | list[bytes], seconds: float) -> int:
-    """Serve ``data`` on 127.0.0.1 over TCP, each over ``seconds`` (real-time pace); a list is served one
-    item per connection (the sender disconnects after each and accepts the next). Returns the port."""
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    parts = data if isinstance(data, list) else [data]
-
-    def send() -> None:
-        for part in parts:
-            conn, _ = server.accept()
-            with conn:
-                start, step = time.perf_counter(), 188 * 7  # whole TS packets
-                for i in range(0, len(part), step):
-                    wait = start + seconds * i / len(part) - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
-                    conn.sendall(part[i:i + step])
-        server.close()
-
-    threading.Thread(target=send, daemon=True).start()
-    return server.getsockname()[1]
 
 
 def test_a_stream_served_over_tcp_gives_every_frame_in_order_with_bounded_latency(tmp_path):

@@ -1,0 +1,64 @@
+"""A stream served on this machine, as a camera would send it: for tests, benchmarks and trying
+``taplab.stream`` without a camera.
+
+``mpegts_bytes(frames)`` encodes RGB frames as MPEG-4 Part 2 (or H.264) in MPEG-TS;
+``serve_tcp(data, seconds)`` serves it on 127.0.0.1 at real-time pace and returns the port, so that
+``tcp://127.0.0.1:PORT`` reads it.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+
+
+def mpegts_bytes(frames: list[np.ndarray], fps: int = 25, gop: int = 12, codec: str = "mpeg4",
+                 quality: int | None = None) -> bytes:
+    """uint8 RGB frames (even sizes) -> an MPEG-TS byte string: I/P only, an I-frame every ``gop``
+    frames, ``codec`` and ``quality`` as :func:`taplab.encode` takes them (the same encoder settings)."""
+    import av
+
+    from taplab.codec.encoder import CODECS
+
+    spec = CODECS[codec]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as container:
+        stream = container.add_stream(spec.encoder, rate=fps, options=spec.options(gop, 0, quality or spec.default_quality))
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = gop, 0
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def serve_tcp(data: bytes | list[bytes], seconds: float) -> int:
+    """Serve ``data`` on 127.0.0.1 over TCP, spread over ``seconds`` (real-time pace), in a daemon thread;
+    a list is served one item per connection (the sender disconnects after each and waits for the
+    next connection). Returns the port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    parts = data if isinstance(data, list) else [data]
+
+    def send() -> None:
+        with server:
+            for part in parts:
+                conn, _ = server.accept()
+                with conn:
+                    start, step = time.perf_counter(), 188 * 7  # whole TS packets
+                    for i in range(0, len(part), step):
+                        wait = start + seconds * i / len(part) - time.perf_counter()
+                        if wait > 0:
+                            time.sleep(wait)
+                        try:
+                            conn.sendall(part[i:i + step])
+                        except OSError:  # the reader went away
+                            break
+
+    threading.Thread(target=send, name="taplab-loopback", daemon=True).start()
+    return server.getsockname()[1]
