@@ -149,8 +149,9 @@ class Segmenter:
 
         ``live`` paces a file at its frame rate, as a camera would deliver it. Every result records
         its ``latency``, from the frame's arrival (decoded) to the result. With a ``latency_budget``,
-        a frame that arrives to find the output already further behind than the budget is warped
-        only: no RGC and no fusion for it (``FrameResult.shed``), so that the output catches up."""
+        a frame that arrives to find the output already further behind than the budget, or while a
+        key frame's CNN runs in the background, is warped only: no RGC and no fusion for it
+        (``FrameResult.shed``), so that the output keeps up."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
         try:
@@ -165,7 +166,8 @@ class Segmenter:
         try:
             for frame, prep in frames:
                 arrival = prep.pop("arrival")
-                behind = budget is not None and time.perf_counter() - arrival > budget
+                # behind the budget, or a key frame's CNN in flight (it takes the cores RGC and fusion need)
+                behind = budget is not None and (time.perf_counter() - arrival > budget or run.pending is not None)
                 result = run.step(frame, prep, shed=behind)
                 result.latency = time.perf_counter() - arrival
                 if logits:
