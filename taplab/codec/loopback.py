@@ -3,7 +3,8 @@
 
 ``mpegts_bytes(frames)`` encodes RGB frames as MPEG-4 Part 2 (or H.264) in MPEG-TS;
 ``serve_tcp(data, seconds)`` serves it on 127.0.0.1 at real-time pace and returns the port, so that
-``tcp://127.0.0.1:PORT`` reads it.
+``tcp://127.0.0.1:PORT`` reads it; ``send_udp(data, seconds)`` sends it as datagrams to a free port
+that ``udp://127.0.0.1:PORT`` listens on.
 """
 
 from __future__ import annotations
@@ -50,15 +51,36 @@ def serve_tcp(data: bytes | list[bytes], seconds: float) -> int:
             for part in parts:
                 conn, _ = server.accept()
                 with conn:
-                    start, step = time.perf_counter(), 188 * 7  # whole TS packets
-                    for i in range(0, len(part), step):
-                        wait = start + seconds * i / len(part) - time.perf_counter()
-                        if wait > 0:
-                            time.sleep(wait)
-                        try:
-                            conn.sendall(part[i:i + step])
-                        except OSError:  # the reader went away
-                            break
+                    try:
+                        _paced(part, seconds, conn.sendall)
+                    except OSError:  # the reader went away
+                        pass
 
     threading.Thread(target=send, name="taplab-loopback", daemon=True).start()
     return server.getsockname()[1]
+
+
+def _paced(data: bytes, seconds: float, send) -> None:
+    """Call ``send(chunk)`` for whole 7-packet TS chunks of ``data``, spread over ``seconds``."""
+    start, step = time.perf_counter(), 188 * 7
+    for i in range(0, len(data), step):
+        wait = start + seconds * i / len(data) - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        send(data[i:i + step])
+
+
+def send_udp(data: bytes, seconds: float, delay: float = 0.5) -> int:
+    """Send ``data`` as UDP datagrams to a free port on 127.0.0.1, spread over ``seconds``, starting after
+    ``delay`` seconds (time for the reader to listen), in a daemon thread. Returns the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def send() -> None:
+        time.sleep(delay)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            _paced(data, seconds, lambda chunk: out.sendto(chunk, ("127.0.0.1", port)))
+
+    threading.Thread(target=send, name="taplab-loopback", daemon=True).start()
+    return port

@@ -31,6 +31,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from taplab.codec import open_video
+from taplab.codec.reader import DEFAULT_TIMEOUT
 from taplab.errors import TapLabError
 from taplab.runtime.segmenter import FrameResult, Segmenter
 
@@ -42,10 +44,10 @@ class Stream:
 
     def __init__(self, segmenter: Segmenter, source, on_result: Callable[[FrameResult], None] | None = None,
                  live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
-                 retries: int | None = None):
+                 retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
         self.reconnect = isinstance(source, str) and bool(_URL.match(source)) if reconnect is None else reconnect
-        self.backoff, self.max_backoff, self.retries = backoff, max_backoff, retries
+        self.backoff, self.max_backoff, self.retries, self.timeout = backoff, max_backoff, retries, timeout
         self.reconnections = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,8 +57,10 @@ class Stream:
         following, failures, gap_since = 0, 0, None  # the index the next result gets
         while not self._stop.is_set():
             offset = following  # a reopened source numbers its frames from 0 again
-            run = self.segmenter.run(self.source, live=self.live)
+            video = run = None
             try:
+                video = open_video(self.source, timeout=self.timeout)
+                run = self.segmenter.run(video, live=self.live)
                 for result in run:
                     if self._stop.is_set():
                         return
@@ -70,7 +74,10 @@ class Stream:
             except TapLabError as exc:  # unreachable, disconnected mid-frame, corrupt beyond repair
                 error = exc
             finally:
-                run.close()
+                if run is not None:
+                    run.close()
+                if video is not None:
+                    video.close()
             if not self.reconnect:
                 if error is not None:
                     raise error
@@ -123,10 +130,11 @@ class Stream:
 def stream(source, model="default", latency_budget: float | None = 0.1,
            on_result: Callable[[FrameResult], None] | None = None, live: bool = False, device: str = "cpu",
            config=None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
-           retries: int | None = None, **options) -> Stream:
+           retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, **options) -> Stream:
     """A :class:`Stream` of ``source`` (anything :func:`taplab.open_video` accepts) segmented by ``model``,
     with ``latency_budget`` seconds (None: no limit) and any other :class:`~taplab.runtime.RuntimeConfig`
     field as a keyword. ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
-    see the module docstring."""
+    see the module docstring; ``timeout``: seconds a network source may take to open or to send
+    data before it counts as disconnected (a UDP stream has no end but this)."""
     segmenter = Segmenter(model, device=device, config=config, latency_budget=latency_budget, **options)
-    return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries)
+    return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries, timeout)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import taplab
-from taplab.codec.loopback import mpegts_bytes, serve_tcp
+from taplab.codec.loopback import mpegts_bytes, send_udp, serve_tcp
 from taplab.runtime import Segmenter
 from tests.runtime.test_latency import GatedModel
 
@@ -103,3 +103,24 @@ def test_a_source_that_never_answers_gives_up_after_its_retries():
     with pytest.raises(VideoOpenError):
         list(s)
     assert s.reconnections == 2 and time.perf_counter() - start < 5
+
+
+def test_mpegts_over_udp_arrives_in_order_and_a_silent_sender_times_out(tmp_path):
+    from taplab.errors import DecodeError
+    from tests.conftest import DX, DY, translation_frames
+
+    data = mpegts_bytes(translation_frames(24, 128, 256, DX, DY))
+    (tmp_path / "clip.ts").write_bytes(data)
+    options = dict(rgc=False, rgfs=False)
+    expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
+    port = send_udp(data, seconds=0.96)
+    results = []
+    start = time.perf_counter()
+    with pytest.raises(DecodeError, match="timed out"):  # UDP has no end: the sender falls silent
+        for r in taplab.stream(f"udp://127.0.0.1:{port}", model=GatedModel(10**9), reconnect=False, timeout=1.0,
+                               **options):
+            results.append(r)
+    assert time.perf_counter() - start < 6
+    # the demuxer completes a frame when the next one starts: the last frames wait for data that never comes
+    assert len(results) >= 20 and [r.index for r in results] == list(range(len(results)))
+    assert all(np.array_equal(r.labels, e) for r, e in zip(results, expected))
