@@ -4,7 +4,8 @@
 ``mpegts_bytes(frames)`` encodes RGB frames as MPEG-4 Part 2 (or H.264) in MPEG-TS;
 ``serve_tcp(data, seconds)`` serves it on 127.0.0.1 at real-time pace and returns the port, so that
 ``tcp://127.0.0.1:PORT`` reads it; ``send_udp(data, seconds)`` sends it as datagrams to a free port
-that ``udp://127.0.0.1:PORT`` listens on.
+that ``udp://127.0.0.1:PORT`` listens on; ``serve_http(data, seconds)`` answers one GET for
+``http://127.0.0.1:PORT/live.ts`` the same way.
 """
 
 from __future__ import annotations
@@ -84,3 +85,34 @@ def send_udp(data: bytes, seconds: float, delay: float = 0.5) -> int:
 
     threading.Thread(target=send, name="taplab-loopback", daemon=True).start()
     return port
+
+
+def serve_http(data: bytes, seconds: float) -> int:
+    """Answer one HTTP GET on 127.0.0.1 with ``data`` (``video/mp2t``, its length announced), spread over
+    ``seconds``, in a daemon thread. Returns the port. (Without a length, FFmpeg reports the end of a
+    stream as an I/O error: a live HTTP source that ends looks like one that broke.)"""
+    import http.server
+    import socketserver
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                _paced(data, seconds, self.wfile.write)
+            except OSError:  # the reader went away
+                pass
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Handler)
+
+    def answer() -> None:
+        with server:
+            server.handle_request()
+
+    threading.Thread(target=answer, name="taplab-loopback", daemon=True).start()
+    return server.server_address[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import taplab
-from taplab.codec.loopback import mpegts_bytes, send_udp, serve_tcp
+from taplab.codec.loopback import mpegts_bytes, send_udp, serve_http, serve_tcp
 from taplab.runtime import Segmenter
 from tests.runtime.test_latency import GatedModel
 
@@ -49,16 +49,19 @@ def test_a_callback_error_is_kept_and_ends_the_stream(translation_clip):
     s.stop()
 
 
-def test_a_stream_served_over_tcp_gives_every_frame_in_order_with_bounded_latency(tmp_path):
+@pytest.mark.parametrize("protocol", ["tcp", "http"])
+def test_a_stream_served_on_loopback_gives_every_frame_in_order_with_bounded_latency(tmp_path, protocol):
     from tests.conftest import DX, DY, translation_frames
 
     data = mpegts_bytes(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "clip.ts").write_bytes(data)
     options = dict(rgc=False, rgfs=False)
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
-    port = serve_tcp(data, seconds=24 / 25)
-    with taplab.stream(f"tcp://127.0.0.1:{port}", model=GatedModel(10**9), latency_budget=0.1, reconnect=False,
-                       **options) as s:
+    if protocol == "tcp":
+        url = f"tcp://127.0.0.1:{serve_tcp(data, seconds=24 / 25)}"
+    else:
+        url = f"http://127.0.0.1:{serve_http(data, seconds=24 / 25)}/live.ts"
+    with taplab.stream(url, model=GatedModel(10**9), latency_budget=0.1, reconnect=False, **options) as s:
         results = list(s)
     assert [r.index for r in results] == list(range(24))
     assert [r.kind for r in results] == (["key-I"] + ["warp"] * 11) * 2
