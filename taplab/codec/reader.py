@@ -159,6 +159,11 @@ class Video:
         return f"Video({self.name!r}, codec={self.codec!r}, {self.width}x{self.height} @ {self.fps:g} fps)"
 
 
+def is_url(source) -> bool:
+    """Whether ``source`` is a URL (``scheme://...``) rather than a path or a file object."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
 def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TIMEOUT) -> Video:
     """Open a video for compressed-domain reading.
 

@@ -26,17 +26,14 @@ Still to come (the live-stream issue): skipping output frames when far behind.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from taplab.codec import open_video
-from taplab.codec.reader import DEFAULT_TIMEOUT
+from taplab.codec.reader import DEFAULT_TIMEOUT, is_url
 from taplab.errors import TapLabError
 from taplab.runtime.segmenter import FrameResult, Segmenter
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 class Stream:
@@ -46,7 +43,7 @@ class Stream:
                  live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
                  retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
-        self.reconnect = isinstance(source, str) and bool(_URL.match(source)) if reconnect is None else reconnect
+        self.reconnect = is_url(source) if reconnect is None else reconnect
         self.backoff, self.max_backoff, self.retries, self.timeout = backoff, max_backoff, retries, timeout
         self.reconnections = 0
         self._stop = threading.Event()
