@@ -15,9 +15,9 @@ Design, chosen for a CPU budget of a few ms per 720p frame: the frame enters at 
 resolution (area-downsampled), one strided 3x3 convolution brings it to the grid, where it is
 concatenated with the softmax of the warped logits and the coarse map; a two-level encoder-decoder
 of depthwise-separable convolutions (the lower level dilated, for a receptive field of a few
-cells' motion) follows, then two 1x1 heads. 15.8 k parameters for 19 classes at width 32; at 1280x720
-(a 180x320 grid) it takes 12-27 ms on this 2-core CPU, memory-bound: a 32-channel map of the grid
-is 7 MB, and every layer reads and writes one.
+cells' motion) follows, then two 1x1 heads. 15.8 k parameters for 19 classes at width 32. At
+1280x720 (a 180x320 grid) it takes 15 ms on this 2-core CPU (``benchmarks/bench_conet.py``; 12-27 ms
+across runs), memory-bound: a 32-channel map of the grid is 7 MB, and every layer reads and writes one.
 """
 
 from __future__ import annotations
