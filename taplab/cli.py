@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from taplab.codec.reader import DEFAULT_TIMEOUT
 from taplab.errors import TapLabError, TapLabWarning
 
 #: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
@@ -335,8 +336,8 @@ class _SegmentStatus:
 @click.option("--fusion-threshold", type=float, default=None,
               help="Residual level (0-255) a pixel must exceed to count in the distortion map [30].")
 @click.option("--latency-budget", type=float, default=None,
-              help="Seconds a key frame may hold up the output; slower key frames run in the background and are "
-                   "carried forward when ready [no limit].")
+              help="Seconds from a frame's arrival to its result: key frames over it run in the background, then "
+                   "RGC/fusion are shed, then late frames skipped (docs/runtime.md) [no limit].")
 @click.option("--motion-source", type=click.Choice(["codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback"]),
               default=None, help="Motion for FFW: the codec's vectors [codec], or dense optical flow (the baseline).")
 @click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")
@@ -356,15 +357,24 @@ class _SegmentStatus:
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files.")
 @click.option("--live", is_flag=True, help="Pace a file at its frame rate, as a camera delivers frames (with "
                                           "--latency-budget: see how the runtime keeps up).")
+@click.option("--follow", is_flag=True, help="VIDEO is a file still being written (MPEG-TS or raw MPEG-4/H.264): "
+                                            "read it as it grows, until it has not grown for --timeout seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds a stream may take to open or go without data (and a followed file without growing).")
+@click.option("--source-option", "source_options", multiple=True, metavar="KEY=VALUE",
+              help="An FFmpeg option for the source, e.g. rtsp_transport=udp (RTSP defaults to tcp; repeatable).")
 def segment(video: str, out: Path, model: str, device: str, config_file: str | None, formats: tuple[str, ...],
-            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, live: bool,
-            **options) -> None:
+            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, live: bool, follow: bool,
+            timeout: float, source_options: tuple[str, ...], **options) -> None:
     """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
-    VIDEO is a path or a URL. Key frames (I-frames, and P-frames whose residual is large) run the
-    CNN; the other frames are warped with the codec's motion vectors, fused with a light correction
-    network where warping failed, and corrected by the CNN in the region with the most residual.
+    VIDEO is a path, a URL (rtsp://, udp://, tcp://, http://...: until the stream ends or Ctrl-C) or -
+    (standard input, e.g. piped from ffmpeg in MPEG-TS). Key frames (I-frames, and P-frames whose
+    residual is large) run the CNN; the other frames are warped with the codec's motion vectors,
+    fused with a light correction network where warping failed, and corrected by the CNN in the
+    region with the most residual.
     """
+    from taplab.codec import open_video
     from taplab.runtime import RuntimeConfig, Segmenter, segment_to_folder
 
     values = RuntimeConfig.from_file(config_file).to_dict() if config_file else {}
@@ -374,10 +384,18 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
         given.setdefault("rgfs_mode", "rate")
     config = RuntimeConfig.from_dict({**values, **given})
     segmenter = Segmenter(model, device=device, config=config)
+    ffmpeg_options = {}
+    for item in source_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--source-option")
+        ffmpeg_options[key] = value
+    source = click.get_binary_stream("stdin") if video == "-" else video
     status = _SegmentStatus()
     try:
-        summary = segment_to_folder(segmenter, video, out, formats, overwrite, limit, status, overlay, side_by_side,
-                                    live)
+        with open_video(source, timeout=timeout, follow=follow, options=ffmpeg_options) as opened:
+            summary = segment_to_folder(segmenter, opened, out, formats, overwrite, limit, status, overlay,
+                                        side_by_side, live)
     finally:
         status.close()
     click.echo(summary.format())

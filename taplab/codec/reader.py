@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from functools import cached_property
@@ -99,8 +100,9 @@ class Video:
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, backend: Backend, name: str):
+    def __init__(self, backend: Backend, name: str, file=None):
         self._backend = backend
+        self._file = file  # a file object the reader opened (a followed file), closed with it
         self.name = name
         self.codec: str = backend.codec
         self.width: int = backend.width
@@ -148,6 +150,8 @@ class Video:
 
     def close(self) -> None:
         self._backend.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> "Video":
         return self
@@ -164,16 +168,24 @@ def is_url(source) -> bool:
     return isinstance(source, str) and bool(_URL.match(source))
 
 
-def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TIMEOUT) -> Video:
+def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
+               options: dict[str, str] | None = None) -> Video:
     """Open a video for compressed-domain reading.
 
     Args:
         source: a path, a URL (``rtsp://``, ``udp://``, ``tcp://``, ``http://`` ...) or a
-            binary file-like object (``read`` and, for MP4, ``seek``).
+            binary file-like object (``read``; for MP4 also ``seek``), such as a pipe from
+            another process (``sys.stdin.buffer``; a stream format such as MPEG-TS).
         backend: a key of :data:`taplab.codec.backends.BACKENDS`: ``"pyav"`` (default) or
             ``"mvextractor"``.
-        timeout: seconds a network source may take to open or to send data
-            (``None`` waits forever).
+        timeout: seconds a network source may take to open or to send data, and that a followed
+            file may go without growing before it counts as ended (``None`` waits forever).
+        follow: the path is a file another process is still writing (a recorder's output, in a
+            stream format: MPEG-TS, raw MPEG-4 or H.264; not MP4, whose index comes last): reading at
+            its end waits for more, and it ends once it has not grown for ``timeout`` seconds.
+        options: FFmpeg's options for the demuxer and protocol (pyav backend), e.g.
+            ``{"rtsp_transport": "udp"}``. RTSP defaults to ``rtsp_transport=tcp``: the RTP packets
+            interleaved in the RTSP connection, so none is lost (FFmpeg's own default tries UDP first).
 
     Raises:
         VideoOpenError: missing path, folder, not a video, no video stream, unreachable URL.
@@ -181,6 +193,7 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
     factory = BACKENDS.get(backend)
     if factory is None:
         raise VideoOpenError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    options = dict(options or {})
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if not _URL.match(text):
@@ -189,11 +202,54 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
                 raise VideoOpenError(f"no such file: {text}")
             if path.is_dir():
                 raise VideoOpenError(f"is a folder, not a video: {text}")
-            if path.stat().st_size == 0:
+            if path.stat().st_size == 0 and not follow:
                 raise VideoOpenError(f"empty file: {text}")
+            if follow:
+                source = GrowingFile(path, timeout)
+        elif follow:
+            raise VideoOpenError(f"follow is for a file that is still being written, not a URL: {text}")
+        elif text.lower().startswith("rtsp://"):
+            options.setdefault("rtsp_transport", "tcp")
         name = text
     elif hasattr(source, "read"):
+        if follow:
+            raise VideoOpenError("follow is for a path to a file that is still being written; a file object "
+                                 "(a pipe) already waits for its writer")
         name = getattr(source, "name", None) or f"<{type(source).__name__}>"
     else:
         raise VideoOpenError(f"cannot read a video from a {type(source).__name__}; pass a path, URL or binary file object")
-    return Video(factory(source, timeout), str(name))
+    try:
+        decoder = factory(source, timeout, options)
+    except BaseException:
+        if follow:
+            source.close()
+        raise
+    return Video(decoder, str(name), source if follow else None)
+
+
+class GrowingFile:
+    """A file another process is still writing, read as a stream: a read at its end waits (polling every
+    ``poll`` seconds) until the file grows, and returns nothing (the end) once it has not grown for
+    ``idle`` seconds. It has no ``seek``, so FFmpeg reads it front to back and never probes its end."""
+
+    def __init__(self, path: str | os.PathLike, idle: float | None, poll: float = 0.02):
+        self.name = os.fspath(path)
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close(), when the demuxer is done
+        self._idle, self._poll = idle, poll
+        self._ended = False  # FFmpeg reads again after an end: it is final, not another wait
+
+    def read(self, size: int = -1) -> bytes:
+        waited_since = None
+        while True:
+            data = self._file.read(size)
+            if data or self._ended:
+                return data
+            now = time.monotonic()
+            waited_since = waited_since or now
+            if self._idle is not None and now - waited_since >= self._idle:
+                self._ended = True
+                return b""
+            time.sleep(self._poll)
+
+    def close(self) -> None:
+        self._file.close()

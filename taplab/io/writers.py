@@ -136,9 +136,12 @@ class OverlayVideo:
         self._thread = threading.Thread(target=run, name="taplab-overlay", daemon=True)
         self._thread.start()
 
-    def write(self, image: np.ndarray, labels: np.ndarray) -> None:
-        mask = self.lut[labels]
-        if self.side_by_side:
+    def write(self, image: np.ndarray, labels: np.ndarray | None) -> None:
+        """One frame; ``labels`` None (a skipped frame) shows the frame alone, keeping the video's timing."""
+        mask = self.lut[labels] if labels is not None else np.zeros_like(image)
+        if labels is None and not self.side_by_side:
+            frame = image
+        elif self.side_by_side:
             frame = np.hstack([image, mask])
         else:
             frame = cv2.addWeighted(image, 1 - self.alpha, mask, self.alpha, 0)

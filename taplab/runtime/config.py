@@ -63,12 +63,29 @@ class RuntimeConfig:
             luma residual exceeds this (8-bit levels).
         correction: the correction network's file (``taplab train --model conet``); ``None``: the one
             that comes with the model (a shipped model's, or ``<model>.conet.pt`` beside a checkpoint).
-        latency_budget: seconds a key frame may hold up the output (None: no limit, key frames are
-            computed in line). When the CNN on a whole frame is expected to take longer (its measured
-            time so far), a key frame's CNN runs in a background thread: the frame itself shows the
-            last output (``kind="hold"``), the frames that follow are warped from it, and when the
-            key frame's features are ready they take its place; the motion accumulated since the key
-            frame carries them to the current frame at once. Needs ``propagation="accumulate"``.
+        latency_budget: seconds from a frame's arrival (decoded) to its result (None: no limit; every
+            frame gets every module, key frames are computed in line). Meant for live sources, whose
+            frames arrive in real time (a file read without ``live`` pacing arrives as fast as it
+            decodes). The policy, in order:
+
+            1. Key frames: the CNN runs in a background thread and is waited for while it can still
+               finish within the budget (known once it has run: its measured time). A key frame over
+               budget shows a stand-in meanwhile, the last output moved by the frame's vectors where it
+               has them (``kind="hold"``); the frames that follow warp from the stand-in, and when the
+               key frame's features are ready, the motion accumulated since the key frame carries them to
+               the current frame at once. One CNN runs at a time: a P-frame that RGFS selects while one
+               runs is warped instead (``shed`` names ``"rgfs"``); a later I-frame supersedes it.
+            2. Warped frames: fusion and RGC run only where their expected time (the running mean of
+               their measured times; before RGC's first pass, the CNN's time scaled by the region's
+               share of the frame) and the labels' still fit in the budget, and never while a key
+               frame's CNN runs (it takes the cores they need); ``FrameResult.shed`` names what was left out.
+            3. Frames: a warped frame already past its budget when a newer frame has arrived, and the
+               frames before the first key frame's features exist, are skipped (``kind="skip"``, no
+               labels): their vectors still extend the motion chain, so the next output is exact.
+               Decoding is never skipped. Key frames are never skipped.
+
+            So every output frame's latency stays within the budget plus the cost of a warped frame
+            (tested with a deliberately slow model). Needs ``propagation="accumulate"``.
         b_frames: ``"key"`` (B-frames are key frames; default) or ``"past"`` (warp B-frames with
             their past-reference vectors where they have them, else key frames).
         labels: full-resolution labels from the logits: ``"bilinear"`` (default: what bilinear

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -17,45 +17,72 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int = 8, prepare: Callable[[T], None] | None = None) -> Iterator[T]:
-    """Iterate ``items`` in a daemon thread, ``depth`` ahead, calling ``prepare(item)`` there first.
+class Prefetch(Generic[T]):
+    """``items`` iterated in a daemon thread, ``depth`` ahead, ``prepare(item)`` called there first.
 
     Exceptions raised by the iteration or by ``prepare`` are re-raised in the consumer, in order.
-    Closing the returned generator (or leaving a ``for`` loop over it early) stops the thread promptly.
+    :meth:`close` (or leaving a ``for`` loop over it early and closing it) stops the thread promptly.
+    :attr:`waiting` says how many items are ready behind the one in hand: the runtime's measure of
+    whether newer frames have already arrived.
     """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterable[T], depth: int = 8, prepare: Callable[[T], None] | None = None):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(items, prepare), name="taplab-decode",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
             try:
-                q.put(item, timeout=0.05)
+                self._queue.put(item, timeout=0.05)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self, items: Iterable[T], prepare: Callable[[T], None] | None) -> None:
         try:
             for item in items:
                 if prepare is not None:
                     prepare(item)
-                if not put(item):
+                if not self._put(item):
                     return
-            put(_END)
+            self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who raises it
-            put(_Failure(exc))
+            self._put(_Failure(exc))
 
-    thread = threading.Thread(target=produce, name="taplab-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.exc
+        return item
+
+    @property
+    def waiting(self) -> int:
+        """Items decoded and queued behind the one in hand."""
+        with self._queue.mutex:
+            items = list(self._queue.queue)
+        return sum(1 for item in items if item is not _END and not isinstance(item, _Failure))
+
+    def close(self) -> None:
+        """Stop and join the thread (at most 5 s: a decoder blocked in a read ends at its timeout)."""
+        self._done = True
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def prefetch(items: Iterable[T], depth: int = 8, prepare: Callable[[T], None] | None = None) -> Prefetch[T]:
+    """A :class:`Prefetch` of ``items``."""
+    return Prefetch(items, depth, prepare)

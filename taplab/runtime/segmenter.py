@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import cv2
@@ -43,7 +44,7 @@ from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 
-KINDS = ("key-I", "key", "key-RGFS", "hold", "warp", "warp+RGC", "fused", "fused+RGC")
+KINDS = ("key-I", "key", "key-RGFS", "hold", "warp", "warp+RGC", "fused", "fused+RGC", "skip")
 
 
 @dataclass
@@ -52,8 +53,9 @@ class FrameResult:
 
     Attributes:
         index, pict_type: the frame's display index and picture type (I/P/B).
-        kind: one of :data:`KINDS`: what was done to it.
-        labels: (H, W) uint8 class ids at the source resolution.
+        kind: one of :data:`KINDS`: what was done to it. ``"skip"`` (only under a latency budget): no
+            output for this frame, its motion kept for the frames after it.
+        labels: (H, W) uint8 class ids at the source resolution; None for ``"skip"`` frames.
         logits: (C, h, w) float tensor at the model's stride, when ``run(..., logits=True)``.
         residual_score: mean absolute luma residual per pixel (8-bit levels), where it was computed.
         region: the RGC region (pixels), for ``"warp+RGC"`` and ``"fused+RGC"`` frames.
@@ -67,16 +69,18 @@ class FrameResult:
         distortion: likewise: the distortion map (h, w) in [0, 1] that fusion used, or without
             fusion ``M_coarse`` (:func:`taplab.ops.fusion.coarse_distortion`).
         latency: seconds from the frame's arrival (decoded) to this result.
-        shed: the modules left out of this frame because the output was behind its latency budget
-            (``"fusion"``, ``"rgc"``).
+        shed: the modules left out of this frame to keep within its latency budget (``"fusion"``,
+            ``"rgc"``; ``"rgfs"``: selected as a key frame while another key frame's CNN was running).
         gap: on a :func:`taplab.stream` result, seconds without frames before it (the source had
             disconnected and was reopened).
+        key_index: the key frame whose CNN output this result carries forward: the frame itself for
+            key frames; under a latency budget, the previous key frame while a newer one's CNN runs.
     """
 
     index: int
     pict_type: str
     kind: str
-    labels: np.ndarray
+    labels: np.ndarray | None
     logits: torch.Tensor | None = None
     residual_score: float | None = None
     region: Region | None = None
@@ -88,6 +92,7 @@ class FrameResult:
     latency: float | None = None
     shed: tuple[str, ...] = ()
     gap: float | None = None
+    key_index: int | None = None
 
     @property
     def is_key(self) -> bool:
@@ -148,10 +153,9 @@ class Segmenter:
         motion of ``motion_source="truth"``: the ground-truth-flow upper bound on synthetic clips.
 
         ``live`` paces a file at its frame rate, as a camera would deliver it. Every result records
-        its ``latency``, from the frame's arrival (decoded) to the result. With a ``latency_budget``,
-        a frame that arrives to find the output already further behind than the budget, or while a
-        key frame's CNN runs in the background, is warped only: no RGC and no fusion for it
-        (``FrameResult.shed``), so that the output keeps up."""
+        its ``latency``, from the frame's arrival (decoded) to the result. A ``latency_budget`` is
+        kept by the policy :class:`RuntimeConfig` describes: key frames over budget in the background,
+        then modules shed, then late frames skipped (``FrameResult.shed``, ``kind="skip"``)."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
         try:
@@ -162,13 +166,10 @@ class Segmenter:
                 video.close()
             raise
         frames = prefetch(_timed(video, live), self.prefetch_depth, run.prepare)
-        budget = self.config.latency_budget
         try:
             for frame, prep in frames:
                 arrival = prep.pop("arrival")
-                # behind the budget, or a key frame's CNN in flight (it takes the cores RGC and fusion need)
-                behind = budget is not None and (time.perf_counter() - arrival > budget or run.pending is not None)
-                result = run.step(frame, prep, shed=behind)
+                result = run.step(frame, prep, arrival, newer=frames.waiting > 0)
                 result.latency = time.perf_counter() - arrival
                 if logits:
                     result.logits = run.last_logits
@@ -225,9 +226,11 @@ class _Run:
         self.key_features: torch.Tensor | None = None
         self.motion_to_key: GridFlow | None = None
         self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
-        # a latency budget: the key frame whose CNN runs in the background, and the CNN's measured time
+        # a latency budget: the key frame whose CNN runs in the background, what the stages cost
         self.pending: Future | None = None
+        self.pending_index = self.key_index = -1  # the frames whose CNN is pending, whose features are the key's
         self.cnn_seconds: float | None = None
+        self.costs: dict[str, float] = {}  # stage -> running mean of its seconds (fusion, cnn_region, labels)
         self._executor: ThreadPoolExecutor | None = None
         # the dense-flow baselines: frame -> backward flow in pixels to the last anchor (None: the codec's
         # vectors); optical flow needs the anchor's image, ground truth the clip's flows
@@ -270,31 +273,48 @@ class _Run:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    # -- a latency budget: key frames whose CNN would take too long run in the background
-    def _defer(self, frame: Frame) -> bool:
-        budget = self.cfg.latency_budget
-        return (budget is not None and self.features is not None and frame.pict_type != "B"
-                and self.cnn_seconds is not None and self.cnn_seconds > budget)
+    # -- a latency budget (see RuntimeConfig.latency_budget for the policy)
+    def _cost(self, stage: str) -> float:
+        """Expected seconds of ``stage`` on this frame: the running mean of its measured times; before
+        the first RGC pass, the whole-frame CNN's time scaled by the region's share of the frame."""
+        if stage in self.costs:
+            return self.costs[stage]
+        if stage == "cnn_region" and self.cnn_seconds is not None and self.regions:
+            region = self.regions[0]
+            return self.cnn_seconds * region.height * region.width / (self.height * self.width)
+        return 0.0  # unknown: run it once and measure
 
-    def _adopt(self, wait: bool = False) -> None:
-        """Take the background key frame's features where they are ready (or, with ``wait``, once they are).
-        The motion accumulated since that key frame carries them to the current frame at the next warp."""
-        if self.pending is None or not (wait or self.pending.done()):
+    def _measure(self, stage: str, seconds: float) -> None:
+        old = self.costs.get(stage)
+        self.costs[stage] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def _fits(self, stage: str, deadline: float | None) -> bool:
+        """Whether ``stage`` and the labels can still finish by ``deadline``. While a key frame's CNN
+        runs in the background nothing optional does: it takes the cores the CNN needs."""
+        if deadline is None:
+            return True
+        return self.pending is None and time.perf_counter() + self._cost(stage) + self._cost("labels") <= deadline
+
+    def _adopt(self) -> None:
+        """Take the background key frame's features where they are ready. The motion accumulated since
+        that key frame carries them to the current frame at the next warp."""
+        if self.pending is None or not self.pending.done():
             return
         features, seconds = self.pending.result()
         self.pending = None
-        self.key_features, self.key_labels = features, None
+        self.key_features, self.key_labels, self.key_index = features, None, self.pending_index
         self.cnn_seconds = seconds
 
-    def _hold(self, frame: Frame) -> None:
-        """A key frame over budget: its CNN starts in the background; meanwhile the last output stands in
-        for its features (no motion), so the frames that follow warp from it."""
-        self._adopt(wait=True)  # one key frame at a time: a later one waits for the earlier
+    def _submit(self, frame: Frame) -> Future:
+        """Start a key frame's CNN in the background thread. It supersedes one still pending: a key frame
+        restarts the motion chain, so the older features could no longer be carried to the frames after it."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="taplab-key")
-        image = frame.image
-        self.pending = self._executor.submit(self._timed_features, image)
-        self.key_features, self.motion_to_key, self.key_labels = self.features, zero_flow(self.grid), None
+        if self.pending is not None:
+            self.pending.cancel()  # where it has not started; a running one finishes and is dropped
+        self.pending = self._executor.submit(self._timed_features, frame.image)
+        self.pending_index = frame.index
+        return self.pending
 
     @torch.inference_mode()
     def _timed_features(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
@@ -304,89 +324,169 @@ class _Run:
 
     # -- in the consumer: decide and do
     @torch.inference_mode()
-    def step(self, frame: Frame, prep: dict, shed: bool = False) -> FrameResult:
-        """``shed``: the output is behind; warp only (no fusion, no RGC) if this is a warped frame."""
+    def step(self, frame: Frame, prep: dict, arrival: float | None = None, newer: bool = False) -> FrameResult:
+        """Segment one frame. ``arrival``: when it arrived (``perf_counter``), from which a latency
+        budget counts; ``newer``: whether a later frame has already arrived (a late frame is then skipped)."""
         timings = dict(prep)
-        score = None
+        budget = self.cfg.latency_budget
+        deadline = None if budget is None or arrival is None else arrival + budget
         self._adopt()
-        if frame.pict_type == "I":
-            kind = "key-I"
-        elif not self._warpable(frame) or self.anchor_features is None:
-            kind = "key"
-        else:
-            kind = "warp"
-            if self.cfg.rgfs:
-                score = residual_score(frame.residual)
-                selected = self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
-                if selected:
-                    kind = "key-RGFS"
-        region, distorted, warped, distortion = None, 0.0, None, None
+        kind, score = self._decide(frame)
+        shed: list[str] = []
+        if kind == "key-RGFS" and deadline is not None and self.pending is not None:
+            kind = "warp"  # one background CNN at a time; this frame has vectors to be warped with
+            shed.append("rgfs")
+        result = FrameResult(frame.index, frame.pict_type, kind, None, residual_score=score, timings=timings)
         anchor = frame.pict_type != "B"
-        if kind.startswith("key") and self._defer(frame):
-            kind = "hold"
-            self._hold(frame)
-        elif kind.startswith("key"):
-            start = time.perf_counter()
-            self.features = self._features(frame.image)
+        if kind.startswith("key"):
+            result.kind = self._key(frame, kind, deadline, timings)
+        elif self.key_features is None or (newer and deadline is not None and time.perf_counter() > deadline):
+            # nothing to warp yet (the first key frame's CNN is running), or too late to be worth showing
+            # with a newer frame waiting: keep the motion chain intact, produce no output
+            result.kind = "skip"
+            flow = self._motion(frame, timings)
             if anchor:
-                self.key_features, self.motion_to_key = self.features, zero_flow(self.grid)
-                self.key_labels = None
-            timings["cnn_full"] = time.perf_counter() - start
-            self.cnn_seconds = timings["cnn_full"]
+                self.motion_to_key = compose(flow, self.motion_to_key)
         else:
-            start = time.perf_counter()
-            motion = frame.motion
-            if self.dense is None and self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
-                # straight from the block field, in one pass of the native kernel
-                self.features, mask = warp_blocks(self.anchor_features, motion.vectors, motion.valid, motion.block,
-                                                  self.stride, self.cfg.warp_sampling)
-            else:
-                if self.dense is not None:
-                    flow = self._dense_flow(frame, timings)
-                    start = time.perf_counter()  # the flow's cost is its own stage
-                else:
-                    flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
-                                          self.cfg.motion_resampling)
-                if self.cfg.propagation == "accumulate":
-                    to_key = compose(flow, self.motion_to_key)
-                    self.features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
-                    if anchor:
-                        self.motion_to_key = to_key
-                else:
-                    self.features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
-            distorted = float(mask.float().mean())
-            timings["warp"] = time.perf_counter() - start
-            if (self.correction is not None and not shed) or self.details:
-                start = time.perf_counter()
-                warped, distortion = self._fuse(frame, mask, apply=not shed)
-                if self.correction is not None and not shed:
-                    kind = "fused"
-                # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
-                timings["fusion" if kind == "fused" else "details"] = time.perf_counter() - start
-            if self.cfg.rgc and not shed:
-                start = time.perf_counter()
-                region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
-                if count > 0:
-                    self._correct(frame.image, region)
-                    kind += "+RGC"
-                else:
-                    region = None
-                timings["cnn_region"] = time.perf_counter() - start
+            self._warp_step(frame, result, deadline, shed)
         if anchor:
-            self.anchor_features = self.features
             self.anchor_index = frame.index
             if self.optical:
                 self.anchor_image = frame.image
+            if self.features is not None:
+                self.anchor_features = self.features
+        self.last_logits = None
+        if result.kind != "skip":
+            start = time.perf_counter()
+            self.last_logits = self._logits(self.features)
+            result.labels = self._labels(self.last_logits)
+            timings["labels"] = time.perf_counter() - start
+            result.key_index = frame.index if result.kind.startswith("key") else self.key_index
+            self._measure("labels", timings["labels"])
+        result.shed = tuple(shed)
+        return result
+
+    def _decide(self, frame: Frame) -> tuple[str, float | None]:
+        """The frame's kind before any budget applies (key-I, key, key-RGFS or warp), and its RGFS score."""
+        if frame.pict_type == "I":
+            return "key-I", None
+        has_source = self.anchor_features is not None or self.key_features is not None or self.pending is not None
+        if not self._warpable(frame) or not has_source:
+            return "key", None
+        if not self.cfg.rgfs:
+            return "warp", None
+        score = residual_score(frame.residual)
+        selected = self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
+        return ("key-RGFS" if selected else "warp"), score
+
+    def _key(self, frame: Frame, kind: str, deadline: float | None, timings: dict) -> str:
+        """The CNN on a key frame: in line; or, with a latency budget, in the background thread, waited for
+        while it can still finish within the budget. A key frame over budget shows a stand-in meanwhile:
+        the current key frame's features carried to it (through its own vectors where it has them, else
+        to the last anchor: the last output without its corrections) (``"hold"``; ``"skip"`` before the
+        first key frame's features exist); the stand-in becomes the key frame that the following
+        frames' motion accumulates to, until the CNN's features replace it."""
+        anchor = frame.pict_type != "B"
+        if deadline is None or not anchor:  # B-frames are never anchors: nothing could carry them forward
+            start = time.perf_counter()
+            features = self._features(frame.image)
+            timings["cnn_full"] = self.cnn_seconds = time.perf_counter() - start
+            self._set_key(features, anchor, frame.index)
+            return kind
+        future = self._submit(frame)
+        labels = self._cost("labels")
+        if self.cnn_seconds is None or time.perf_counter() + self.cnn_seconds + labels <= deadline:
+            try:
+                features, seconds = future.result(timeout=max(0.0, deadline - labels - time.perf_counter()))
+            except FutureTimeout:
+                pass
+            else:
+                self.pending = None
+                timings["cnn_full"] = self.cnn_seconds = seconds
+                self._set_key(features, True, frame.index)
+                return kind
+        stand_in = None  # before the first key frame's features: nothing to show
+        if self.key_features is not None and self._warpable(frame):
+            stand_in, _ = self._warp(frame, timings)
+        elif self.key_features is not None:  # no vectors (an I-frame): the key frame as the last anchor saw it
+            start = time.perf_counter()
+            stand_in, _ = warp(self.key_features, self.motion_to_key, self.cfg.warp_sampling)
+            timings["warp"] = time.perf_counter() - start
+        self.features = stand_in
+        self.key_features, self.motion_to_key, self.key_labels = stand_in, zero_flow(self.grid), None
+        return "hold" if stand_in is not None else "skip"
+
+    def _set_key(self, features: torch.Tensor, anchor: bool, index: int) -> None:
+        self.features = features
+        if anchor:
+            self.key_features, self.motion_to_key, self.key_labels = features, zero_flow(self.grid), None
+            self.key_index = index
+
+    def _warp_step(self, frame: Frame, result: FrameResult, deadline: float | None, shed: list[str]) -> None:
+        """FFW, then fusion and RGC where they fit in the budget (else named in ``shed``)."""
+        timings = result.timings
+        self.features, mask = self._warp(frame, timings)
+        result.distorted = float(mask.float().mean())
+        fusing = self.correction is not None and self._fits("fusion", deadline)
+        if self.correction is not None and not fusing:
+            shed.append("fusion")
+        if fusing or self.details:
+            start = time.perf_counter()
+            warped, distortion = self._fuse(frame, mask, apply=fusing)
+            if fusing:
+                result.kind = "fused"
+            # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
+            timings["fusion" if fusing else "details"] = time.perf_counter() - start
+            if fusing:
+                self._measure("fusion", timings["fusion"])
+            if self.details:
+                result.warped, result.distortion = warped, distortion
+        if self.cfg.rgc and not self._fits("cnn_region", deadline):
+            shed.append("rgc")
+        elif self.cfg.rgc:
+            start = time.perf_counter()
+            region, count = select_region(frame.residual, self.regions, self.cfg.rgc_threshold)
+            if count > 0:
+                self._correct(frame.image, region)
+                result.kind += "+RGC"
+                result.region = region
+                timings["cnn_region"] = time.perf_counter() - start
+                self._measure("cnn_region", timings["cnn_region"])
+            else:
+                timings["cnn_region"] = time.perf_counter() - start
+
+    def _warp(self, frame: Frame, timings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """FFW: the frame's features warped from the anchor's (chain) or the key frame's (accumulate), and
+        the mask of cells the warp could not fill. Accumulated motion advances on anchors."""
+        motion = frame.motion
+        if self.dense is None and self.cfg.propagation == "chain" and self.cfg.motion_resampling == "nearest":
+            start = time.perf_counter()  # straight from the block field, in one pass of the native kernel
+            features, mask = warp_blocks(self.anchor_features, motion.vectors, motion.valid, motion.block,
+                                         self.stride, self.cfg.warp_sampling)
+        else:
+            flow = self._motion(frame, timings)
+            start = time.perf_counter()
+            if self.cfg.propagation == "accumulate":
+                to_key = compose(flow, self.motion_to_key)
+                features, mask = warp(self.key_features, to_key, self.cfg.warp_sampling)
+                if frame.pict_type != "B":
+                    self.motion_to_key = to_key
+            else:
+                features, mask = warp(self.anchor_features, flow, self.cfg.warp_sampling)
+        timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
+        return features, mask
+
+    def _motion(self, frame: Frame, timings: dict) -> GridFlow:
+        """The frame's motion to the last anchor on the feature grid: the codec's vectors (timed as part of
+        the warp), or a dense flow (its own ``flow`` stage)."""
+        if self.dense is not None:
+            return self._dense_flow(frame, timings)
         start = time.perf_counter()
-        logits = self._logits(self.features)
-        labels = self._labels(logits)
-        timings["labels"] = time.perf_counter() - start
-        self.last_logits = logits
-        shed_modules = tuple(m for m, on in (("fusion", self.correction is not None), ("rgc", self.cfg.rgc)) if on) \
-            if shed and kind == "warp" else ()
-        return FrameResult(frame.index, frame.pict_type, kind, labels, None, score, region, distorted, timings,
-                           warped=warped if self.details else None, distortion=distortion if self.details else None,
-                           shed=shed_modules)
+        motion = frame.motion
+        flow = motion_to_grid(motion.vectors, motion.valid, motion.block, self.grid, self.stride,
+                              self.cfg.motion_resampling)
+        timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
+        return flow
 
     def _truth(self, flows, frame: Frame) -> np.ndarray:
         """The ground-truth flow of ``frame``: to the previous frame, so only where that is the anchor."""
@@ -510,7 +610,8 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                       overwrite: bool = False, limit: int | None = None,
                       progress: Callable[[FrameResult, RunSummary], None] | None = None,
                       overlay: str | None = None, side_by_side: bool = False, live: bool = False) -> RunSummary:
-    """Segment ``source`` and write every frame's result into the folder ``out`` (see :mod:`taplab.io.writers`).
+    """Segment ``source`` (as :meth:`Segmenter.run` takes it) and write every frame's result into the folder
+    ``out`` (see :mod:`taplab.io.writers`); a skipped frame (``kind="skip"``) gets a line in the log only.
 
     Also writes ``frames.json`` and ``frames.csv`` (also when interrupted: the frames done so far), and
     with ``overlay`` a video of the frames blended with their masks (``side_by_side``: next to them),
@@ -525,11 +626,13 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     if unknown:
         raise ConfigError(f"unknown output format {unknown[0]!r}; choose from {', '.join(WRITERS)}")
     out = Path(out)
-    source_video = open_video(source)  # a bad source fails before the output folder is touched
+    owned = not isinstance(source, Video)
+    source_video = open_video(source) if owned else source  # a bad source fails before the folder is touched
     try:
         prepare_output(out, overwrite)
     except BaseException:
-        source_video.close()
+        if owned:
+            source_video.close()
         raise
     writers = [WRITERS[f](out, segmenter.model.colors) for f in dict.fromkeys(formats)]
     video = OverlayVideo(overlay, segmenter.model.colors, source_video.fps or 25.0, side_by_side) if overlay else None
@@ -540,8 +643,9 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     try:
         for result in segmenter.run(source_video, images=video is not None, live=live):
             start_write = time.perf_counter()
-            for writer in writers:
-                writer.write(result.index, result.labels)
+            if result.labels is not None:  # a skipped frame has no output: no files, a line in the log
+                for writer in writers:
+                    writer.write(result.index, result.labels)
             if video is not None:
                 video.write(result.image, result.labels)
             result.timings["write"] = time.perf_counter() - start_write
@@ -559,7 +663,8 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                 break
         complete = True
     finally:
-        source_video.close()
+        if owned:
+            source_video.close()
         write_log(out, records)
         if video is not None:
             video.close(complete)

@@ -10,18 +10,21 @@ Iterator style, or callback style:
     ...
     s.stop()
 
-A stream is :meth:`Segmenter.run` with a latency budget (key frames over budget run in the
-background, frames behind the budget shed fusion and RGC: see :class:`~taplab.runtime.RuntimeConfig`).
-``live=True`` paces a file at its frame rate, as a camera would deliver it. ``stop()`` (or leaving
-the ``with`` block) ends the stream after the frame in hand and joins every thread; for a network
-source that blocks, after its read returns or times out.
+Sources: anything :func:`taplab.open_video` reads: RTSP (over TCP by default; UDP with
+``source_options={"rtsp_transport": "udp"}``), MPEG-TS over UDP or TCP, HTTP, a pipe or other binary
+file object fed by another process, a file still being written (``follow=True``), or a file
+(``live=True`` paces it at its frame rate, as a camera would deliver it).
+
+A stream is :meth:`Segmenter.run` with a latency budget, kept by the policy that
+:class:`~taplab.runtime.RuntimeConfig` describes: key frames over budget in the background, then
+fusion and RGC shed, then late frames skipped (``kind="skip"``, no labels; their vectors still carry
+the features on). ``stop()`` (or leaving the ``with`` block) ends the stream after the frame in hand
+and joins every thread; for a network source that blocks, after its read returns or times out.
 
 A network source (a URL) that ends, disconnects or fails is reopened, after ``backoff`` seconds
 doubling up to ``max_backoff`` (until ``stop()``, or ``retries`` failed attempts in a row); the
 first result after the gap records it (``FrameResult.gap``, seconds without frames), and indices
-continue across reconnections. A file simply ends.
-
-Still to come (the live-stream issue): skipping output frames when far behind.
+continue across reconnections. A file, a pipe or a followed file simply ends.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class Stream:
 
     def __init__(self, segmenter: Segmenter, source, on_result: Callable[[FrameResult], None] | None = None,
                  live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
-                 retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT):
+                 retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
+                 source_options: dict[str, str] | None = None):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
+        self.follow, self.source_options = follow, source_options
         self.reconnect = is_url(source) if reconnect is None else reconnect
         self.backoff, self.max_backoff, self.retries, self.timeout = backoff, max_backoff, retries, timeout
         self.reconnections = 0
@@ -56,12 +61,14 @@ class Stream:
             offset = following  # a reopened source numbers its frames from 0 again
             video = run = None
             try:
-                video = open_video(self.source, timeout=self.timeout)
+                video = open_video(self.source, timeout=self.timeout, follow=self.follow, options=self.source_options)
                 run = self.segmenter.run(video, live=self.live)
                 for result in run:
                     if self._stop.is_set():
                         return
                     result.index += offset
+                    if result.key_index is not None:
+                        result.key_index += offset
                     if gap_since is not None:
                         result.gap, gap_since = time.perf_counter() - gap_since, None
                     failures = 0
@@ -127,11 +134,15 @@ class Stream:
 def stream(source, model="default", latency_budget: float | None = 0.1,
            on_result: Callable[[FrameResult], None] | None = None, live: bool = False, device: str = "cpu",
            config=None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
-           retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, **options) -> Stream:
+           retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
+           source_options: dict[str, str] | None = None, **options) -> Stream:
     """A :class:`Stream` of ``source`` (anything :func:`taplab.open_video` accepts) segmented by ``model``,
     with ``latency_budget`` seconds (None: no limit) and any other :class:`~taplab.runtime.RuntimeConfig`
     field as a keyword. ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
     see the module docstring; ``timeout``: seconds a network source may take to open or to send
-    data before it counts as disconnected (a UDP stream has no end but this)."""
+    data before it counts as disconnected (a UDP stream has no end but this); ``follow``: the source is
+    a file still being written, read as it grows; ``source_options``: FFmpeg's options for the source,
+    e.g. ``{"rtsp_transport": "udp"}`` (see :func:`taplab.open_video`)."""
     segmenter = Segmenter(model, device=device, config=config, latency_budget=latency_budget, **options)
-    return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries, timeout)
+    return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries, timeout, follow,
+                  source_options)

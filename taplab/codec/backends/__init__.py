@@ -39,19 +39,19 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _pyav(source, timeout):
+def _pyav(source, timeout, options):
     from taplab.codec.backends.pyav import PyAVBackend
 
-    return PyAVBackend(source, timeout)
+    return PyAVBackend(source, timeout, options)
 
 
-def _mvextractor(source, timeout):
+def _mvextractor(source, timeout, options):
     from taplab.codec.backends.mvextractor import MVExtractorBackend
 
-    return MVExtractorBackend(source, timeout)
+    return MVExtractorBackend(source, timeout, options)
 
 
-#: backend name -> factory(source, timeout_seconds) -> Backend
+#: backend name -> factory(source, timeout_seconds, ffmpeg_options) -> Backend
 BACKENDS: dict[str, Callable[..., Backend]] = {"pyav": _pyav, "mvextractor": _mvextractor}
 
 #: PyAV's generic picture types folded onto the three the runtime knows

@@ -19,10 +19,11 @@ from taplab.errors import VideoOpenError
 
 
 class MVExtractorBackend:
-    def __init__(self, source, timeout: float | None):
+    def __init__(self, source, timeout: float | None, options: dict[str, str] | None = None):
+        """``options`` apply to the probe only: mv-extractor opens the source with its own defaults."""
         if not isinstance(source, (str, os.PathLike)):
             raise VideoOpenError("the mvextractor backend reads paths and URLs only; use backend='pyav' for file-like objects")
-        probe = PyAVBackend(source, timeout)  # raises the same clear errors as the default backend
+        probe = PyAVBackend(source, timeout, options)  # raises the same clear errors as the default backend
         self.codec, self.width, self.height = probe.codec, probe.width, probe.height
         self.fps, self.frame_count = probe.fps, probe.frame_count
         probe.close()

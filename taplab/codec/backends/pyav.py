@@ -22,11 +22,11 @@ _THREADING = {"h264": "SLICE", "hevc": "SLICE"}
 _LUMA_FIRST = ("yuv", "yuvj", "nv12", "nv21", "gray")
 
 
-def open_container(source, timeout: float | None) -> "av.container.InputContainer":
+def open_container(source, timeout: float | None, options: dict[str, str] | None = None) -> "av.container.InputContainer":
     """``av.open`` with FFmpeg's errors turned into :class:`VideoOpenError`."""
     name = _describe(source)
     try:
-        return av.open(source, mode="r", timeout=timeout)
+        return av.open(source, mode="r", timeout=timeout, options=options or {})
     except av.error.FileNotFoundError as exc:
         raise VideoOpenError(f"no such file: {name}") from exc
     except av.error.IsADirectoryError as exc:
@@ -50,8 +50,8 @@ def _describe(source) -> str:
 class PyAVBackend:
     """Decodes with PyAV; frame threading where the exported vectors do not depend on it."""
 
-    def __init__(self, source, timeout: float | None):
-        self._container = open_container(source, timeout)
+    def __init__(self, source, timeout: float | None, options: dict[str, str] | None = None):
+        self._container = open_container(source, timeout, options)
         videos = self._container.streams.video
         if not videos:
             kinds = sorted({s.type for s in self._container.streams})

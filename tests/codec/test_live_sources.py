@@ -1,0 +1,83 @@
+"""Live sources at the reader: a file still being written (``follow``), a pipe from another process, and
+the options a stream is opened with. Real MPEG-TS from taplab's encoder; the writers are real processes
+or threads writing at the frame rate."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from taplab.codec import open_video
+from taplab.codec.loopback import mpegts_clip
+from taplab.errors import VideoOpenError
+from tests.conftest import DX, DY, translation_frames
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return mpegts_clip(translation_frames(24, 128, 256, DX, DY))
+
+
+def vectors(source, **kw):
+    with open_video(source, **kw) as video:
+        return [(f.pict_type, None if f.motion is None else f.motion.vectors.copy()) for f in video]
+
+
+def assert_same_frames(got, expected):
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    for (_, a), (_, b) in zip(got, expected):
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+
+
+def test_a_growing_file_is_read_as_it_grows_and_ends_when_it_stops(clip, tmp_path):
+    path = tmp_path / "recording.ts"
+    path.write_bytes(b"")  # the recorder has created it, nothing written yet
+
+    def record() -> None:
+        with open(path, "ab") as out:
+            for i, data in enumerate(clip.frames()):
+                time.sleep(1 / clip.fps)
+                out.write(data)
+                out.flush()
+
+    writer = threading.Thread(target=record)
+    start = time.perf_counter()
+    writer.start()
+    got = vectors(path, follow=True, timeout=0.5)
+    elapsed = time.perf_counter() - start
+    writer.join()
+    assert_same_frames(got, vectors(path))  # every frame, as read from the finished file
+    assert len(got) == 24 and clip.seconds < elapsed < clip.seconds + 0.5 + 1.0  # waited, then ended
+
+
+def test_without_follow_a_growing_file_ends_at_its_current_end(clip, tmp_path):
+    path = tmp_path / "part.ts"
+    path.write_bytes(b"".join(clip.frames()[:10]))
+    assert len(vectors(path)) <= 10
+
+
+def test_a_pipe_from_another_process_gives_the_files_frames(clip, tmp_path):
+    path = tmp_path / "clip.ts"
+    path.write_bytes(clip.data)
+    with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as proc:
+        got = vectors(proc.stdout)
+    assert len(got) == 24
+    assert_same_frames(got, vectors(path))
+
+
+def test_follow_is_refused_where_it_makes_no_sense(clip, tmp_path):
+    with pytest.raises(VideoOpenError, match="not a URL"):
+        open_video("tcp://127.0.0.1:9", follow=True)
+    with pytest.raises(VideoOpenError, match="already waits for its writer"):
+        open_video(sys.stdin.buffer, follow=True)
+
+
+def test_ffmpeg_options_reach_the_demuxer(clip, tmp_path):
+    path = tmp_path / "clip.ts"
+    path.write_bytes(clip.data)
+    second_gop = clip.frame_ends[11]  # where frame 12, the second I-frame, begins
+    got = vectors(path, options={"skip_initial_bytes": str(second_gop)})
+    assert_same_frames(got, vectors(path)[12:])
