@@ -207,3 +207,29 @@ def test_segment_cli_reads_a_pipe_on_standard_input(tmp_path):
     assert done.returncode == 0, done.stderr
     got, expected = _cli_labels(tmp_path / "pipe"), _cli_labels(tmp_path / "file")
     assert len(got) == 24 and all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+def test_a_stream_with_corrupt_packets_goes_on_and_recovers_at_the_next_key_frame(tmp_path):
+    from taplab.codec.loopback import TsClip
+    from tests.conftest import DX, DY, translation_frames
+
+    clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
+    (tmp_path / "clip.ts").write_bytes(clip.data)
+    options = dict(rgc=False, rgfs=False)
+    expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
+    data = bytearray(clip.data)
+    start = clip.frame_ends[4]  # frame 5's packets: garble the payload, keep the TS headers
+    for packet in range(start, clip.frame_ends[5] - 188 + 1, 188):
+        data[packet + 20:packet + 180] = bytes(range(160))
+    broken = TsClip(bytes(data), clip.frame_ends, clip.fps)
+    with taplab.stream(f"tcp://127.0.0.1:{serve_tcp(broken)}", model=GatedModel(10**9), reconnect=False,
+                       **options) as s:
+        results = list(s)  # FFmpeg conceals what it can and drops what it cannot, silently here
+    indices = [r.index for r in results]
+    assert indices == list(range(len(indices))) and len(indices) >= 22  # at most two frames lost
+    by_index = {r.index: r.labels for r in results}
+    assert all(np.array_equal(by_index[i], expected[i]) for i in range(5))
+    # the decoder's concealment is wrong until the next I-frame, which restores every label; the frames are
+    # numbered as they arrive, so a lost frame shifts the later indices by one
+    tail = results[-11:]
+    assert all(np.array_equal(r.labels, e) for r, e in zip(tail, expected[-11:]))
