@@ -337,7 +337,7 @@ class _SegmentStatus:
               help="Residual level (0-255) a pixel must exceed to count in the distortion map [30].")
 @click.option("--latency-budget", type=float, default=None,
               help="Seconds from a frame's arrival to its result: key frames over it run in the background, then "
-                   "RGC/fusion are shed, then late frames skipped (docs/runtime.md) [no limit].")
+                   "RGC/fusion are shed, then late frames skipped (docs/live.md) [no limit].")
 @click.option("--motion-source", type=click.Choice(["codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback"]),
               default=None, help="Motion for FFW: the codec's vectors [codec], or dense optical flow (the baseline).")
 @click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")

@@ -311,8 +311,8 @@ class _RtspSession:
 
 def serve_rtsp(clips: TsClip | list[TsClip]) -> int:
     """Serve a clip at ``rtsp://127.0.0.1:PORT/live``; a list, one clip per RTSP connection. The client
-    picks the transport (FFmpeg: the ``rtsp_transport`` option). After the clip the server sends an
-    RTCP BYE and closes the connection. Returns the port."""
+    picks the transport (FFmpeg: the ``rtsp_transport`` option). A frame's time after the clip the server
+    sends an RTCP BYE, then waits for the client's TEARDOWN or disconnection. Returns the port."""
     server = _listen()
     port = server.getsockname()[1]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -100,9 +101,11 @@ class Video:
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, backend: Backend, name: str, file=None):
+    def __init__(self, backend: Backend, name: str, file=None, live: bool = False):
         self._backend = backend
+        self.live = live  # frames arrive in real time: a URL, a pipe or a followed file
         self._file = file  # a file object the reader opened (a followed file), closed with it
+        self._abandoned = False
         self.name = name
         self.codec: str = backend.codec
         self.width: int = backend.width
@@ -148,8 +151,20 @@ class Video:
             fields.append(MotionField.from_raw(raw, self.width, self.height, self.block, direction, ref))
         return fields[0], fields[1]
 
+    def interrupt(self) -> None:
+        """Make a read that waits on the source return soon where the source allows it: a followed file
+        stops waiting (a network read returns at its timeout)."""
+        if self._file is not None:
+            self._file.interrupt()
+
+    def abandon(self) -> None:
+        """Another thread may still be inside the decoder: :meth:`close` leaves the decoder to the garbage
+        collector rather than close it under that thread."""
+        self._abandoned = True
+
     def close(self) -> None:
-        self._backend.close()
+        if not self._abandoned:
+            self._backend.close()
         if self._file is not None:
             self._file.close()
 
@@ -194,6 +209,7 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
     if factory is None:
         raise VideoOpenError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     options = dict(options or {})
+    live = follow or is_url(source) or (hasattr(source, "read") and not _seekable(source))
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if not _URL.match(text):
@@ -205,6 +221,11 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
             if path.stat().st_size == 0 and not follow:
                 raise VideoOpenError(f"empty file: {text}")
             if follow:
+                if path.suffix.lower() in (".mp4", ".mov", ".m4v", ".3gp"):
+                    raise VideoOpenError(f"cannot follow {text}: an MP4 being written is unreadable until it is "
+                                         "finished (its index comes last); record MPEG-TS (.ts) instead")
+                if backend != "pyav":
+                    raise VideoOpenError("follow needs backend='pyav' (mv-extractor reads paths and URLs only)")
                 source = GrowingFile(path, timeout)
         elif follow:
             raise VideoOpenError(f"follow is for a file that is still being written, not a URL: {text}")
@@ -216,15 +237,37 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
             raise VideoOpenError("follow is for a path to a file that is still being written; a file object "
                                  "(a pipe) already waits for its writer")
         name = getattr(source, "name", None) or f"<{type(source).__name__}>"
+        if live and hasattr(source, "read1"):
+            source = _Arrived(source)
     else:
         raise VideoOpenError(f"cannot read a video from a {type(source).__name__}; pass a path, URL or binary file object")
     try:
-        decoder = factory(source, timeout, options)
+        decoder = factory(source, timeout, options, live)
     except BaseException:
         if follow:
             source.close()
         raise
-    return Video(decoder, str(name), source if follow else None)
+    return Video(decoder, str(name), source if follow else None, live)
+
+
+def _seekable(source) -> bool:
+    try:
+        return bool(source.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Arrived:
+    """A buffered pipe whose ``read(n)`` returns the bytes that have arrived (``read1``) rather than waiting
+    for all ``n``: FFmpeg asks for 32 KB at a time, a dozen small frames, which would otherwise wait for
+    the frames after them (measured: a pipe opened 13 frames late)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.name = getattr(stream, "name", None)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read1(size)
 
 
 class GrowingFile:
@@ -236,20 +279,28 @@ class GrowingFile:
         self.name = os.fspath(path)
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close(), when the demuxer is done
         self._idle, self._poll = idle, poll
-        self._ended = False  # FFmpeg reads again after an end: it is final, not another wait
+        self._ended = threading.Event()  # FFmpeg reads again after an end: it is final, not another wait
+        self._lock = threading.Lock()  # the decoding thread reads, the consumer closes
 
     def read(self, size: int = -1) -> bytes:
         waited_since = None
         while True:
-            data = self._file.read(size)
-            if data or self._ended:
+            with self._lock:
+                data = b"" if self._file.closed else self._file.read(size)
+            if data or self._ended.is_set():
                 return data
             now = time.monotonic()
             waited_since = waited_since or now
             if self._idle is not None and now - waited_since >= self._idle:
-                self._ended = True
+                self._ended.set()
                 return b""
-            time.sleep(self._poll)
+            self._ended.wait(self._poll)
+
+    def interrupt(self) -> None:
+        """Stop waiting: the file ends at what it holds now."""
+        self._ended.set()
 
     def close(self) -> None:
-        self._file.close()
+        self.interrupt()
+        with self._lock:
+            self._file.close()

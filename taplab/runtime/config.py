@@ -70,11 +70,12 @@ class RuntimeConfig:
 
             1. Key frames: the CNN runs in a background thread and is waited for while it can still
                finish within the budget (known once it has run: its measured time). A key frame over
-               budget shows a stand-in meanwhile, the last output moved by the frame's vectors where it
-               has them (``kind="hold"``); the frames that follow warp from the stand-in, and when the
-               key frame's features are ready, the motion accumulated since the key frame carries them to
+               budget shows a stand-in meanwhile, the current key frame's features carried to it
+               (``kind="hold"``); the frames that follow warp from the stand-in, and when the key
+               frame's features are ready, the motion accumulated since the key frame carries them to
                the current frame at once. One CNN runs at a time: a P-frame that RGFS selects while one
-               runs is warped instead (``shed`` names ``"rgfs"``); a later I-frame supersedes it.
+               runs is warped instead (``shed`` names ``"rgfs"``); an I-frame queues behind it, and the
+               running CNN's features, when ready, are carried to the I-frame in place of its stand-in.
             2. Warped frames: fusion and RGC run only where their expected time (the running mean of
                their measured times; before RGC's first pass, the CNN's time scaled by the region's
                share of the frame) and the labels' still fit in the budget, and never while a key
@@ -82,12 +83,15 @@ class RuntimeConfig:
             3. Frames: a warped frame already past its budget when a newer frame has arrived, and the
                frames before the first key frame's features exist, are skipped (``kind="skip"``, no
                labels): their vectors still extend the motion chain, so the next output is exact.
-               Decoding is never skipped. Key frames are never skipped.
+               Decoding is never skipped, nor is a key frame's CNN.
 
             So every output frame's latency stays within the budget plus the cost of a warped frame
-            (tested with a deliberately slow model). Needs ``propagation="accumulate"``.
+            (tested with deliberately slow models). B-frames are warped with their past vectors, or
+            skipped without them (never run in line). Needs ``propagation="accumulate"``.
+            docs/live.md has the decisions and measurements.
         b_frames: ``"key"`` (B-frames are key frames; default) or ``"past"`` (warp B-frames with
-            their past-reference vectors where they have them, else key frames).
+            their past-reference vectors where they have them, else key frames). Under a
+            ``latency_budget``, B-frames are warped where they can be and skipped where not.
         labels: full-resolution labels from the logits: ``"bilinear"`` (default: what bilinear
             upsampling of the logits and an arg-max give, computed only near class boundaries by
             :func:`taplab.ops.labels.upsample_labels`: 13-31 ms at 720p, 99.9% equal to the full

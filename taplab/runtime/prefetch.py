@@ -76,11 +76,13 @@ class Prefetch(Generic[T]):
             items = list(self._queue.queue)
         return sum(1 for item in items if item is not _END and not isinstance(item, _Failure))
 
-    def close(self) -> None:
-        """Stop and join the thread (at most 5 s: a decoder blocked in a read ends at its timeout)."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the thread and join it for at most ``timeout`` seconds (a decoder blocked in a network read
+        returns at its own timeout). Returns whether the thread has ended."""
         self._done = True
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def prefetch(items: Iterable[T], depth: int = 8, prepare: Callable[[T], None] | None = None) -> Prefetch[T]:

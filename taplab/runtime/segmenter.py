@@ -177,7 +177,9 @@ class Segmenter:
                     result.image = frame.image
                 yield result
         finally:
-            frames.close()  # stops and joins the decoding thread before the video closes under it
+            video.interrupt()  # a read waiting on the source (a followed file) returns now
+            if not frames.close():  # the decoding thread, stopped and joined before the video closes under it
+                video.abandon()  # still blocked in a network read: closing the decoder now would pull it away
             run.close()
             if owned:
                 video.close()
@@ -204,6 +206,17 @@ def _timed(video, live: bool = False) -> Iterator[tuple[Frame, dict]]:
         yield frame, {"decode": decode, "arrival": time.perf_counter()}
 
 
+@dataclass
+class _KeyJob:
+    """A key frame's CNN in the background thread: ``future`` gives (features, seconds); ``carry`` is the
+    motion from the current key frame back to this job's frame, None while this job's frame is the current
+    key frame (a later key frame took its place while it ran)."""
+
+    future: Future
+    index: int
+    carry: GridFlow | None = None
+
+
 class _Run:
     """The state of one run: the anchor's features and motion, and the RGFS selector."""
 
@@ -224,11 +237,11 @@ class _Run:
         self.features: torch.Tensor | None = None
         self.anchor_features: torch.Tensor | None = None
         self.key_features: torch.Tensor | None = None
-        self.motion_to_key: GridFlow | None = None
+        self.motion_to_key: GridFlow = zero_flow(self.grid)
         self.key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits (M_coarse's reference)
         # a latency budget: the key frame whose CNN runs in the background, what the stages cost
-        self.pending: Future | None = None
-        self.pending_index = self.key_index = -1  # the frames whose CNN is pending, whose features are the key's
+        self.jobs: list[_KeyJob] = []  # key frames' CNNs in the background thread, oldest first
+        self.key_index = -1  # the key frame whose CNN output the current features carry
         self.cnn_seconds: float | None = None
         self.costs: dict[str, float] = {}  # stage -> running mean of its seconds (fusion, cnn_region, labels)
         self._executor: ThreadPoolExecutor | None = None
@@ -263,15 +276,19 @@ class _Run:
             prep["decode"] += time.perf_counter() - start
 
     def _warpable(self, frame: Frame) -> bool:
+        """Whether the frame can be warped: it has past motion, and is a P-frame, or a B-frame where
+        B-frames are warped (``b_frames="past"``, or under a latency budget: see ``step``)."""
         if not self.cfg.ffw or frame.pict_type == "I" or (frame.motion is None and self.dense is None):
             return False
-        return frame.pict_type == "P" or self.cfg.b_frames == "past"
+        return frame.pict_type == "P" or self.cfg.b_frames == "past" or self.cfg.latency_budget is not None
 
     def close(self) -> None:
-        """Stop the background CNN, if any (a pending key frame's result is dropped)."""
+        """Stop the background CNN: a queued one is dropped, a running one is waited for (at most one key
+        frame's CNN time) so that no thread outlives the run."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self.jobs.clear()
 
     # -- a latency budget (see RuntimeConfig.latency_budget for the policy)
     def _cost(self, stage: str) -> float:
@@ -293,28 +310,34 @@ class _Run:
         runs in the background nothing optional does: it takes the cores the CNN needs."""
         if deadline is None:
             return True
-        return self.pending is None and time.perf_counter() + self._cost(stage) + self._cost("labels") <= deadline
+        return not self.jobs and time.perf_counter() + self._cost(stage) + self._cost("labels") <= deadline
 
     def _adopt(self) -> None:
-        """Take the background key frame's features where they are ready. The motion accumulated since
-        that key frame carries them to the current frame at the next warp."""
-        if self.pending is None or not self.pending.done():
-            return
-        features, seconds = self.pending.result()
-        self.pending = None
-        self.key_features, self.key_labels, self.key_index = features, None, self.pending_index
-        self.cnn_seconds = seconds
+        """Take the background key frames' features that are ready, oldest first, in place of the current
+        key frame's stand-in. An older key frame's are first carried to the current key frame (through
+        the motion between them); the motion accumulated since the current key frame then carries them
+        to the current frame at the next warp."""
+        while self.jobs and self.jobs[0].future.done():
+            job = self.jobs.pop(0)
+            if job.future.cancelled():
+                continue
+            features, self.cnn_seconds = job.future.result()
+            if job.carry is not None:
+                features, _ = warp(features, job.carry, self.cfg.warp_sampling)
+            self.key_features, self.key_labels, self.key_index = features, None, job.index
 
-    def _submit(self, frame: Frame) -> Future:
-        """Start a key frame's CNN in the background thread. It supersedes one still pending: a key frame
-        restarts the motion chain, so the older features could no longer be carried to the frames after it."""
+    def _submit(self, frame: Frame, to_key: GridFlow) -> _KeyJob:
+        """Start a key frame's CNN in the background thread; ``to_key`` is the frame's motion to the current
+        key frame, which it replaces. A CNN already running is never dropped (a slow CNN would otherwise
+        never finish one): its result will be carried here. One queued and not started is dropped."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="taplab-key")
-        if self.pending is not None:
-            self.pending.cancel()  # where it has not started; a running one finishes and is dropped
-        self.pending = self._executor.submit(self._timed_features, frame.image)
-        self.pending_index = frame.index
-        return self.pending
+        for job in self.jobs:
+            job.carry = to_key if job.carry is None else compose(to_key, job.carry)
+        self.jobs = [job for job in self.jobs if not job.future.cancel()]
+        job = _KeyJob(self._executor.submit(self._timed_features, frame.image), frame.index)
+        self.jobs.append(job)
+        return job
 
     @torch.inference_mode()
     def _timed_features(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
@@ -333,12 +356,16 @@ class _Run:
         self._adopt()
         kind, score = self._decide(frame)
         shed: list[str] = []
-        if kind == "key-RGFS" and deadline is not None and self.pending is not None:
-            kind = "warp"  # one background CNN at a time; this frame has vectors to be warped with
+        anchor = frame.pict_type != "B"
+        if kind == "key-RGFS" and deadline is not None and (self.jobs or not anchor):
+            kind = "warp"  # one background CNN at a time, and none for a B-frame: it has vectors to warp with
             shed.append("rgfs")
         result = FrameResult(frame.index, frame.pict_type, kind, None, residual_score=score, timings=timings)
-        anchor = frame.pict_type != "B"
-        if kind.startswith("key"):
+        if kind.startswith("key") and deadline is not None and not anchor:
+            # a B-frame without past vectors: its CNN in line could hold the output up without bound, and
+            # in the background nothing could carry it forward (B-frames are no anchors)
+            result.kind = "skip"
+        elif kind.startswith("key"):
             result.kind = self._key(frame, kind, deadline, timings)
         elif self.key_features is None or (newer and deadline is not None and time.perf_counter() > deadline):
             # nothing to warp yet (the first key frame's CNN is running), or too late to be worth showing
@@ -370,7 +397,7 @@ class _Run:
         """The frame's kind before any budget applies (key-I, key, key-RGFS or warp), and its RGFS score."""
         if frame.pict_type == "I":
             return "key-I", None
-        has_source = self.anchor_features is not None or self.key_features is not None or self.pending is not None
+        has_source = self.anchor_features is not None or self.key_features is not None or bool(self.jobs)
         if not self._warpable(frame) or not has_source:
             return "key", None
         if not self.cfg.rgfs:
@@ -385,33 +412,32 @@ class _Run:
         the current key frame's features carried to it (through its own vectors where it has them, else
         to the last anchor: the last output without its corrections) (``"hold"``; ``"skip"`` before the
         first key frame's features exist); the stand-in becomes the key frame that the following
-        frames' motion accumulates to, until the CNN's features replace it."""
-        anchor = frame.pict_type != "B"
-        if deadline is None or not anchor:  # B-frames are never anchors: nothing could carry them forward
+        frames' motion accumulates to, until the CNN's features replace it (``_adopt``)."""
+        if deadline is None:
             start = time.perf_counter()
             features = self._features(frame.image)
             timings["cnn_full"] = self.cnn_seconds = time.perf_counter() - start
-            self._set_key(features, anchor, frame.index)
+            self._set_key(features, frame.pict_type != "B", frame.index)
             return kind
-        future = self._submit(frame)
+        to_key = compose(self._motion(frame, timings), self.motion_to_key) if self._warpable(frame) \
+            else self.motion_to_key  # no vectors (an I-frame): as the last anchor saw the key frame
+        job = self._submit(frame, to_key)
         labels = self._cost("labels")
         if self.cnn_seconds is None or time.perf_counter() + self.cnn_seconds + labels <= deadline:
             try:
-                features, seconds = future.result(timeout=max(0.0, deadline - labels - time.perf_counter()))
+                features, seconds = job.future.result(timeout=max(0.0, deadline - labels - time.perf_counter()))
             except FutureTimeout:
                 pass
             else:
-                self.pending = None
+                self.jobs.clear()  # older ones finished first (one worker), and this one supersedes them
                 timings["cnn_full"] = self.cnn_seconds = seconds
                 self._set_key(features, True, frame.index)
                 return kind
         stand_in = None  # before the first key frame's features: nothing to show
-        if self.key_features is not None and self._warpable(frame):
-            stand_in, _ = self._warp(frame, timings)
-        elif self.key_features is not None:  # no vectors (an I-frame): the key frame as the last anchor saw it
+        if self.key_features is not None:
             start = time.perf_counter()
-            stand_in, _ = warp(self.key_features, self.motion_to_key, self.cfg.warp_sampling)
-            timings["warp"] = time.perf_counter() - start
+            stand_in, _ = warp(self.key_features, to_key, self.cfg.warp_sampling)
+            timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
         self.features = stand_in
         self.key_features, self.motion_to_key, self.key_labels = stand_in, zero_flow(self.grid), None
         return "hold" if stand_in is not None else "skip"
@@ -574,14 +600,14 @@ class RunSummary:
     kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    shed: int = 0  # frames that left modules out to catch up
+    latencies: list[float] = field(default_factory=list)  # of the frames with output
+    shed: int = 0  # frames that left modules out to keep a latency budget
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
         self.shed += bool(result.shed)
-        if result.latency is not None:
+        if result.latency is not None and result.labels is not None:
             self.latencies.append(result.latency)
         for stage, t in result.timings.items():
             self.stages[stage] = self.stages.get(stage, 0.0) + t
@@ -601,8 +627,9 @@ class RunSummary:
                 f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
         if self.latencies:
             p50, p95 = np.percentile(self.latencies, [50, 95])
-            text += (f"\nlatency (arrival to result): p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms, "
-                     f"max {1000 * max(self.latencies):.0f} ms; frames that shed modules to catch up: {self.shed}")
+            text += (f"\nlatency (arrival to result, frames with output): p50 {1000 * p50:.0f} ms, "
+                     f"p95 {1000 * p95:.0f} ms, max {1000 * max(self.latencies):.0f} ms; frames that shed modules: "
+                     f"{self.shed}, skipped: {self.kinds.get('skip', 0)}")
         return text
 
 

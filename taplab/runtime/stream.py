@@ -53,6 +53,7 @@ class Stream:
         self.reconnections = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._video = None  # the source open now, which stop() interrupts where it can
         self.error: BaseException | None = None  # what ended a callback-style stream early, if anything
 
     def __iter__(self) -> Iterator[FrameResult]:
@@ -61,7 +62,8 @@ class Stream:
             offset = following  # a reopened source numbers its frames from 0 again
             video = run = None
             try:
-                video = open_video(self.source, timeout=self.timeout, follow=self.follow, options=self.source_options)
+                video = self._video = open_video(self.source, timeout=self.timeout, follow=self.follow,
+                                                 options=self.source_options)
                 run = self.segmenter.run(video, live=self.live)
                 for result in run:
                     if self._stop.is_set():
@@ -117,6 +119,8 @@ class Stream:
     def stop(self, timeout: float = 10.0) -> None:
         """End the stream after the frame in hand and join its thread."""
         self._stop.set()
+        if self._video is not None:
+            self._video.interrupt()  # a followed file stops waiting for more
         if self._thread is not None:
             self._thread.join(timeout)
 

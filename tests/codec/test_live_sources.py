@@ -73,6 +73,12 @@ def test_follow_is_refused_where_it_makes_no_sense(clip, tmp_path):
         open_video("tcp://127.0.0.1:9", follow=True)
     with pytest.raises(VideoOpenError, match="already waits for its writer"):
         open_video(sys.stdin.buffer, follow=True)
+    (tmp_path / "rec.mp4").write_bytes(b"")
+    with pytest.raises(VideoOpenError, match="record MPEG-TS"):
+        open_video(tmp_path / "rec.mp4", follow=True)
+    (tmp_path / "rec.ts").write_bytes(clip.data)
+    with pytest.raises(VideoOpenError, match="follow needs backend='pyav'"):
+        open_video(tmp_path / "rec.ts", follow=True, backend="mvextractor")
 
 
 def test_ffmpeg_options_reach_the_demuxer(clip, tmp_path):
@@ -81,3 +87,41 @@ def test_ffmpeg_options_reach_the_demuxer(clip, tmp_path):
     second_gop = clip.frame_ends[11]  # where frame 12, the second I-frame, begins
     got = vectors(path, options={"skip_initial_bytes": str(second_gop)})
     assert_same_frames(got, vectors(path)[12:])
+
+
+@pytest.mark.parametrize("options, lag", [(None, 2), ({"fflags": "+noparse"}, 1)])
+def test_a_live_source_holds_back_no_more_frames_than_the_container_needs(clip, options, lag):
+    """The writer sends frame i only once frame i - lag - 1 has come out of the reader. MPEG-TS completes a
+    frame when the next one starts, and FFmpeg's MPEG-4 parser when the one after that (lag 2); without
+    the parser (``fflags=+noparse``) lag 1 is the least possible. Frame threading, which holds back a
+    frame per decoding thread, or a pipe read that waits for a full buffer, stall this exchange."""
+    import os
+
+    read_fd, write_fd = os.pipe()
+    came_out = [threading.Event() for _ in clip.frames()]
+    stalled = []
+
+    def write() -> None:
+        with os.fdopen(write_fd, "wb") as out:
+            for i, data in enumerate(clip.frames()):
+                if i > lag and not came_out[i - lag - 1].wait(5):
+                    stalled.append(i)
+                    return
+                out.write(data)
+                out.flush()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(read_fd, "rb") as pipe, open_video(pipe, options=options) as video:
+        assert video.live
+        for frame in video:
+            came_out[frame.index].set()
+    writer.join()
+    assert not stalled and all(event.is_set() for event in came_out)
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "h264"])
+def test_noparse_reads_the_same_frames_and_vectors(codec, tmp_path):
+    path = tmp_path / "clip.ts"
+    path.write_bytes(mpegts_clip(translation_frames(24, 128, 256, DX, DY), codec=codec).data)
+    assert_same_frames(vectors(path, options={"fflags": "+noparse"}), vectors(path))

@@ -5,7 +5,6 @@ scheduling); decoding and motion are real."""
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -42,13 +41,16 @@ def test_a_late_key_frame_holds_then_catches_up_exactly(translation_clip):
     model = GatedModel(gate_from=2)  # the probe pass, the first key frame; then the gate
     run = Segmenter(model, rgc=False, rgfs=False, latency_budget=0.1).run(translation_clip, logits=True, live=True)
     results = [next(run) for _ in range(15)]  # frames 0..14: the second I-frame (12) is over budget
-    assert [r.kind for r in results[:13]] == ["key-I"] + ["warp"] * 11 + ["hold"]
-    np.testing.assert_array_equal(results[12].labels, results[11].labels)  # holds the last output
-    assert results[12].key_index == 0 and 0.09 < results[12].latency < 0.2  # waited for the CNN within budget
+    model.gate.set()  # (before the checks: the stream goes on meanwhile, and late frames would be skipped)
+    assert model.finished.wait(10)
+    later = list(run)  # frames 15..23: the key frame's features adopted, carried forward by the motion since
+    kinds = [r.kind for r in results]
+    # (a loaded machine may make a warped frame late enough to skip)
+    assert kinds[0] == "key-I" and set(kinds[1:12]) <= {"warp", "skip"} and kinds[12] == "hold"
+    torch.testing.assert_close(results[12].logits, inline[11])  # the key frame as the last anchor saw it
+    assert results[12].key_index == 0 and 0.05 < results[12].latency < 0.3  # waited for the CNN within budget
     meanwhile = [r for r in results[13:] if r.kind == "warp"]
     assert meanwhile and all(r.key_index == 0 and not torch.equal(r.logits, inline[r.index]) for r in meanwhile)
-    model.gate.set()
-    later = list(run)  # frames 15..23: the key frame's features adopted, carried forward by the motion since
     assert [r.index for r in later] == list(range(15, 24))
     caught_up = [r for r in later if r.key_index == 12]
     assert len(caught_up) >= 6
@@ -71,7 +73,7 @@ def test_frames_before_the_first_key_frames_features_are_skipped_then_exact(tran
         torch.testing.assert_close(r.logits, inline[r.index])
 
 
-def test_within_budget_key_frames_run_in_line(translation_clip):
+def test_key_frames_whose_cnn_fits_the_budget_are_shown_at_once(translation_clip):
     results = list(Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=60.0).run(translation_clip))
     assert [r.kind for r in results] == (["key-I"] + ["warp"] * 11) * 2
 
@@ -109,7 +111,7 @@ class SlowModel(GatedModel):
 
 
 # a warped frame at 128x256 costs a few ms; the bound leaves room for a loaded machine
-P_FRAME = 0.04
+P_FRAME = 0.05
 
 
 def test_a_slow_model_keeps_latency_within_budget_and_catches_up_after_each_key_frame(translation_clip):
@@ -130,6 +132,28 @@ def test_a_slow_model_keeps_latency_within_budget_and_catches_up_after_each_key_
     corrected = [r for r in results if r.kind == "warp+RGC"]
     assert len(corrected) >= 6 and {r.index < 12 for r in corrected} == {True, False}
     assert all(r.shed == ("rgc",) for r in results if r.kind == "warp")
+
+
+def test_a_cnn_slower_than_the_gop_still_has_its_features_used(translation_clip):
+    # 0.6 s a CNN against 0.48 s between I-frames: the second I-frame arrives while the first one's CNN
+    # runs; that one is not dropped but carried to the second I-frame when it finishes
+    results = list(Segmenter(SlowModel(0.6), rgc=False, rgfs=False, latency_budget=0.1).run(
+        translation_clip, live=True))
+    shown = [r for r in results if r.labels is not None]
+    assert len(shown) >= 5 and all(r.key_index == 0 and r.index > 12 for r in shown)
+    assert all(r.latency <= 0.1 + P_FRAME for r in results)
+
+
+def test_b_frames_under_a_budget_are_warped_or_skipped_never_run_in_line(tmp_path):
+    from taplab.codec import encode
+    from tests.conftest import DX, DY, translation_frames
+
+    clip = encode(translation_frames(24, 128, 256, DX, DY), tmp_path / "b.mp4", gop=12, codec="mpeg4", bframes=2)
+    results = list(Segmenter(SlowModel(0.25), rgc=False, rgfs=False, latency_budget=0.1).run(clip, live=True))
+    b_frames = [r for r in results if r.pict_type == "B"]
+    assert len(b_frames) >= 12 and {r.kind for r in b_frames} <= {"warp", "skip"}
+    assert sum(r.kind == "warp" for r in b_frames) >= 6
+    assert all(r.latency <= 0.1 + P_FRAME for r in results), [round(r.latency, 3) for r in results]
 
 
 def test_modules_that_cannot_fit_in_the_budget_are_shed_before_they_run(translation_clip):
@@ -184,4 +208,4 @@ def test_segment_live_reports_latency(translation_clip, tmp_path, capsys):
           "--no-rgc", "--no-rgfs", "--no-fusion", "--limit", "6"])
     log = json.loads((tmp_path / "m" / "frames.json").read_text())
     assert len(log) == 6 and all(r["latency_ms"] > 0 and r["shed"] == [] for r in log)
-    assert "latency (arrival to result): p50" in capsys.readouterr().out
+    assert "latency (arrival to result, frames with output): p50" in capsys.readouterr().out

@@ -63,7 +63,7 @@ def test_a_stream_served_on_loopback_gives_every_frame_in_order_with_bounded_lat
            "rtsp-udp": lambda: f"rtsp://127.0.0.1:{serve_rtsp(clip)}/live"}[protocol]()
     if protocol == "rtsp-udp":
         options["source_options"] = {"rtsp_transport": "udp"}
-    with taplab.stream(url, model=GatedModel(10**9), latency_budget=0.1, reconnect=False, **options) as s:
+    with taplab.stream(url, model=GatedModel(10**9), latency_budget=None, reconnect=False, **options) as s:
         results = list(s)
     # RTSP ends with an RTCP BYE, and FFmpeg's MPEG-TS-over-RTP reader completes a frame only when the
     # next one starts: the last frame is lost (a TCP or HTTP stream's end flushes it)
@@ -81,7 +81,7 @@ def test_a_sender_that_disconnects_and_comes_back_is_reconnected(tmp_path, proto
     frames = translation_frames(24, 128, 256, DX, DY)
     halves = [mpegts_clip(frames[:12]), mpegts_clip(frames[12:])]
     (tmp_path / "second.ts").write_bytes(halves[1].data)
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, latency_budget=None)  # exact labels: no frame may be held or skipped
     second = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "second.ts")]
     url = f"tcp://127.0.0.1:{serve_tcp(halves)}" if protocol == "tcp" else f"rtsp://127.0.0.1:{serve_rtsp(halves)}/live"
     per_half = 12 if protocol == "tcp" else 11  # an RTSP session's last frame is lost (see above)
@@ -123,11 +123,12 @@ def test_mpegts_over_udp_arrives_in_order_and_a_silent_sender_times_out(tmp_path
     (tmp_path / "clip.ts").write_bytes(clip.data)
     options = dict(rgc=False, rgfs=False)
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
-    port = send_udp(clip)
+    port = send_udp(clip, delay=1.0)  # time for the reader to listen, on a loaded machine too
     results = []
     start = time.perf_counter()
     with pytest.raises(DecodeError, match="timed out"):  # UDP has no end: the sender falls silent
         for r in taplab.stream(f"udp://127.0.0.1:{port}", model=GatedModel(10**9), reconnect=False, timeout=1.0,
+                               latency_budget=None,
                                **options):
             results.append(r)
     assert time.perf_counter() - start < 6
@@ -157,7 +158,7 @@ def test_a_growing_file_is_followed_as_it_is_written(tmp_path):
 
     writer = th.Thread(target=record)
     writer.start()
-    with taplab.stream(path, model=GatedModel(10**9), follow=True, timeout=0.5, **options) as s:
+    with taplab.stream(path, model=GatedModel(10**9), follow=True, timeout=0.5, latency_budget=None, **options) as s:
         results = list(s)
     writer.join()
     assert [r.index for r in results] == list(range(24)) and s.reconnections == 0
@@ -223,6 +224,7 @@ def test_a_stream_with_corrupt_packets_goes_on_and_recovers_at_the_next_key_fram
         data[packet + 20:packet + 180] = bytes(range(160))
     broken = TsClip(bytes(data), clip.frame_ends, clip.fps)
     with taplab.stream(f"tcp://127.0.0.1:{serve_tcp(broken)}", model=GatedModel(10**9), reconnect=False,
+                       latency_budget=None,
                        **options) as s:
         results = list(s)  # FFmpeg conceals what it can and drops what it cannot, silently here
     indices = [r.index for r in results]
@@ -233,3 +235,24 @@ def test_a_stream_with_corrupt_packets_goes_on_and_recovers_at_the_next_key_fram
     # numbered as they arrive, so a lost frame shifts the later indices by one
     tail = results[-11:]
     assert all(np.array_equal(r.labels, e) for r, e in zip(tail, expected[-11:]))
+
+
+def test_stop_ends_a_stream_waiting_on_a_file_that_stopped_growing(tmp_path):
+    from tests.conftest import DX, DY, translation_frames
+
+    clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
+    path = tmp_path / "recording.ts"
+    path.write_bytes(b"".join(clip.frames()[:12]))  # the recorder stalls after one GOP
+    before = {t.ident for t in threading.enumerate()}
+    seen = []
+    s = taplab.stream(path, model=GatedModel(10**9), on_result=seen.append, follow=True, timeout=None,
+                      latency_budget=None, rgc=False, rgfs=False).start()
+    deadline = time.perf_counter() + 5
+    while len(seen) < 10 and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert len(seen) >= 10 and s.running  # waiting for more, without end
+    start = time.perf_counter()
+    s.stop()
+    assert time.perf_counter() - start < 1.0 and not s.running and s.error is None
+    time.sleep(0.1)
+    assert {t.ident for t in threading.enumerate()} <= before

@@ -39,19 +39,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _pyav(source, timeout, options):
+def _pyav(source, timeout, options, live):
     from taplab.codec.backends.pyav import PyAVBackend
 
-    return PyAVBackend(source, timeout, options)
+    return PyAVBackend(source, timeout, options, live)
 
 
-def _mvextractor(source, timeout, options):
+def _mvextractor(source, timeout, options, live):
     from taplab.codec.backends.mvextractor import MVExtractorBackend
 
     return MVExtractorBackend(source, timeout, options)
 
 
-#: backend name -> factory(source, timeout_seconds, ffmpeg_options) -> Backend
+#: backend name -> factory(source, timeout_seconds, ffmpeg_options, live) -> Backend; ``live``: frames
+#: arrive in real time (a URL, a pipe, a followed file), so the decoder must not hold any back
 BACKENDS: dict[str, Callable[..., Backend]] = {"pyav": _pyav, "mvextractor": _mvextractor}
 
 #: PyAV's generic picture types folded onto the three the runtime knows
