@@ -312,11 +312,12 @@ class _Run:
             return True
         return not self.jobs and time.perf_counter() + self._cost(stage) + self._cost("labels") <= deadline
 
-    def _adopt(self) -> None:
+    def _adopt(self) -> bool:
         """Take the background key frames' features that are ready, oldest first, in place of the current
         key frame's stand-in. An older key frame's are first carried to the current key frame (through
         the motion between them); the motion accumulated since the current key frame then carries them
-        to the current frame at the next warp."""
+        to the current frame at the next warp. Returns whether any were taken."""
+        adopted = False
         while self.jobs and self.jobs[0].future.done():
             job = self.jobs.pop(0)
             if job.future.cancelled():
@@ -325,6 +326,8 @@ class _Run:
             if job.carry is not None:
                 features, _ = warp(features, job.carry, self.cfg.warp_sampling)
             self.key_features, self.key_labels, self.key_index = features, None, job.index
+            adopted = True
+        return adopted
 
     def _submit(self, frame: Frame, to_key: GridFlow) -> _KeyJob:
         """Start a key frame's CNN in the background thread; ``to_key`` is the frame's motion to the current
@@ -434,7 +437,9 @@ class _Run:
                 self._set_key(features, True, frame.index)
                 return kind
         stand_in = None  # before the first key frame's features: nothing to show
-        if self.key_features is not None:
+        if self._adopt():  # an older key frame's CNN finished meanwhile: already carried to this frame
+            stand_in = self.key_features
+        elif self.key_features is not None:
             start = time.perf_counter()
             stand_in, _ = warp(self.key_features, to_key, self.cfg.warp_sampling)
             timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
