@@ -2,11 +2,16 @@
 
 Why not a setup.py extension: pip builds in an isolated environment that cannot see which torch
 (CPU or CUDA) the package will run with, and the kernel needs no torch headers. So the first
-warp on a CUDA tensor compiles the source for the local GPU (``nvcc -arch=native``; about 5-20 s)
+warp on a CUDA tensor compiles the source for the local GPUs (``nvcc -arch=native``; about 1 s)
 into ``$TAPLAB_CACHE`` (default ``~/.cache/taplab``)``/cuda/warp-<hash>.so``, named by a hash of
-the source and the nvcc version, so later runs (and processes) load it at once.
+the source, the nvcc version and flags and the visible GPUs' compute capabilities (a library built
+for another GPU has no kernel for this one), so later runs (and processes) load it at once.
 
-The library is called with the tensors' device pointers and torch's current CUDA stream.
+Before it is used, the library warps a small tensor and must match the torch reference exactly:
+a library that cannot run here (a driver older than the nvcc that built it, a GPU it was not built
+for) leaves the reference in use, with the reason in ``taplab info``, rather than failing every warp.
+
+The library is called with the tensors' device pointers, their device and torch's current CUDA stream.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from pathlib import Path
 #: argument types of the C entry points (see warp.cu)
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
-    "taplab_warp_f32": [_P, _I, _I, _I, _P, _P, _I, _P, _P, _P],
-    "taplab_warp_f16": [_P, _I, _I, _I, _P, _P, _I, _P, _P, _P],
-    "taplab_warp_blocks_f32": [_P, _I, _I, _I, _P, _P, _I, _I, _I, _D, _D, _I, _P, _P, _P],
-    "taplab_warp_blocks_f16": [_P, _I, _I, _I, _P, _P, _I, _I, _I, _D, _D, _I, _P, _P, _P],
+    "taplab_warp_f32": [_P, _I, _I, _I, _P, _P, _I, _P, _P, _I, _P],
+    "taplab_warp_f16": [_P, _I, _I, _I, _P, _P, _I, _P, _P, _I, _P],
+    "taplab_warp_blocks_f32": [_P, _I, _I, _I, _P, _P, _I, _I, _I, _D, _D, _I, _P, _P, _I, _P],
+    "taplab_warp_blocks_f16": [_P, _I, _I, _I, _P, _P, _I, _I, _I, _D, _D, _I, _P, _P, _I, _P],
 }
+#: -fmad=false: the block lookup must round like the CPU reference (see warp.cu)
+NVCC_FLAGS = ("-O3", "-fmad=false", "-shared", "-Xcompiler", "-fPIC")
 
 
 def source() -> Path | None:
@@ -52,10 +59,11 @@ def compile_library(nvcc_path: str, src: Path, out: Path, arch: str = "native") 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         target = Path(tmp) / out.name
-        cmd = [nvcc_path, "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", "-o", str(target), str(src)]
+        cmd = [nvcc_path, *NVCC_FLAGS, f"-arch={arch}", "-o", str(target), str(src)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"nvcc failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            message = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(f"nvcc failed: {message}")
         os.replace(target, out)
     return out
 
@@ -73,16 +81,48 @@ def load() -> tuple[ctypes.CDLL | None, str]:
         return None, "warp.cu is not installed"
     if compiler is None:
         return None, "nvcc not found (set CUDA_HOME); using the torch reference"
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    digest = hashlib.sha256(src.read_bytes() + version.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("TAPLAB_CACHE", Path.home() / ".cache" / "taplab")) / "cuda" / f"warp-{digest}.so"
     try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+        gpus = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+        key = src.read_bytes() + f"{version}|{NVCC_FLAGS}|{sorted(set(gpus))}".encode()
+        digest = hashlib.sha256(key).hexdigest()[:16]
+        cache = Path(os.environ.get("TAPLAB_CACHE", Path.home() / ".cache" / "taplab")) / "cuda" / f"warp-{digest}.so"
         if not cache.exists():
             compile_library(compiler, src, cache)
         lib = ctypes.CDLL(str(cache))
-    except (RuntimeError, OSError) as exc:
-        return None, f"CUDA kernel not built ({exc}); using the torch reference"
-    for name, argtypes in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        _self_test(lib)
+    except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as exc:
+        return None, f"CUDA kernel not in use ({exc}); using the torch reference"
     return lib, f"compiled CUDA kernel ({cache})"
+
+
+def _self_test(lib: ctypes.CDLL) -> None:
+    """Warp a small tensor with every entry point on every visible GPU; it must equal the reference
+    exactly (nearest sampling). Raises what went wrong."""
+    import numpy as np
+    import torch
+
+    from taplab.ops.warp import CudaKernels, GridFlow, motion_to_grid, warp_reference
+
+    kernels = CudaKernels(lib)
+    vectors = np.array([[[4.0, 0.0], [0.0, -4.0]], [[-4.0, 4.0], [0.0, 0.0]]], np.float32)
+    valid = np.array([[True, True], [False, True]])
+    motion = motion_to_grid(vectors, valid, 4, (4, 4), 2)
+    for device in range(torch.cuda.device_count()):
+        for dtype in (torch.float32, torch.float16):
+            x = torch.arange(3 * 16, dtype=torch.float32).reshape(3, 4, 4).to(f"cuda:{device}", dtype)
+            ref, ref_distorted = warp_reference(x.float().cpu(), motion, "nearest")
+            for name in ("warp", "warp_blocks"):
+                out, distorted = torch.empty_like(x), torch.empty((4, 4), dtype=torch.bool, device=x.device)
+                if name == "warp":
+                    flow = GridFlow(motion.flow.to(x.device).contiguous(), motion.valid.to(x.device).contiguous())
+                    kernels.warp(x, flow.flow, flow.valid, False, out, distorted)
+                else:
+                    kernels.warp_blocks(x, torch.from_numpy(vectors).to(x.device), torch.from_numpy(valid).to(x.device),
+                                        4, 2.0, 2.0, False, out, distorted)
+                torch.cuda.synchronize(x.device)
+                if not (torch.equal(out.float().cpu(), ref) and torch.equal(distorted.cpu(), ref_distorted)):
+                    raise RuntimeError(f"the self-test's {name} ({dtype}) on cuda:{device} differs from the reference")

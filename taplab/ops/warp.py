@@ -151,7 +151,7 @@ def _kernels(features: torch.Tensor):
         return None if module is None else _CpuKernels(module)
     if features.device.type == "cuda" and features.dtype in (torch.float32, torch.float16):
         lib = kernel("warp_cuda")
-        return None if lib is None else _CudaKernels(lib)
+        return None if lib is None else CudaKernels(lib)
     return None
 
 
@@ -171,27 +171,46 @@ class _CpuKernels:
                                 bilinear, out.numpy(), distorted.numpy())
 
 
-class _CudaKernels:
-    """``native/cuda/warp.cu`` (through ctypes): device pointers, on torch's current stream."""
+class CudaKernels:
+    """``native/cuda/warp.cu`` (through ctypes): device pointers, on the tensors' device and torch's current
+    stream. The library reads raw memory: every shape is checked here, before it launches."""
 
     def __init__(self, lib):
         self.lib = lib
 
     def _launch(self, name: str, x: torch.Tensor, *args) -> None:
         fn = getattr(self.lib, f"{name}_{'f16' if x.dtype == torch.float16 else 'f32'}")
-        with torch.cuda.device(x.device):  # the library launches in the calling thread's current device
-            err = fn(*args, torch.cuda.current_stream(x.device).cuda_stream)
+        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        err = fn(*args, device, torch.cuda.current_stream(x.device).cuda_stream)
         if err:
             raise RuntimeError(f"the CUDA warp kernel failed: cudaError {err}")
 
+    @staticmethod
+    def _check(x, out, distorted, *grids) -> None:
+        c, h, w = x.shape
+        tensors = (out, distorted, *grids)
+        if not all(t.is_cuda and t.device == x.device and t.is_contiguous() for t in tensors):
+            raise ValueError("the CUDA warp kernel needs contiguous tensors on the features' device")
+        if out.shape != x.shape or out.dtype != x.dtype or tuple(distorted.shape) != (h, w):
+            raise ValueError(f"output buffers {tuple(out.shape)}, {tuple(distorted.shape)} do not fit features {tuple(x.shape)}")
+
     def warp(self, x, flow, valid, bilinear, out, distorted) -> None:
         c, h, w = x.shape
+        self._check(x, out, distorted, flow, valid)
+        if tuple(flow.shape) != (h, w, 2) or flow.dtype != torch.float32 or tuple(valid.shape) != (h, w):
+            raise ValueError(f"flow {tuple(flow.shape)} / valid {tuple(valid.shape)} do not fit features {tuple(x.shape)}")
         self._launch("taplab_warp", x, x.data_ptr(), c, h, w, flow.data_ptr(), valid.data_ptr(), int(bilinear),
                      out.data_ptr(), distorted.data_ptr())
 
     def warp_blocks(self, x, vectors, valid, block, sy, sx, bilinear, out, distorted) -> None:
         c, h, w = x.shape
-        self._launch("taplab_warp_blocks", x, x.data_ptr(), c, h, w, vectors.data_ptr(), valid.data_ptr(), *valid.shape,
+        self._check(x, out, distorted, vectors, valid)
+        gh, gw = valid.shape
+        if tuple(vectors.shape) != (gh, gw, 2) or vectors.dtype != torch.float32 or min(gh, gw, block) < 1 \
+                or not (sy > 0 and sx > 0):
+            raise ValueError(f"block field {tuple(vectors.shape)} / {tuple(valid.shape)}, block {block}, stride "
+                             f"({sy}, {sx}) is not a valid block field")
+        self._launch("taplab_warp_blocks", x, x.data_ptr(), c, h, w, vectors.data_ptr(), valid.data_ptr(), gh, gw,
                      block, sy, sx, int(bilinear), out.data_ptr(), distorted.data_ptr())
 
 

@@ -119,12 +119,61 @@ def test_runtime_labels_are_the_same_with_and_without_the_native_kernel(built, t
         assert agree == 1.0 if s == "nearest" else agree > 0.9999
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
-def test_cuda_source_compiles(tmp_path):
-    """Compile-only (this check runs wherever nvcc is, GPU or not): the CUDA kernel builds for a generic
-    architecture. Running it needs a GPU: see the tests below."""
-    lib = compile_library(shutil.which("nvcc"), source(), tmp_path / "warp.so", arch="sm_80")
-    assert lib.stat().st_size > 0
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+
+
+@pytest.fixture(scope="module")
+def cuda_library(tmp_path_factory):
+    """warp.cu compiled for a generic architecture (this runs wherever nvcc is, GPU or not)."""
+    return compile_library(shutil.which("nvcc"), source(), tmp_path_factory.mktemp("cuda") / "warp.so", arch="sm_80")
+
+
+@needs_nvcc
+def test_cuda_source_compiles(cuda_library):
+    assert cuda_library.stat().st_size > 0
+
+
+@needs_nvcc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("sampling", ["nearest", "bilinear"])
+def test_cuda_kernels_per_cell_code_agrees_with_the_reference_on_the_host(cuda_library, dtype, sampling):
+    """The CUDA kernels' per-cell code (warp_cell, warp_blocks_cell), compiled by nvcc and run on the host
+    through warp.cu's host entry points: the kernels' arithmetic, checked without a GPU. (What it cannot
+    check: the launch, and device code generation such as fused multiply-adds.)"""
+    import ctypes
+
+    lib = ctypes.CDLL(str(cuda_library))
+    suffix = "f16" if dtype == torch.float16 else "f32"
+    P, I, D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+    host_warp, host_blocks = getattr(lib, f"taplab_host_warp_{suffix}"), getattr(lib, f"taplab_host_warp_blocks_{suffix}")
+    host_warp.argtypes, host_warp.restype = [P, I, I, I, P, P, I, P, P], None
+    host_blocks.argtypes, host_blocks.restype = [P, I, I, I, P, P, I, I, I, D, D, I, P, P], None
+    bilinear = int(sampling == "bilinear")
+    tol = 1e-3 if dtype == torch.float32 else 2e-2
+    for channels, h, w, block, stride in [(19, 45, 80, 16, 4), (3, 17, 33, 8, 8), (1, 1, 1, 16, 4), (2, 35, 9, 8, 285 / 35)]:
+        features = torch.randn(channels, h, w, generator=torch.Generator().manual_seed(h * w)).to(dtype)
+        motion = random_motion(h, w, seed=channels + h)
+        out, distorted = torch.empty_like(features), torch.empty(h, w, dtype=torch.bool)
+        host_warp(features.data_ptr(), channels, h, w, motion.flow.contiguous().data_ptr(),
+                  motion.valid.contiguous().data_ptr(), bilinear, out.data_ptr(), distorted.data_ptr())
+        ref, ref_distorted = warp_reference(features.float(), motion, sampling)
+        assert torch.equal(distorted, ref_distorted)
+        if sampling == "nearest":
+            assert torch.equal(out.float(), ref)
+        else:
+            torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+        gh, gw = max(1, round(h * stride / block)), max(1, round(w * stride / block))
+        vectors, valid = random_blocks(gh, gw, seed=w)
+        host_blocks(features.data_ptr(), channels, h, w, torch.from_numpy(vectors).data_ptr(),
+                    torch.from_numpy(valid).data_ptr(), gh, gw, block, stride, stride, bilinear, out.data_ptr(),
+                    distorted.data_ptr())
+        ref, ref_distorted = warp_reference(features.float(), motion_to_grid(vectors, valid, block, (h, w), stride),
+                                            sampling)
+        assert torch.equal(distorted, ref_distorted)
+        if sampling == "nearest":
+            assert torch.equal(out.float(), ref)
+        else:
+            torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the CUDA kernel needs a GPU to run)")
@@ -135,7 +184,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 @pytest.mark.parametrize("sampling", ["nearest", "bilinear"])
 def test_cuda_kernel_agrees_with_the_reference(dtype, sampling):
     assert kernel("warp_cuda") is not None, status("warp_cuda").reason
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    tol = 1e-3 if dtype == torch.float32 else 2e-2  # grid_sample's own rounding reaches 1.6e-4 at 180x320
     for channels, h, w in [(19, 180, 320), (128, 33, 65), (1, 1, 1)]:
         features = torch.randn(channels, h, w, generator=torch.Generator().manual_seed(h)).to("cuda", dtype)
         motion = random_motion(h, w, seed=channels)
