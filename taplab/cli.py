@@ -399,7 +399,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     finally:
         status.close()
     click.echo(summary.format())
-    click.echo(f"wrote {summary.frames} frames to {out}")
+    skipped = summary.kinds.get("skip", 0)
+    click.echo(f"wrote {summary.frames - skipped} frames to {out}" + (f" ({skipped} skipped)" if skipped else ""))
 
 
 @cli.command()

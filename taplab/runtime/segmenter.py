@@ -623,7 +623,8 @@ class RunSummary:
 
     @property
     def key_share(self) -> float:
-        return sum(n for k, n in self.kinds.items() if k.startswith("key")) / max(self.frames, 1)
+        """The share of frames whose CNN ran on the whole frame (held key frames included)."""
+        return sum(n for k, n in self.kinds.items() if k.startswith("key") or k == "hold") / max(self.frames, 1)
 
     def format(self) -> str:
         kinds = ", ".join(f"{k} {self.kinds[k]}" for k in KINDS if k in self.kinds)

@@ -5,6 +5,7 @@ scheduling); decoding and motion are real."""
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +210,14 @@ def test_segment_live_reports_latency(translation_clip, tmp_path, capsys):
     log = json.loads((tmp_path / "m" / "frames.json").read_text())
     assert len(log) == 6 and all(r["latency_ms"] > 0 and r["shed"] == [] for r in log)
     assert "latency (arrival to result, frames with output): p50" in capsys.readouterr().out
+
+
+def test_the_run_summary_counts_held_key_frames_and_leaves_skipped_frames_out_of_latency():
+    from taplab.runtime.segmenter import FrameResult, RunSummary
+
+    labels = np.zeros((2, 2), np.uint8)
+    summary = RunSummary()
+    for kind, latency in [("skip", 0.5), ("key-I", 0.04), ("warp", 0.01), ("hold", 0.09), ("warp", 0.02)]:
+        summary.add(FrameResult(0, "P", kind, None if kind == "skip" else labels, latency=latency))
+    assert summary.key_share == 2 / 5 and sorted(summary.latencies) == [0.01, 0.02, 0.04, 0.09]
+    assert "skipped: 1" in summary.format() and "max 90 ms" in summary.format()
