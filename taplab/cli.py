@@ -363,9 +363,11 @@ class _SegmentStatus:
               help="Seconds a stream may take to open or go without data (and a followed file without growing).")
 @click.option("--source-option", "source_options", multiple=True, metavar="KEY=VALUE",
               help="An FFmpeg option for the source, e.g. rtsp_transport=udp (RTSP defaults to tcp; repeatable).")
+@click.option("--reconnect", is_flag=True, help="For a stream URL: reopen it when it ends, disconnects or fails "
+                                               "(after 0.5 s, doubling to 8 s), until --limit or Ctrl-C.")
 def segment(video: str, out: Path, model: str, device: str, config_file: str | None, formats: tuple[str, ...],
             overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, live: bool, follow: bool,
-            timeout: float, source_options: tuple[str, ...], **options) -> None:
+            timeout: float, source_options: tuple[str, ...], reconnect: bool, **options) -> None:
     """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
     VIDEO is a path, a URL (rtsp://, udp://, tcp://, http://...: until the stream ends or Ctrl-C) or -
@@ -395,7 +397,7 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     try:
         with open_video(source, timeout=timeout, follow=follow, options=ffmpeg_options) as opened:
             summary = segment_to_folder(segmenter, opened, out, formats, overwrite, limit, status, overlay,
-                                        side_by_side, live)
+                                        side_by_side, live, reconnect)
     finally:
         status.close()
     click.echo(summary.format())

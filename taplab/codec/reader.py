@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -101,11 +101,13 @@ class Video:
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, backend: Backend, name: str, file=None, live: bool = False):
+    def __init__(self, backend: Backend, name: str, file=None, live: bool = False,
+                 reopen: Callable[[], Video] | None = None):
         self._backend = backend
+        self._reopen = reopen
         self.live = live  # frames arrive in real time: a URL, a pipe or a followed file
         self._file = file  # a file object the reader opened (a followed file), closed with it
-        self._abandoned = False
+        self._abandoned = self._closed = False
         self.name = name
         self.codec: str = backend.codec
         self.width: int = backend.width
@@ -162,7 +164,21 @@ class Video:
         collector rather than close it under that thread."""
         self._abandoned = True
 
+    @property
+    def reopenable(self) -> bool:
+        """Whether :meth:`reopen` can connect again: a URL."""
+        return self._reopen is not None
+
+    def reopen(self) -> Video:
+        """A new :class:`Video` of the same source, opened the same way (a reconnection to a URL)."""
+        if self._reopen is None:
+            raise VideoOpenError(f"{self.name} cannot be opened again (only a URL can)")
+        return self._reopen()
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if not self._abandoned:
             self._backend.close()
         if self._file is not None:
@@ -208,6 +224,7 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
     factory = BACKENDS.get(backend)
     if factory is None:
         raise VideoOpenError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    given = options
     options = dict(options or {})
     live = follow or is_url(source) or (hasattr(source, "read") and not _seekable(source))
     if isinstance(source, (str, os.PathLike)):
@@ -247,7 +264,8 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
         if follow:
             source.close()
         raise
-    return Video(decoder, str(name), source if follow else None, live)
+    reopen = (lambda url=source: open_video(url, backend, timeout, follow, given)) if is_url(source) else None
+    return Video(decoder, str(name), source if follow else None, live, reopen)
 
 
 def _seekable(source) -> bool:

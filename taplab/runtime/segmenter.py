@@ -642,14 +642,17 @@ class RunSummary:
 def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...] = ("labels",),
                       overwrite: bool = False, limit: int | None = None,
                       progress: Callable[[FrameResult, RunSummary], None] | None = None,
-                      overlay: str | None = None, side_by_side: bool = False, live: bool = False) -> RunSummary:
+                      overlay: str | None = None, side_by_side: bool = False, live: bool = False,
+                      reconnect: bool = False) -> RunSummary:
     """Segment ``source`` (as :meth:`Segmenter.run` takes it) and write every frame's result into the folder
     ``out`` (see :mod:`taplab.io.writers`); a skipped frame (``kind="skip"``) gets a line in the log only.
 
     Also writes ``frames.json`` and ``frames.csv`` (also when interrupted: the frames done so far), and
     with ``overlay`` a video of the frames blended with their masks (``side_by_side``: next to them),
     which appears only when the run completes. ``limit`` stops after so many frames; ``progress`` is
-    called after each frame; ``live`` paces a file at its frame rate (see :meth:`Segmenter.run`).
+    called after each frame; ``live`` paces a file at its frame rate (see :meth:`Segmenter.run`);
+    ``reconnect`` reopens a URL that ends, disconnects or fails, as :func:`taplab.stream` does, until
+    ``limit`` or an interrupt (frame indices continue across reconnections).
     """
     from pathlib import Path
 
@@ -662,6 +665,8 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     owned = not isinstance(source, Video)
     source_video = open_video(source) if owned else source  # a bad source fails before the folder is touched
     try:
+        if reconnect and not source_video.reopenable:
+            raise ConfigError(f"reconnect is for a stream URL; {source_video.name} is not one")
         prepare_output(out, overwrite)
     except BaseException:
         if owned:
@@ -673,8 +678,14 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
     summary, records = RunSummary(total=min(total, limit) if total and limit else total or limit), []
     start = time.perf_counter()
     complete = False
+    if reconnect:
+        from taplab.runtime.stream import Stream
+
+        results = iter(Stream(segmenter, source_video, live=live, reconnect=True, images=video is not None))
+    else:
+        results = segmenter.run(source_video, images=video is not None, live=live)
     try:
-        for result in segmenter.run(source_video, images=video is not None, live=live):
+        for result in results:
             start_write = time.perf_counter()
             if result.labels is not None:  # a skipped frame has no output: no files, a line in the log
                 for writer in writers:
@@ -696,6 +707,7 @@ def segment_to_folder(segmenter: Segmenter, source, out, formats: tuple[str, ...
                 break
         complete = True
     finally:
+        results.close()  # its threads end here, not whenever the generator is collected
         if owned:
             source_video.close()
         write_log(out, records)

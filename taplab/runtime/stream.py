@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from taplab.codec import open_video
-from taplab.codec.reader import DEFAULT_TIMEOUT, is_url
+from taplab.codec.reader import DEFAULT_TIMEOUT, Video, is_url
 from taplab.errors import TapLabError
 from taplab.runtime.segmenter import FrameResult, Segmenter
 
@@ -45,10 +45,12 @@ class Stream:
     def __init__(self, segmenter: Segmenter, source, on_result: Callable[[FrameResult], None] | None = None,
                  live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
                  retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
-                 source_options: dict[str, str] | None = None):
+                 source_options: dict[str, str] | None = None, images: bool = False):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
-        self.follow, self.source_options = follow, source_options
-        self.reconnect = is_url(source) if reconnect is None else reconnect
+        self.follow, self.source_options, self.images = follow, source_options, images
+        if reconnect is None:  # a URL, or a Video opened from one
+            reconnect = source.reopenable if isinstance(source, Video) else is_url(source)
+        self.reconnect = reconnect
         self.backoff, self.max_backoff, self.retries, self.timeout = backoff, max_backoff, retries, timeout
         self.reconnections = 0
         self._stop = threading.Event()
@@ -58,13 +60,20 @@ class Stream:
 
     def __iter__(self) -> Iterator[FrameResult]:
         following, failures, gap_since = 0, 0, None  # the index the next result gets
+        first = self.source if isinstance(self.source, Video) else None  # already open: its first connection
         while not self._stop.is_set():
             offset = following  # a reopened source numbers its frames from 0 again
             video = run = None
             try:
-                video = self._video = open_video(self.source, timeout=self.timeout, follow=self.follow,
-                                                 options=self.source_options)
-                run = self.segmenter.run(video, live=self.live)
+                if first is not None:
+                    video, first = first, None
+                elif isinstance(self.source, Video):
+                    video = self.source.reopen()
+                else:
+                    video = open_video(self.source, timeout=self.timeout, follow=self.follow,
+                                       options=self.source_options)
+                self._video = video
+                run = self.segmenter.run(video, live=self.live, images=self.images)
                 for result in run:
                     if self._stop.is_set():
                         return
@@ -139,14 +148,16 @@ def stream(source, model="default", latency_budget: float | None = 0.1,
            on_result: Callable[[FrameResult], None] | None = None, live: bool = False, device: str = "cpu",
            config=None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
            retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
-           source_options: dict[str, str] | None = None, **options) -> Stream:
+           source_options: dict[str, str] | None = None, images: bool = False, **options) -> Stream:
     """A :class:`Stream` of ``source`` (anything :func:`taplab.open_video` accepts) segmented by ``model``,
     with ``latency_budget`` seconds (None: no limit) and any other :class:`~taplab.runtime.RuntimeConfig`
     field as a keyword. ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
     see the module docstring; ``timeout``: seconds a network source may take to open or to send
     data before it counts as disconnected (a UDP stream has no end but this); ``follow``: the source is
     a file still being written, read as it grows; ``source_options``: FFmpeg's options for the source,
-    e.g. ``{"rtsp_transport": "udp"}`` (see :func:`taplab.open_video`)."""
+    e.g. ``{"rtsp_transport": "udp"}`` (see :func:`taplab.open_video`); ``images``: attach each decoded
+    frame (``r.image``, RGB), to show it with its labels. ``source`` may also be a
+    :class:`~taplab.codec.reader.Video` already open (its first connection; a URL's is reopened)."""
     segmenter = Segmenter(model, device=device, config=config, latency_budget=latency_budget, **options)
     return Stream(segmenter, source, on_result, live, reconnect, backoff, max_backoff, retries, timeout, follow,
-                  source_options)
+                  source_options, images)

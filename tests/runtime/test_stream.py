@@ -256,3 +256,26 @@ def test_stop_ends_a_stream_waiting_on_a_file_that_stopped_growing(tmp_path):
     assert time.perf_counter() - start < 1.0 and not s.running and s.error is None
     time.sleep(0.1)
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+def test_segment_cli_reconnects_to_a_stream_with_reconnect(tmp_path, capsys):
+    import json
+
+    from taplab.cli import main
+    from tests.conftest import DX, DY, translation_frames
+
+    frames = translation_frames(24, 128, 256, DX, DY)
+    halves = [mpegts_clip(frames[:12]), mpegts_clip(frames[12:])]
+    flags = ["--no-rgc", "--no-rgfs", "--no-fusion"]
+    (tmp_path / "second.ts").write_bytes(halves[1].data)
+    main(["segment", str(tmp_path / "second.ts"), "--out", str(tmp_path / "file"), *flags])
+    url = f"tcp://127.0.0.1:{serve_tcp(halves)}"
+    main(["segment", url, "--out", str(tmp_path / "live"), "--reconnect", "--limit", "24", *flags])
+    log = json.loads((tmp_path / "live" / "frames.json").read_text())
+    assert [r["index"] for r in log] == list(range(24))  # indices continue across the reconnection
+    got, expected = _cli_labels(tmp_path / "live"), _cli_labels(tmp_path / "file")
+    assert len(got) == 24 and all(np.array_equal(a, b) for a, b in zip(got[12:], expected))
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(tmp_path / "second.ts"), "--out", str(tmp_path / "x"), "--reconnect"])
+    assert exit_.value.code == 2 and "reconnect is for a stream URL" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
