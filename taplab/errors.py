@@ -38,3 +38,7 @@ class TapLabWarning(UserWarning):
 
 class CorruptDataWarning(TapLabWarning):
     """A packet or frame was damaged; it was skipped or concealed and decoding went on."""
+
+
+class LatencyWarning(TapLabWarning):
+    """A latency budget that cannot mean what it says: a file read as fast as it decodes."""

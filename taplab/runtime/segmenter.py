@@ -20,6 +20,7 @@ sampling, which drops each step's sub-cell motion. docs/runtime.md has the measu
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,7 +33,7 @@ import torch
 from taplab.codec import open_video
 from taplab.codec.reader import Frame, Video
 from taplab.data.transforms import to_tensor
-from taplab.errors import ConfigError
+from taplab.errors import ConfigError, LatencyWarning
 from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model, logits_to_labels
 from taplab.nets.zoo import find_correction
@@ -158,6 +159,10 @@ class Segmenter:
         then modules shed, then late frames skipped (``FrameResult.shed``, ``kind="skip"``)."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source
+        if self.config.latency_budget is not None and not (live or video.live):
+            warnings.warn(f"a latency budget on {video.name}, read without live pacing: its frames arrive as fast as "
+                          "they decode, so the warped frames that fall behind are skipped (pace it with live=True, "
+                          "--live)", LatencyWarning, stacklevel=2)
         try:
             run = _Run(self.model, self.config, video.height, video.width, want_images=images,
                        correction=self.correction, details=details, truth_flow=truth_flow)

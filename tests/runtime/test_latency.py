@@ -221,3 +221,20 @@ def test_the_run_summary_counts_held_key_frames_and_leaves_skipped_frames_out_of
         summary.add(FrameResult(0, "P", kind, None if kind == "skip" else labels, latency=latency))
     assert summary.key_share == 2 / 5 and sorted(summary.latencies) == [0.01, 0.02, 0.04, 0.09]
     assert "skipped: 1" in summary.format() and "max 90 ms" in summary.format()
+
+
+def test_a_budget_on_a_file_read_without_pacing_warns(translation_clip):
+    import warnings
+
+    from taplab.errors import LatencyWarning
+
+    seg = Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=0.1)
+    with pytest.warns(LatencyWarning, match="without live pacing"):
+        run = seg.run(translation_clip)
+        next(run)
+        run.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LatencyWarning)
+        run = seg.run(translation_clip, live=True)
+        next(run)
+        run.close()
