@@ -1,9 +1,10 @@
 """A live stream with bounded latency: the real 1280x720 clip served on loopback at 25 frames/s.
 
     python benchmarks/bench_stream.py [--frames 150] [--budget 0.1] [--protocol tcp|rtsp|rtsp-udp|http]
+                                      [--codec mpeg4|h264]
 
 The first ``--frames`` frames of the real MPEG-4 clip in ../shared/data/real, re-encoded as MPEG-4
-Part 2 GOP 12 in MPEG-TS (taplab's encoder settings), served on 127.0.0.1 at real-time pace, each
+Part 2 (or H.264) GOP 12 in MPEG-TS (taplab's encoder settings), served on 127.0.0.1 at real-time pace, each
 frame at its time (taplab.codec.loopback), and read by ``taplab.stream`` with the default model,
 with and without fusion. Per configuration: frames read per second over the whole stream
 (connection included; 25 is keeping up), frames with output, latency (arrival to result)
@@ -44,17 +45,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="tcp")
+    parser.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
     args = parser.parse_args()
     with open_video(REAL) as video:
         frames = [f.image for _, f in zip(range(args.frames), video)]
-    clip = mpegts_clip(frames, fps=25, gop=12)
+    clip = mpegts_clip(frames, fps=25, gop=12, codec=args.codec)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.ts"
         path.write_bytes(clip.data)
         start = time.perf_counter()
         per_frame = [r.labels for r in Segmenter("default", ffw=False).run(path)]
         cnn_ms = 1000 * (time.perf_counter() - start) / len(per_frame)
-    print(f"## {len(frames)} frames of {REAL.name} at 1280x720, 25 frames/s over loopback {args.protocol}, "
+    print(f"## {len(frames)} frames of {REAL.name} at 1280x720, {args.codec} GOP 12, 25 frames/s over loopback {args.protocol}, "
           f"latency budget {args.budget * 1000:.0f} ms; the per-frame CNN alone: {cnn_ms:.0f} ms a frame\n")
     print("| configuration | frames/s read | frames out | latency p50 ms | p95 ms | max ms | held | shed "
           "| skipped (at the start + later) | fidelity % |")
