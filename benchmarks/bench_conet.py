@@ -1,11 +1,12 @@
 """The correction network's cost per 1280x720 frame as the runtime runs it, against the layouts it avoids.
 
-    python benchmarks/bench_conet.py [--repeats 8]
+    python benchmarks/bench_conet.py [--repeats 8] [--widths 16,8]
 
 The shipped CoNet (models/bl2-synth.conet.pt) on a 180x320 grid (BL2's stride 4 at 720p), median of
 ``--repeats`` alternating rounds of 5 calls: as trained (batch norms, contiguous layout), with its
 batch norms folded into the convolutions, and folded and channels-last (what
-``taplab.nets.conet.Correction`` runs on CPU).
+``taplab.nets.conet.Correction`` runs on CPU). ``--widths`` adds untrained CoNets of other widths,
+folded and channels-last, timed in the same rounds (the cost of a narrower network, before training one).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from taplab.nets.conet import _build, read_correction
+from taplab.nets.conet import CoNet, _build, read_correction
 from taplab.nets.layers import fold_batchnorm
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bl2-synth.conet.pt"
@@ -27,11 +28,15 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bl2-synth.conet.pt"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--widths", default="", help="comma-separated widths of untrained CoNets to time as well")
     args = parser.parse_args()
     trained = _build(read_correction(SHIPPED), SHIPPED).eval()
     folded = fold_batchnorm(copy.deepcopy(trained))
     variants = {"as trained": trained, "batch norm folded": folded,
                 "folded, channels-last (the runtime's)": copy.deepcopy(folded).to(memory_format=torch.channels_last)}
+    for width in filter(None, args.widths.split(",")):
+        net = fold_batchnorm(CoNet(trained.num_classes, width=int(width)).eval())
+        variants[f"width {width} (untrained), folded, channels-last"] = net.to(memory_format=torch.channels_last)
     image = torch.rand(360, 640, 3).permute(2, 0, 1)[None]  # as to_tensor gives it: channels-last strides
     warped, coarse = torch.randn(1, 19, 180, 320), torch.rand(1, 1, 180, 320)
     times = {k: [] for k in variants}

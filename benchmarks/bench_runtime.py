@@ -135,7 +135,14 @@ def main() -> None:
     parser.add_argument("--warping", action="store_true", help="accuracy of the warping variants (WARPING) instead")
     parser.add_argument("--fusion-weights", action="store_true", help="accuracy of fusion at several w_f instead")
     parser.add_argument("--motion", action="store_true", help="codec vectors vs optical flow (speed and accuracy) instead")
+    parser.add_argument("--correction", default=None,
+                        help="a correction network file (taplab train --model conet) for the rows with fusion, "
+                             "instead of the shipped one")
     args = parser.parse_args()
+    if args.correction:
+        global COMBINATIONS, FUSION_WEIGHTS
+        COMBINATIONS = {k: {**v, "correction": args.correction} for k, v in COMBINATIONS.items()}
+        FUSION_WEIGHTS = {k: {**v, "correction": args.correction} for k, v in FUSION_WEIGHTS.items()}
     if not args.skip_speed:
         speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else COMBINATIONS)
     if not args.skip_accuracy:
