@@ -139,14 +139,14 @@ def main() -> None:
                         help="a correction network file (taplab train --model conet) for the rows with fusion, "
                              "instead of the shipped one")
     args = parser.parse_args()
+    combinations, fusion_weights = COMBINATIONS, FUSION_WEIGHTS
     if args.correction:
-        global COMBINATIONS, FUSION_WEIGHTS
-        COMBINATIONS = {k: {**v, "correction": args.correction} for k, v in COMBINATIONS.items()}
-        FUSION_WEIGHTS = {k: {**v, "correction": args.correction} for k, v in FUSION_WEIGHTS.items()}
+        combinations = {k: {**v, "correction": args.correction} for k, v in combinations.items()}
+        fusion_weights = {k: {**v, "correction": args.correction} for k, v in fusion_weights.items()}
     if not args.skip_speed:
-        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else COMBINATIONS)
+        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations)
     if not args.skip_accuracy:
-        variants = WARPING if args.warping else FUSION_WEIGHTS if args.fusion_weights else MOTION if args.motion else COMBINATIONS
+        variants = WARPING if args.warping else fusion_weights if args.fusion_weights else MOTION if args.motion else combinations
         accuracy(args.clips, args.labels, variants)
 
 
