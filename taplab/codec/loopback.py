@@ -179,6 +179,7 @@ a=rtpmap:33 MP2T/90000
 a=control:track0
 """
 _SSRC = 0x7A91AB00
+BYE_DELAY = 0.25  # seconds between the last packet and the RTCP BYE
 
 
 def _rtp(payload: bytes, seq: int, timestamp: int) -> bytes:
@@ -294,8 +295,8 @@ class _RtspSession:
 
         try:
             _paced(self.clip, packet, self.stop)
-            # a frame's time later: over UDP, RTCP has its own socket and could overtake the last packets
-            if not self.stop.wait(1 / self.clip.fps):
+            # a little later: over UDP, RTCP has its own socket and could overtake the last packets
+            if not self.stop.wait(BYE_DELAY):
                 self._deliver(_rtcp_bye(), channel=1)
         except OSError:  # the client went away
             self.stop.set()
@@ -311,7 +312,7 @@ class _RtspSession:
 
 def serve_rtsp(clips: TsClip | list[TsClip]) -> int:
     """Serve a clip at ``rtsp://127.0.0.1:PORT/live``; a list, one clip per RTSP connection. The client
-    picks the transport (FFmpeg: the ``rtsp_transport`` option). A frame's time after the clip the server
+    picks the transport (FFmpeg: the ``rtsp_transport`` option). ``BYE_DELAY`` after the clip the server
     sends an RTCP BYE, then waits for the client's TEARDOWN or disconnection. Returns the port."""
     server = _listen()
     port = server.getsockname()[1]
