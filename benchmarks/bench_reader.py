@@ -5,6 +5,11 @@ hands out RGB frames; the target is taplab >= 0.6x of it. All readers run in one
 process, interleaved, repeated; the table gives the median frames/s and the ratio.
 
     python benchmarks/bench_reader.py [--repeats 5]
+    python benchmarks/bench_reader.py --threading    # decoding, frame against slice threading
+
+``--threading`` times FFmpeg's decoding alone (vectors exported, no RGB) of the real 720p clips with
+frame threading allowed (AUTO: what MPEG-4 files get) and slice threading only (what live sources get,
+for no frame delay).
 
 Data: the real 1280x720 clips in ../shared/data/real (MPEG-4 Part 2 and H.264) and
 the 30-frame 2048x1024 Cityscapes sequence there, encoded once to MPEG-4 GOP 12.
@@ -66,10 +71,33 @@ def measure(path: Path, repeats: int) -> dict[str, float]:
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def decode_ms(path: Path, thread_type: str) -> float:
+    """Milliseconds per frame to decode ``path`` with vectors exported, as the pyav backend does."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        stream.codec_context.thread_type = thread_type
+        start, n = time.perf_counter(), sum(1 for _ in container.decode(stream))
+        return 1000 * (time.perf_counter() - start) / n
+
+
+def threading_table(repeats: int) -> None:
+    print(f"## Decoding alone (vectors exported, no RGB), ms per frame, median of {repeats} runs\n")
+    print("| clip | AUTO (frame threading allowed) | SLICE (live sources) |")
+    print("|---|---:|---:|")
+    for name in ("vid_mpeg4_part2.mp4", "vid_h264.mp4"):
+        times = {t: statistics.median(decode_ms(REAL / name, t) for _ in range(repeats)) for t in ("AUTO", "SLICE")}
+        print(f"| {name} | {times['AUTO']:.2f} | {times['SLICE']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threading", action="store_true", help="decoding alone, frame against slice threading")
     args = parser.parse_args()
+    if args.threading:
+        threading_table(args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         city = encode(REAL / "cityscapes_lindau_000000", Path(tmp) / "lindau.mp4", gop=12, codec="mpeg4")
         clips = [

@@ -138,8 +138,6 @@ def test_mpegts_over_udp_arrives_in_order_and_a_silent_sender_times_out(tmp_path
 
 
 def test_a_growing_file_is_followed_as_it_is_written(tmp_path):
-    import threading as th
-
     from tests.conftest import DX, DY, translation_frames
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
@@ -156,7 +154,7 @@ def test_a_growing_file_is_followed_as_it_is_written(tmp_path):
                 out.write(data)
                 out.flush()
 
-    writer = th.Thread(target=record)
+    writer = threading.Thread(target=record)
     writer.start()
     with taplab.stream(path, model=GatedModel(10**9), follow=True, timeout=0.5, latency_budget=None, **options) as s:
         results = list(s)

@@ -64,7 +64,7 @@ class PyAVBackend:
         ctx.options = {"flags2": "+export_mvs"}
         # Frame threading holds back a frame per thread (3 on 2 cores, up to 16): latency a live source
         # cannot afford, and which arrival times taken after decoding would hide. Decoding costs under
-        # 1.2 ms per 720p frame either way (the real MPEG-4 and H.264 clips, measured).
+        # 1.2 ms per 720p frame either way (the real clips: benchmarks/bench_reader.py --threading).
         ctx.thread_type = "SLICE" if live else _THREADING.get(ctx.name, "AUTO")
         self.codec = ctx.name
         self.width, self.height = ctx.width, ctx.height
