@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from taplab.native import kernel
+from taplab.native import bind
 
 #: FFmpeg's AVMotionVector as PyAV exports it (``MotionVectors.to_ndarray()``).
 AV_MOTION_VECTOR_DTYPE = np.dtype(
@@ -90,14 +90,11 @@ class MotionField:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         sign = -1 if direction == "past" else 1
         raw = np.ascontiguousarray(raw, AV_MOTION_VECTOR_DTYPE)
-        native = kernel("mc")
-        if native is None:
+        kernels = bind("mc")
+        if kernels is None:
             vectors, valid = rasterize_reference(raw, width, height, block, sign)
         else:
-            gh, gw = -(-height // block), -(-width // block)
-            vectors = np.empty((gh, gw, 2), np.float32)
-            valid = np.empty((gh, gw), bool)
-            native.rasterize(raw, len(raw), block, gh, gw, sign, vectors, valid)
+            vectors, valid = kernels.rasterize(raw, block, (-(-height // block), -(-width // block)), sign)
         mine = np.sign(raw["source"]) == sign
         return cls(vectors=vectors, valid=valid, block=block, raw=raw if mine.all() else raw[mine], direction=direction, reference=reference)
 

@@ -10,8 +10,12 @@ for another GPU has no kernel for this one), so later runs (and processes) load 
 Before it is used, the library warps a small tensor and must match the torch reference exactly:
 a library that cannot run here (a driver older than the nvcc that built it, a GPU it was not built
 for) leaves the reference in use, with the reason in ``taplab info``, rather than failing every warp.
+The reference is ``taplab.ops.warp``'s, handed over when that module is imported
+(:func:`taplab.native.register_reference`): this package does not import the layers above it, and
+until then the library is not loaded.
 
-The library is called with the tensors' device pointers, their device and torch's current CUDA stream.
+Its typed binding, :class:`taplab.native.warp.CudaWarp`, calls it with the tensors' device pointers,
+their device and torch's current CUDA stream.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from taplab.native.warp import CudaWarp, WarpReference
 
 #: argument types of the C entry points (see warp.cu)
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
@@ -68,19 +77,23 @@ def compile_library(nvcc_path: str, src: Path, out: Path, arch: str = "native") 
     return out
 
 
-def load() -> tuple[ctypes.CDLL | None, str]:
-    """The compiled library and why it is (or is not) in use."""
-    import torch
-
+def unavailable() -> str | None:
+    """Why the CUDA kernel cannot be built and run here at all, or ``None`` where it may be."""
     if torch.version.cuda is None:
-        return None, "torch has no CUDA (a CPU build); using the torch reference on CUDA tensors"
+        return "torch has no CUDA (a CPU build); using the torch reference on CUDA tensors"
     if not torch.cuda.is_available():
-        return None, "no CUDA device visible"
+        return "no CUDA device visible"
+    if source() is None:
+        return "warp.cu is not installed"
+    if nvcc() is None:
+        return "nvcc not found (set CUDA_HOME); using the torch reference"
+    return None
+
+
+def load(reference: WarpReference) -> tuple[ctypes.CDLL | None, str]:
+    """The compiled library (built on a cache miss) where it equals ``reference`` in the self-test, and why
+    it is (or is not) in use. Call it where :func:`unavailable` finds nothing missing."""
     src, compiler = source(), nvcc()
-    if src is None:
-        return None, "warp.cu is not installed"
-    if compiler is None:
-        return None, "nvcc not found (set CUDA_HOME); using the torch reference"
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
         gpus = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
@@ -93,36 +106,27 @@ def load() -> tuple[ctypes.CDLL | None, str]:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, ctypes.c_int
-        _self_test(lib)
+        _self_test(CudaWarp(lib), reference)
     except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as exc:
         return None, f"CUDA kernel not in use ({exc}); using the torch reference"
     return lib, f"compiled CUDA kernel ({cache})"
 
 
-def _self_test(lib: ctypes.CDLL) -> None:
+def _self_test(kernels: CudaWarp, reference: WarpReference) -> None:
     """Warp a small tensor with every entry point on every visible GPU; it must equal the reference
     exactly (nearest sampling). Raises what went wrong."""
-    import numpy as np
-    import torch
-
-    from taplab.ops.warp import CudaKernels, GridFlow, motion_to_grid, warp_reference
-
-    kernels = CudaKernels(lib)
     vectors = np.array([[[4.0, 0.0], [0.0, -4.0]], [[-4.0, 4.0], [0.0, 0.0]]], np.float32)
     valid = np.array([[True, True], [False, True]])
-    motion = motion_to_grid(vectors, valid, 4, (4, 4), 2)
+    motion = reference.motion_to_grid(vectors, valid, 4, (4, 4), 2)
     for device in range(torch.cuda.device_count()):
         for dtype in (torch.float32, torch.float16):
             x = torch.arange(3 * 16, dtype=torch.float32).reshape(3, 4, 4).to(f"cuda:{device}", dtype)
-            ref, ref_distorted = warp_reference(x.float().cpu(), motion, "nearest")
+            ref, ref_distorted = reference.warp(x.float().cpu(), motion, "nearest")
             for name in ("warp", "warp_blocks"):
-                out, distorted = torch.empty_like(x), torch.empty((4, 4), dtype=torch.bool, device=x.device)
                 if name == "warp":
-                    flow = GridFlow(motion.flow.to(x.device).contiguous(), motion.valid.to(x.device).contiguous())
-                    kernels.warp(x, flow.flow, flow.valid, False, out, distorted)
+                    out, distorted = kernels.warp(x, motion.flow, motion.valid, False)
                 else:
-                    kernels.warp_blocks(x, torch.from_numpy(vectors).to(x.device), torch.from_numpy(valid).to(x.device),
-                                        4, 2.0, 2.0, False, out, distorted)
+                    out, distorted = kernels.warp_blocks(x, vectors, valid, 4, (2.0, 2.0), False)
                 torch.cuda.synchronize(x.device)
                 if not (torch.equal(out.float().cpu(), ref) and torch.equal(distorted.cpu(), ref_distorted)):
                     raise RuntimeError(f"the self-test's {name} ({dtype}) on cuda:{device} differs from the reference")

@@ -16,10 +16,15 @@ agreement with the full computation is 99.9% or more on real model outputs (test
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from taplab.native import kernel
+from taplab.native import bind
+
+#: how :func:`labels_from_logits` makes full-resolution labels (see there)
+LABEL_MODES = ("bilinear", "exact", "nearest")
 
 
 def _axis(out: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,14 +40,11 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, size: tuple[int, int]) ->
     """Logits ``(C, h, w)`` -> uint8 labels ``(H, W)`` as bilinear upsampling then arg-max would give them
     (see the module docstring for the one approximation). Uses the C kernel (``native/cpu/labels.c``,
     1-3 ms at 720p) where it is built, else :func:`upsample_labels_reference`."""
-    native = kernel("labels")
+    kernels = bind("labels")
     t = torch.as_tensor(logits).detach().float().cpu()
-    if native is None or t.shape[0] > 256:
+    if kernels is None or t.shape[0] > kernels.max_classes:
         return upsample_labels_reference(t, size)
-    c, h, w = t.shape
-    out = np.empty(size, np.uint8)
-    native.upsample_labels(t.contiguous().numpy(), c, h, w, size[0], size[1], out)
-    return out
+    return kernels.upsample(t.numpy(), size)
 
 
 def upsample_labels_reference(logits: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -84,3 +86,29 @@ def upsample_labels_reference(logits: torch.Tensor | np.ndarray, size: tuple[int
     scores = np.einsum("nkj,nj->nk", values[quad].reshape(-1, 4, 4), weights)
     labels[ys, xs] = candidates[quad, scores.argmax(1)]
     return labels
+
+
+def logits_to_labels(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Logits ``(N, C, h, w)`` -> uint8 labels ``(N, H, W)``: bilinear upsampling to ``size``, then arg-max."""
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(1).to(torch.uint8)
+
+
+def labels_from_logits(logits: torch.Tensor, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Logits ``(C, h, w)`` -> uint8 labels ``size = (H, W)``, one of :data:`LABEL_MODES`:
+
+    - ``"bilinear"``: what bilinear upsampling and an arg-max give, computed near class boundaries
+      only (:func:`upsample_labels`; see the module docstring for its one approximation);
+    - ``"exact"``: bilinear upsampling of all ``C x H x W`` logits, then an arg-max (:func:`logits_to_labels`);
+    - ``"nearest"``: the arg-max on the logits' grid, each cell's label repeated (nearest-neighbour resize).
+    """
+    if mode not in LABEL_MODES:
+        raise ValueError(f"mode must be one of {LABEL_MODES}, got {mode!r}")
+    if mode == "bilinear":
+        return upsample_labels(logits, size)
+    if mode == "exact":
+        return logits_to_labels(logits[None], size)[0].cpu().numpy()
+    height, width = size
+    coarse = logits.argmax(0).to(torch.uint8).cpu().numpy()
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_NEAREST)

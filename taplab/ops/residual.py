@@ -27,7 +27,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from taplab.native import kernel
+from taplab.native import bind
 
 
 @lru_cache(maxsize=8)
@@ -104,15 +104,10 @@ def residual(
         raise ValueError(f"current {current.shape} and reference {reference.shape} must be equal (H, W) planes")
     if vectors is None:
         return cv2.absdiff(current, reference)
-    native = kernel("mc")
-    if native is None:
+    kernels = bind("mc")
+    if kernels is None:
         return residual_reference(current, reference, vectors, valid, block)
-    height, width = current.shape
-    gh, gw = valid.shape
-    out = np.empty_like(current)
-    shift = np.rint(vectors).astype(np.int16)
-    native.mc_residual(np.ascontiguousarray(current), np.ascontiguousarray(reference), shift, np.ascontiguousarray(valid), height, width, gh, gw, block, out)
-    return out
+    return kernels.residual(current, reference, vectors, valid, block)
 
 
 def residual_reference(current: np.ndarray, reference: np.ndarray, vectors: np.ndarray, valid: np.ndarray, block: int) -> np.ndarray:

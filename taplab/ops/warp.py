@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from taplab.native import kernel
+from taplab.native import bind, register_reference
+from taplab.native.warp import WarpReference
 
 SAMPLING = ("nearest", "bilinear")
 
@@ -91,6 +93,19 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
     return GridFlow(torch.from_numpy(flow), torch.from_numpy(np.ascontiguousarray(ok)))
 
 
+def dense_to_grid(flow: np.ndarray, grid: tuple[int, int], stride: tuple[float, float] | float) -> GridFlow:
+    """A dense flow ``(H, W, 2)`` float32 in pixels -> :class:`GridFlow` on a ``grid = (h, w)`` feature grid.
+
+    The flow follows taplab's convention (a backward flow: ``(dx, dy)`` points from the current frame
+    into its reference, as the codec's vectors do). It is area-averaged onto the cells and divided by
+    ``stride`` (``(sy, sx)`` pixels per cell, or one number); every cell is valid.
+    """
+    h, w = grid
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    cells = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / np.array([sx, sy], np.float32)
+    return GridFlow(torch.from_numpy(np.ascontiguousarray(cells, np.float32)), torch.ones(h, w, dtype=torch.bool))
+
+
 def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
     """FFW: ``features`` ``(C, h, w)`` (or ``(N, C, h, w)``) of the reference -> the current frame's.
 
@@ -107,11 +122,7 @@ def warp(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") ->
     kernels = _kernels(features)
     if kernels is None:
         return warp_reference(features, motion, sampling)
-    x, out, distorted = _outputs(features)
-    flow = motion.flow.to(x.device, torch.float32).contiguous()
-    valid = motion.valid.to(x.device, torch.bool).contiguous()
-    kernels.warp(x, flow, valid, sampling == "bilinear", out, distorted)
-    return out, distorted
+    return kernels.warp(features, motion.flow, motion.valid, sampling == "bilinear")
 
 
 def warp_blocks(features: torch.Tensor, vectors: np.ndarray, valid: np.ndarray, block: int,
@@ -129,89 +140,19 @@ def warp_blocks(features: torch.Tensor, vectors: np.ndarray, valid: np.ndarray, 
     if kernels is None:
         grid = tuple(features.shape[-2:])
         return warp_reference(features, motion_to_grid(vectors, valid, block, grid, (sy, sx)), sampling)
-    x, out, distorted = _outputs(features)
-    v = torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(x.device)
-    ok = torch.from_numpy(np.ascontiguousarray(valid, bool)).to(x.device)
-    kernels.warp_blocks(x, v, ok, int(block), float(sy), float(sx), sampling == "bilinear", out, distorted)
-    return out, distorted
-
-
-def _outputs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x = features.contiguous()
-    return x, torch.empty_like(x), torch.empty(x.shape[1:], dtype=torch.bool, device=x.device)
+    return kernels.warp_blocks(features, vectors, valid, block, (sy, sx), sampling == "bilinear")
 
 
 def _kernels(features: torch.Tensor):
-    """The native kernels for these features, or None for the reference: the C++ kernels for unbatched
-    float32 CPU features, the CUDA kernels for unbatched float32/float16 CUDA features."""
+    """The native warp binding for these features, or None for the reference: the C++ kernel for unbatched
+    float32 CPU features, the CUDA kernel for unbatched float32/float16 CUDA features."""
     if features.dim() != 3 or features.requires_grad:
         return None
     if features.device.type == "cpu" and features.dtype == torch.float32:
-        module = kernel("warp")
-        return None if module is None else _CpuKernels(module)
+        return bind("warp")
     if features.device.type == "cuda" and features.dtype in (torch.float32, torch.float16):
-        lib = kernel("warp_cuda")
-        return None if lib is None else CudaKernels(lib)
+        return bind("warp_cuda")
     return None
-
-
-class _CpuKernels:
-    """``native/cpu/warp.cpp``: arrays through the buffer protocol (numpy views of the tensors)."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def warp(self, x, flow, valid, bilinear, out, distorted) -> None:
-        c, h, w = x.shape
-        self.module.warp(x.numpy(), c, h, w, flow.numpy(), valid.numpy(), bilinear, out.numpy(), distorted.numpy())
-
-    def warp_blocks(self, x, vectors, valid, block, sy, sx, bilinear, out, distorted) -> None:
-        c, h, w = x.shape
-        self.module.warp_blocks(x.numpy(), c, h, w, vectors.numpy(), valid.numpy(), *valid.shape, block, sy, sx,
-                                bilinear, out.numpy(), distorted.numpy())
-
-
-class CudaKernels:
-    """``native/cuda/warp.cu`` (through ctypes): device pointers, on the tensors' device and torch's current
-    stream. The library reads raw memory: every shape is checked here, before it launches."""
-
-    def __init__(self, lib):
-        self.lib = lib
-
-    def _launch(self, name: str, x: torch.Tensor, *args) -> None:
-        fn = getattr(self.lib, f"{name}_{'f16' if x.dtype == torch.float16 else 'f32'}")
-        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
-        err = fn(*args, device, torch.cuda.current_stream(x.device).cuda_stream)
-        if err:
-            raise RuntimeError(f"the CUDA warp kernel failed: cudaError {err}")
-
-    @staticmethod
-    def _check(x, out, distorted, *grids) -> None:
-        c, h, w = x.shape
-        tensors = (out, distorted, *grids)
-        if not all(t.is_cuda and t.device == x.device and t.is_contiguous() for t in tensors):
-            raise ValueError("the CUDA warp kernel needs contiguous tensors on the features' device")
-        if out.shape != x.shape or out.dtype != x.dtype or tuple(distorted.shape) != (h, w):
-            raise ValueError(f"output buffers {tuple(out.shape)}, {tuple(distorted.shape)} do not fit features {tuple(x.shape)}")
-
-    def warp(self, x, flow, valid, bilinear, out, distorted) -> None:
-        c, h, w = x.shape
-        self._check(x, out, distorted, flow, valid)
-        if tuple(flow.shape) != (h, w, 2) or flow.dtype != torch.float32 or tuple(valid.shape) != (h, w):
-            raise ValueError(f"flow {tuple(flow.shape)} / valid {tuple(valid.shape)} do not fit features {tuple(x.shape)}")
-        self._launch("taplab_warp", x, x.data_ptr(), c, h, w, flow.data_ptr(), valid.data_ptr(), int(bilinear),
-                     out.data_ptr(), distorted.data_ptr())
-
-    def warp_blocks(self, x, vectors, valid, block, sy, sx, bilinear, out, distorted) -> None:
-        c, h, w = x.shape
-        self._check(x, out, distorted, vectors, valid)
-        gh, gw = valid.shape
-        if tuple(vectors.shape) != (gh, gw, 2) or vectors.dtype != torch.float32 or min(gh, gw, block) < 1 \
-                or not (sy > 0 and sx > 0):
-            raise ValueError(f"block field {tuple(vectors.shape)} / {tuple(valid.shape)}, block {block}, stride "
-                             f"({sy}, {sx}) is not a valid block field")
-        self._launch("taplab_warp_blocks", x, x.data_ptr(), c, h, w, vectors.data_ptr(), valid.data_ptr(), gh, gw,
-                     block, sy, sx, int(bilinear), out.data_ptr(), distorted.data_ptr())
 
 
 def warp_reference(features: torch.Tensor, motion: GridFlow, sampling: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,3 +200,7 @@ def zero_flow(grid: tuple[int, int]) -> GridFlow:
     """The identity motion (every cell valid): the key frame's own accumulated flow."""
     h, w = grid
     return GridFlow(torch.zeros(h, w, 2), torch.ones(h, w, dtype=torch.bool))
+
+
+# the CUDA kernel checks itself against this reference before its first use (taplab/native/cuda.py)
+register_reference("warp_cuda", WarpReference(warp_reference, motion_to_grid))

@@ -6,8 +6,8 @@ import torch
 
 from taplab.data.synth import SynthConfig, generate
 from taplab.data.transforms import to_tensor
-from taplab.nets.loader import load_model, logits_to_labels
-from taplab.ops.labels import upsample_labels, upsample_labels_reference
+from taplab.nets.loader import load_model
+from taplab.ops.labels import LABEL_MODES, labels_from_logits, logits_to_labels, upsample_labels, upsample_labels_reference
 
 #: the C kernel where it is built (else the reference again) and the numpy reference
 IMPLEMENTATIONS = [upsample_labels, upsample_labels_reference]
@@ -46,3 +46,32 @@ def test_uniform_logits_and_many_classes(upsample):
     many = torch.randn(19, 12, 20)
     # white-noise logits are the worst case (classes that win between cells but at no cell): still mostly equal
     assert (upsample(many, (48, 80)) == exact(many, (48, 80))).mean() > 0.7
+
+
+def test_label_modes_agree_where_they_must():
+    torch.manual_seed(3)
+    two = torch.randn(2, 9, 13)  # two classes: "bilinear" is exact (see above)
+    labels = {mode: labels_from_logits(two, (36, 52), mode) for mode in LABEL_MODES}
+    assert all(a.dtype == np.uint8 and a.shape == (36, 52) for a in labels.values())
+    np.testing.assert_array_equal(labels["exact"], logits_to_labels(two[None], (36, 52))[0].numpy())
+    np.testing.assert_array_equal(labels["bilinear"], labels["exact"])
+    np.testing.assert_array_equal(labels["bilinear"], upsample_labels(two, (36, 52)))
+    # nearest: each cell's arg-max repeated over its 4x4 pixels
+    coarse = two.argmax(0).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(labels["nearest"], coarse.repeat(4, 0).repeat(4, 1))
+    assert 0.8 < (labels["nearest"] == labels["exact"]).mean() < 1  # they differ near boundaries only
+
+
+def test_label_modes_at_the_logits_size_and_on_uniform_logits():
+    torch.manual_seed(4)
+    many = torch.randn(19, 6, 10)
+    for mode in LABEL_MODES:  # no upsampling: every mode is the arg-max
+        np.testing.assert_array_equal(labels_from_logits(many, (6, 10), mode), many.argmax(0).numpy())
+    uniform = torch.zeros(19, 4, 6)
+    uniform[11] = 1
+    assert all((labels_from_logits(uniform, (13, 21), mode) == 11).all() for mode in LABEL_MODES)
+
+
+def test_unknown_label_mode():
+    with pytest.raises(ValueError, match="mode must be one of .*'bicubic'"):
+        labels_from_logits(torch.zeros(2, 3, 3), (6, 6), "bicubic")

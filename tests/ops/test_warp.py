@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from taplab.codec import open_video
 from taplab.data.synth import SynthConfig, generate
-from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, zero_flow
+from taplab.ops.warp import GridFlow, compose, dense_to_grid, motion_to_grid, warp, zero_flow
 from tests.conftest import DX, DY
 
 
@@ -104,6 +104,24 @@ def test_composed_motion_keeps_what_chained_nearest_warps_drop():
     composed, _ = warp(x, acc, "nearest")
     assert chained[0, 1].argmax() == 6  # every 0.4-cell step rounded away: no motion at all
     assert composed[0, 1].argmax() == 4  # 5 x 0.4 = 2 cells: current[j] = ref[j + 2]
+
+
+@pytest.mark.parametrize("grid, stride", [((16, 24), (4, 4)), ((16, 12), (4, 8)), ((8, 12), 8)])
+def test_dense_to_grid_of_a_constant_flow_is_that_flow_over_the_stride(grid, stride):
+    pixels = np.empty((64, 96, 2), np.float32)
+    pixels[...] = (3.0, -2.0)
+    motion = dense_to_grid(pixels, grid, stride)
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    assert motion.flow.dtype == torch.float32 and motion.flow.shape == (*grid, 2)
+    assert torch.equal(motion.flow, torch.tensor([3.0 / sx, -2.0 / sy]).expand(*grid, 2))
+    assert motion.valid.dtype == torch.bool and motion.valid.shape == grid and motion.valid.all()
+
+
+def test_dense_to_grid_averages_the_pixels_of_each_cell():
+    pixels = np.random.default_rng(0).normal(0, 5, (12, 20, 2)).astype(np.float32)
+    motion = dense_to_grid(pixels, (3, 5), (4, 4))
+    means = pixels.reshape(3, 4, 5, 4, 2).mean(axis=(1, 3)) / 4
+    np.testing.assert_allclose(motion.flow.numpy(), means, atol=1e-5)
 
 
 def test_bad_arguments():
