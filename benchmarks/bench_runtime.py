@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-
 from taplab.bench.sweep import MODULES
+from taplab.data import layout
 from taplab.metrics import ConfusionMatrix
 from taplab.runtime import Segmenter
 
@@ -76,8 +75,7 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
         for k in range(clips):
             name = f"held{k}"
             video = write_clip(tmp, SynthConfig(frames=30, seed=700001 + k), gop=12, name=name)
-            truth = [cv2.imread(str(Path(tmp) / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
-                                cv2.IMREAD_UNCHANGED) for t in range(30)]
+            truth = [layout.read_labels(layout.clip_label_path(tmp, name, t)) for t in range(30)]
             videos.append((video, truth))
         per_frame: list[list] = []
         print("| modules | mIoU % | fidelity mIoU % | key frames |")

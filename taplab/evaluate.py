@@ -1,4 +1,9 @@
-"""Accuracy of a model on a labelled data set: mIoU, per-class IoU, pixel accuracy (``taplab eval``)."""
+"""Accuracy of a model on a labelled data set: mIoU, per-class IoU, pixel accuracy (``taplab eval``).
+
+:class:`EvalResult` holds fractions in [0, 1] (as :class:`~taplab.metrics.ConfusionMatrix` gives them);
+what it shows a person or writes as JSON is in percent (0-100, two decimals in JSON), as
+``taplab bench``'s results are, and says so.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,14 @@ from taplab.errors import ModelError
 from taplab.metrics import ConfusionMatrix
 from taplab.nets.loader import Model
 
+#: the unit of :meth:`EvalResult.to_dict`'s accuracies
+UNIT = "percent"
+
 
 @dataclass
 class EvalResult:
-    """Accuracy over ``images`` labelled images; ``iou`` is NaN for classes absent from truth and prediction."""
+    """Accuracy over ``images`` labelled images, as fractions in [0, 1]; ``iou`` is NaN for classes absent
+    from truth and prediction."""
 
     miou: float
     iou: np.ndarray
@@ -26,18 +35,25 @@ class EvalResult:
     seconds: float
 
     def to_dict(self) -> dict:
+        """What ``taplab eval --json`` prints: ``unit`` (``"percent"``), ``miou``, ``pixel_accuracy`` and
+        ``iou`` (per class name) in percent with two decimals (None where NaN), and ``images``."""
         return {
-            "miou": None if np.isnan(self.miou) else self.miou,
-            "pixel_accuracy": None if np.isnan(self.pixel_accuracy) else self.pixel_accuracy, "images": self.images,
-            "iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(self.classes, self.iou)},
+            "unit": UNIT, "miou": percent(self.miou), "pixel_accuracy": percent(self.pixel_accuracy),
+            "images": self.images, "iou": {name: percent(v) for name, v in zip(self.classes, self.iou)},
         }
 
     def format(self) -> str:
+        """A table of IoU per class and a summary line, in percent with one decimal."""
         lines = [f"{'class':<16} {'IoU %':>6}"]
         lines += [f"{name:<16} {'-' if np.isnan(v) else f'{100 * v:6.1f}':>6}" for name, v in zip(self.classes, self.iou)]
         lines += ["", f"mIoU {100 * self.miou:.1f}%   pixel accuracy {100 * self.pixel_accuracy:.1f}%   "
                       f"({self.images} images, {self.images / max(self.seconds, 1e-9):.1f} images/s)"]
         return "\n".join(lines)
+
+
+def percent(fraction: float) -> float | None:
+    """A fraction in [0, 1] -> percent rounded to two decimals (as ``taplab bench`` reports); NaN -> None."""
+    return None if np.isnan(fraction) else round(100 * float(fraction), 2)
 
 
 def evaluate(model: Model, data: LabelledImages, limit: int | None = None,

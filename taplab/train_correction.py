@@ -9,7 +9,8 @@ made concrete here:
   one sample, the frame, the key frame's logits warped to it (1 to ``gop - 1`` frames apart) and
   the coarse distortion map, exactly what CoNet sees at run time, with the frame's true labels.
   The segmentation model is frozen; its logits are computed once, before training.
-- **Losses**, on ``F = F_warped + M * (F_updated - F_warped)`` with ``M = w_f M_coarse + (1 - w_f) M_edge``:
+- **Losses**, on ``F = F_warped + M * (F_updated - F_warped)`` with ``M = w_f M_coarse + (1 - w_f) M_edge``
+  (the runtime's own :func:`~taplab.ops.fusion.fuse` and :func:`~taplab.ops.fusion.distortion_map`):
   *semantic*, cross-entropy of ``F`` (upsampled) against the labels; *edge-semantics*, the same
   restricted to the cells on a class boundary, where warping fails most; *edge*, binary
   cross-entropy of ``M_edge`` against those boundary cells (edges and thin objects); *warp*, binary
@@ -31,23 +32,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taplab.data import layout
 from taplab.data.labels import IGNORE_LABEL
 from taplab.errors import ConfigError
 from taplab.metrics import ConfusionMatrix
-from taplab.nets.conet import CoNet, read_correction, save_correction
-from taplab.nets.loader import Model, load_model, logits_to_labels, resolve_device
-from taplab.ops.fusion import distortion_map
-from taplab.train import TrainingLoop, TrainProgress, TrainResult, _finite, refuse_existing_run
+from taplab.nets.conet import IMAGE_SCALE, CoNet, correction_image, read_correction, save_correction
+from taplab.nets.loader import Model, load_model, resolve_device
+from taplab.ops.fusion import distortion_map, fuse
+from taplab.ops.labels import logits_to_labels
+from taplab.training import TrainConfig, TrainingLoop, TrainProgress, TrainResult, finite, refuse_existing_run
 
 
 @dataclass
 class Sample:
-    """One warped frame: ``image`` uint8 RGB at twice the grid, ``warped`` float16 (C, h, w) logits,
+    """One warped frame: ``image`` uint8 RGB as CoNet sees it (:func:`~taplab.nets.conet.correction_image`:
+    :data:`~taplab.nets.conet.IMAGE_SCALE` times the grid), ``warped`` float16 (C, h, w) logits,
     ``coarse`` float16 (h, w), ``labels`` uint8 (H, W) at the source resolution, ``distance`` frames from the key frame."""
 
     image: np.ndarray
@@ -71,22 +74,15 @@ def labelled_clips(spec: str, split: str, workdir: Path, gop: int) -> list[tuple
         for k, seed in enumerate(seeds):
             name = f"{split}{k:04d}"
             video = write_clip(workdir, clip_config(seed, synth.size, synth.frames), gop=gop, name=name)
-            clips.append((video, _read_labels(workdir / "gtFine" / name)))
+            clips.append((video, layout.read_clip_labels(layout.clip_labels_dir(workdir, name))))
         return clips
     folder = Path(spec)
-    videos = sorted((folder / "video").glob("*.mp4"))
+    videos = layout.clip_videos(folder)
     if not videos:
         raise ConfigError(f"{spec}: a correction network trains on videos with labels per frame: synth:... or a "
                           "folder written by `taplab synth` (video/*.mp4 and gtFine/<clip>/)")
     chosen = [v for i, v in enumerate(videos) if (i % 10 == 9) == (split == "val")] or videos[:1]
-    return [(v, _read_labels(folder / "gtFine" / v.stem)) for v in chosen]
-
-
-def _read_labels(folder: Path) -> list[np.ndarray]:
-    files = sorted(folder.glob("*_gtFine_labelTrainIds.png"))
-    if not files:
-        raise ConfigError(f"no labels (*_gtFine_labelTrainIds.png) in {folder}")
-    return [cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files]
+    return [(v, layout.read_clip_labels(layout.clip_labels_dir(folder, v.stem))) for v in chosen]
 
 
 def collect_samples(model: Model, clips: list[tuple[Path, list[np.ndarray]]],
@@ -104,10 +100,9 @@ def collect_samples(model: Model, clips: list[tuple[Path, list[np.ndarray]]],
                 continue
             if r.warped is None or r.index >= len(truth):
                 continue
-            h, w = r.warped.shape[-2:]
-            small = cv2.resize(r.image, (2 * w, 2 * h), interpolation=cv2.INTER_AREA)
-            samples.append(Sample(small, r.warped.half().numpy(), r.distortion.half().numpy(), truth[r.index],
-                                  r.index - last_key))
+            small = correction_image(r.image, tuple(r.warped.shape[-2:]))
+            samples.append(Sample(small, r.warped.half().cpu().numpy(), r.distortion.half().cpu().numpy(),
+                                  truth[r.index], r.index - last_key))
         if progress is not None:
             progress(k + 1)
     if not samples:
@@ -132,7 +127,7 @@ def correction_losses(net: CoNet, image: torch.Tensor, warped: torch.Tensor, coa
     h, w = warped.shape[-2:]
     updated, edge_logit = net(image, warped, coarse[:, None])
     m = distortion_map(coarse, torch.sigmoid(edge_logit[:, 0]), weight)
-    fused = warped + m[:, None] * (updated - warped)
+    fused = fuse(warped, updated, m)
     up = F.interpolate(fused, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     semantic = F.cross_entropy(up, labels, ignore_index=IGNORE_LABEL)
     edges = boundary_cells(labels, stride, (h, w))
@@ -157,7 +152,7 @@ def _batch(samples: list[Sample], picks: np.ndarray, crop: tuple[int, int], stri
         h, w = s.coarse.shape
         ch, cw = max(1, min(h, crop[0] // stride)), max(1, min(w, crop[1] // stride))
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        im = s.image[2 * y:2 * (y + ch), 2 * x:2 * (x + cw)]
+        im = s.image[IMAGE_SCALE * y:IMAGE_SCALE * (y + ch), IMAGE_SCALE * x:IMAGE_SCALE * (x + cw)]
         wp = s.warped[:, y:y + ch, x:x + cw]
         co = s.coarse[y:y + ch, x:x + cw]
         lab = np.full((ch * stride, cw * stride), IGNORE_LABEL, np.uint8)
@@ -186,19 +181,18 @@ def evaluate_correction(net: CoNet, samples: list[Sample], num_classes: int, wei
         warped = torch.from_numpy(s.warped)[None].float().to(device)
         coarse = torch.from_numpy(s.coarse)[None].float().to(device)
         updated, edge = net(image, warped, coarse[:, None])
-        m = distortion_map(coarse, torch.sigmoid(edge[:, 0]), weight)
-        fused = warped + m[:, None] * (updated - warped)
+        fused = fuse(warped, updated, distortion_map(coarse, torch.sigmoid(edge[:, 0]), weight))
         size = s.labels.shape
         fused_cm.update(logits_to_labels(fused, size)[0].cpu().numpy(), s.labels)
         warped_cm.update(logits_to_labels(warped, size)[0].cpu().numpy(), s.labels)
-    return {"val_miou": _finite(fused_cm.miou()), "val_miou_warped": _finite(warped_cm.miou())}
+    return {"val_miou": finite(fused_cm.miou()), "val_miou_warped": finite(warped_cm.miou())}
 
 
-def train_correction(config, state: dict | None = None, progress=None):
+def train_correction(config: TrainConfig, state: dict | None = None,
+                     progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
     """Train (or, with ``state`` read from a run's ``last.pt``, continue) a CoNet for ``config.base``.
 
-    ``config`` is a :class:`taplab.train.TrainConfig` with ``model="conet"``; returns a
-    :class:`taplab.train.TrainResult`."""
+    ``config`` has ``model="conet"``; :func:`taplab.train.train` dispatches such configs here."""
     from taplab.runtime.config import RuntimeConfig
 
     device = resolve_device(config.device)

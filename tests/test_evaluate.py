@@ -60,3 +60,16 @@ def test_limit_and_class_mismatch():
     assert evaluate(load_model(RedToClass()), Images(labels, labels), limit=2).images == 2
     with pytest.raises(ModelError, match="class count does not match"):
         evaluate(load_model(RedToClass()), Images(labels, labels, classes=19))
+
+
+def test_json_and_text_are_in_percent_and_say_so():
+    labels = [np.array([[0, 1], [2, 3]], np.uint8).repeat(4, 0).repeat(4, 1)]
+    wrong = [np.where(labels[0] == 3, 2, labels[0]).astype(np.uint8)]  # class 3 predicted where truth says 2
+    result = evaluate(load_model(RedToClass()), Images(labels, wrong))
+    d = result.to_dict()
+    assert d["unit"] == "percent"
+    assert d["miou"] == pytest.approx(100 * result.miou, abs=0.005) and d["miou"] == 62.5  # (1 + 1 + 1/2 + 0) / 4
+    assert d["pixel_accuracy"] == 75.0 and d["iou"] == {"c0": 100.0, "c1": 100.0, "c2": 50.0, "c3": 0.0}
+    assert "mIoU 62.5%" in result.format() and "pixel accuracy 75.0%" in result.format()
+    absent = evaluate(load_model(RedToClass()), Images([np.zeros((4, 4), np.uint8)], [np.zeros((4, 4), np.uint8)]))
+    assert absent.to_dict()["iou"]["c1"] is None  # NaN: a class neither true nor predicted

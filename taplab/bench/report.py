@@ -8,7 +8,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from taplab.io.atomic import atomic_path
+from taplab.files import atomic_path
 
 #: the columns of the CSV (keys) and of the markdown table (headings)
 COLUMNS = {"gop": "GOP", "size": "size", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %", "cl": "CL %",

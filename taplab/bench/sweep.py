@@ -31,7 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from taplab.data import layout
 from taplab.errors import ConfigError
+from taplab.files import read_image
 
 #: the TapLab paper's Table 5 rows, and fusion (DMNet) on top
 MODULES: dict[str, dict] = {
@@ -163,9 +165,8 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path, scale: float = 1
             h, w = (_scaled(v, scale) for v in spec.size)
             synth = SynthConfig(height=h, width=w, frames=spec.frames, seed=config.seed + k)
             video = write_clip(folder, synth, gop=gop, codec=config.codec, name=name)
-            labels = [cv2.imread(str(folder / "gtFine" / name / f"{name}_{t:06d}_gtFine_labelTrainIds.png"),
-                                 cv2.IMREAD_UNCHANGED) for t in range(spec.frames)]
-            flows = list(np.load(folder / "flow" / f"{name}.npz")["flow"].astype(np.float32))
+            labels = [layout.read_labels(layout.clip_label_path(folder, name, t)) for t in range(spec.frames)]
+            flows = list(np.load(layout.clip_flow_path(folder, name))["flow"].astype(np.float32))
             clips.append(Clip(video, labels, flows, flows))
         return clips
     if Path(config.data).is_dir():
@@ -210,20 +211,19 @@ ANNOTATED = 19
 
 
 def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path, scale: float) -> list[Clip]:
-    """The papers' protocol on a Cityscapes-format sequence folder (``<city>_<seq>_<frame>_leftImg8bit.png``
-    or ``.jpg``, anywhere below ``data``; labels, where present, as ``<city>_<seq>_000019_gtFine_labelTrainIds.png``
-    anywhere below it too): per snippet, a window of up to ``gop`` frames that starts with its key frame
-    ``d`` frames before the annotated frame, ``d`` drawn from ``0 .. min(gop, 20) - 1`` (``key_distance``
-    fixes it); only the annotated frame is scored."""
-    import re
-
+    """The papers' protocol on a Cityscapes-format sequence folder (:mod:`taplab.data.layout`:
+    ``<city>_<seq>_<frame>_leftImg8bit.png`` or ``.jpg``, anywhere below ``data``; labels, where present,
+    as ``<city>_<seq>_000019_gtFine_labelTrainIds.png`` anywhere below it too): per snippet, a window of
+    up to ``gop`` frames that starts with its key frame ``d`` frames before the annotated frame, ``d``
+    drawn from ``0 .. min(gop, 20) - 1`` (``key_distance`` fixes it); only the annotated frame is scored."""
     root = Path(config.data)
     snippets: dict[str, dict[int, Path]] = {}
-    for path in sorted(root.rglob("*_leftImg8bit.*")):
-        m = re.match(r"(.+)_(\d{6})_leftImg8bit\.(png|jpg)$", path.name)
-        if m:
-            snippets.setdefault(m.group(1), {})[int(m.group(2))] = path
-    labels = {p.name.rsplit("_", 2)[0]: p for p in root.rglob("*_gtFine_labelTrainIds.png")}  # <city>_<seq>_<frame>
+    for path in sorted(root.rglob(layout.IMAGE_GLOB)):
+        parsed = layout.parse_image_name(path.name)
+        if parsed:
+            snippet, frame, _ = parsed
+            snippets.setdefault(snippet, {})[frame] = path
+    labels = {layout.label_stem(p.name): p for p in root.rglob(layout.LABEL_GLOB)}  # by <city>_<seq>_<frame>
     clips = []
     for k, (name, files) in enumerate(sorted(snippets.items())):
         indices = sorted(files)
@@ -236,12 +236,11 @@ def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path, scale: float)
         if d >= reach:
             raise ConfigError(f"key_distance {d} does not fit GOP {gop} before frame {ANNOTATED} of {name}")
         window = indices[annotated - d:annotated - d + gop]
-        frames = [_resize(cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), scale)
-                  for i in window]
+        frames = [_resize(read_image(files[i]), scale) for i in window]
         truth = [None] * len(frames)
-        stem = f"{name}_{ANNOTATED:06d}"
+        stem = layout.frame_stem(name, ANNOTATED)
         if stem in labels:
-            truth[d] = _resize(cv2.imread(str(labels[stem]), cv2.IMREAD_UNCHANGED), scale, labels=True)
+            truth[d] = _resize(layout.read_labels(labels[stem]), scale, labels=True)
         clips.append(_encoded_clip(frames, folder / f"{name}.mp4", gop, config.codec,
                                    truth if truth[d] is not None else None, {d}))
     if not clips:
@@ -253,7 +252,6 @@ def _cityscapes_clips(config: BenchConfig, gop: int, folder: Path, scale: float)
 def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] | None = None) -> list[dict]:
     """Run every point; returns one record per point (see :mod:`taplab.bench.report` for the outputs)."""
     from taplab.nets.loader import load_model
-
     from taplab.runtime import Segmenter
 
     models = {name: load_model(name) for name in config.models}

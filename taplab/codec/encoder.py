@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from taplab.errors import EncodeError, TapLabError
-from taplab.io.atomic import atomic_path
+from taplab.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 

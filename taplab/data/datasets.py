@@ -9,10 +9,10 @@ and ``colors`` (RGB per class). :func:`open_dataset` turns a spec into one:
   scene parameters (traffic, pedestrians, pan, horizon, field of view, lighting) from the seed.
   The validation and test splits use other seeds (and a tenth as many clips), so they never share a
   scene with the training split or each other.
-- a folder in Cityscapes layout: ``gtFine/**/<stem>_gtFine_labelTrainIds.png`` with the image at
-  the same relative path under ``leftImg8bit/`` (``<stem>_leftImg8bit.png`` or ``.jpg``). Folders
-  written by ``taplab synth`` have this layout too; where they hold no images, the frames are
-  decoded from ``video/<clip>.mp4`` (so the network sees the codec's artefacts, as at run time).
+- a folder in Cityscapes layout (:mod:`taplab.data.layout`): ``gtFine/**/<stem>_gtFine_labelTrainIds.png``
+  with the image at the same relative path under ``leftImg8bit/`` (``<stem>_leftImg8bit.png`` or
+  ``.jpg``). Folders written by ``taplab synth`` have this layout too; where they hold no images, the
+  frames are decoded from ``video/<clip>.mp4`` (so the network sees the codec's artefacts, as at run time).
   Splits: ``gtFine/<split>/`` when present; otherwise every tenth clip (sub-folder) is the
   validation split.
 - a folder in CamVid layout (SegNet's): ``<split>/*.png`` with ``<split>annot/*.png`` holding
@@ -21,16 +21,17 @@ and ``colors`` (RGB per class). :func:`open_dataset` turns a spec into one:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from taplab.data import layout
 from taplab.data.labels import IGNORE_LABEL, NUM_CLASSES, default_metadata
 from taplab.errors import ConfigError
+from taplab.files import read_image, read_label_image
+from taplab.options import parse_assignments, parse_size
 
 Pair = tuple[np.ndarray, np.ndarray]
 CITYSCAPES_CLASSES, CITYSCAPES_COLORS = default_metadata(NUM_CLASSES)
@@ -137,16 +138,17 @@ def parse_synth_spec(spec: str) -> SynthSet:
     """``synth[:key=value,...]`` -> :class:`SynthSet` (keys: clips, frames, step, seed, size=HxW)."""
     _, _, args = spec.partition(":")
     fields: dict = {}
-    for item in filter(None, args.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in ("clips", "frames", "step", "seed", "size"):
+    for key, value in parse_assignments(filter(None, args.split(",")), f"synthetic data spec {spec!r}").items():
+        if key not in ("clips", "frames", "step", "seed", "size"):
             raise ConfigError(f"bad synthetic data spec {spec!r}: expected synth:clips=N,frames=N,step=N,seed=N,size=HxW")
+        if key == "size":
+            fields[key] = parse_size(value, "synth size")
+            continue
         try:
-            fields[key] = tuple(int(v) for v in value.lower().split("x")) if key == "size" else int(value)
+            fields[key] = int(value)
         except ValueError:
             raise ConfigError(f"bad value for {key} in {spec!r}: {value!r}") from None
-    if "size" in fields and (len(fields["size"]) != 2 or min(fields["size"]) < 64 or any(v % 2 for v in fields["size"])):
+    if "size" in fields and (min(fields["size"]) < 64 or any(v % 2 for v in fields["size"])):
         raise ConfigError(f"synth size must be HxW, even and >= 64, got {args}")
     return SynthSet(**fields)
 
@@ -160,10 +162,10 @@ class PairedFiles(LabelledImages):
     A video is decoded whole the first time one of its frames is asked for, and its frames are
     kept (taplab synth clips are short; 30 frames at 512x1024 take 47 MB)."""
 
-    def __init__(self, pairs: list[tuple[Path | tuple[Path, int], Path]], decode_labels: Callable[[np.ndarray], np.ndarray],
+    def __init__(self, pairs: list[tuple[Path | tuple[Path, int], Path]], read_labels: Callable[[Path], np.ndarray],
                  classes, colors, description: str):
         self.pairs = pairs
-        self.decode_labels = decode_labels
+        self.read_labels = read_labels
         self.classes, self.colors, self.description = tuple(classes), tuple(colors), description
         self._videos: dict[Path, list[np.ndarray]] = {}
 
@@ -172,7 +174,7 @@ class PairedFiles(LabelledImages):
 
     def __getitem__(self, i: int) -> Pair:
         image_ref, label_path = self.pairs[i]
-        labels = self.decode_labels(_read(label_path, cv2.IMREAD_UNCHANGED))
+        labels = self.read_labels(label_path)
         if isinstance(image_ref, tuple):
             video, t = image_ref
             frames = self._video_frames(video)
@@ -180,7 +182,7 @@ class PairedFiles(LabelledImages):
                 raise ConfigError(f"{label_path} labels frame {t}, but {video} has {len(frames)} frames")
             image = frames[t]
         else:
-            image = cv2.cvtColor(_read(image_ref, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            image = read_image(image_ref)
         bad = labels[(labels != IGNORE_LABEL) & (labels >= len(self.classes))]
         if bad.size:
             raise ConfigError(f"{label_path} holds class id {int(bad.max())}, but the data has {len(self.classes)} "
@@ -198,20 +200,8 @@ class PairedFiles(LabelledImages):
         return self._videos[video]
 
 
-def _read(path: Path, flags: int) -> np.ndarray:
-    array = cv2.imread(str(path), flags)
-    if array is None:
-        raise ConfigError(f"cannot read image {path}")
-    return array
-
-
-def _cityscapes_labels(array: np.ndarray) -> np.ndarray:
-    if array.ndim != 2:
-        raise ConfigError("Cityscapes label images must be single-channel (labelTrainIds)")
-    return array.astype(np.uint8, copy=False)
-
-
-def _camvid_labels(array: np.ndarray) -> np.ndarray:
+def _camvid_labels(path: Path) -> np.ndarray:
+    array = read_label_image(path)
     if array.ndim == 3:
         array = array[..., 0]
     labels = array.astype(np.uint8)
@@ -219,36 +209,34 @@ def _camvid_labels(array: np.ndarray) -> np.ndarray:
     return labels
 
 
-_FRAME = re.compile(r"^(?P<clip>.+)_(?P<t>\d{6})_gtFine_labelTrainIds\.png$")
-
-
 def cityscapes_folder(root: Path, split: str) -> PairedFiles:
-    labels_root = root / "gtFine"
+    labels_root = root / layout.LABELS_DIR
     split_dirs = [d.name for d in labels_root.iterdir() if d.is_dir() and d.name in ("train", "val", "test")]
     if split_dirs and split != "all":
         if split not in split_dirs:
             raise ConfigError(f"{root} has no {split!r} split (found: {', '.join(sorted(split_dirs))})")
-        label_files = sorted((labels_root / split).rglob("*_gtFine_labelTrainIds.png"))
+        label_files = sorted((labels_root / split).rglob(layout.LABEL_GLOB))
     else:
-        label_files = sorted(labels_root.rglob("*_gtFine_labelTrainIds.png"))
+        label_files = sorted(labels_root.rglob(layout.LABEL_GLOB))
         if not split_dirs and split != "all":
             label_files = _hold_out(label_files, labels_root, split)
     pairs = []
     for lp in label_files:
         rel = lp.relative_to(labels_root)
-        stem = lp.name[: -len("_gtFine_labelTrainIds.png")]
-        image = next((p for ext in ("png", "jpg") if (p := root / "leftImg8bit" / rel.parent / f"{stem}_leftImg8bit.{ext}").exists()), None)
-        if image is None:
-            m = _FRAME.match(lp.name)
-            video = root / "video" / f"{rel.parts[0]}.mp4"
-            if not (m and video.exists()):
-                raise ConfigError(f"no image for {lp}: expected leftImg8bit/{rel.parent}/{stem}_leftImg8bit.png "
-                                  f"(or a taplab synth video/{rel.parts[0]}.mp4)")
-            image = (video, int(m["t"]))
+        stem = layout.label_stem(lp.name)
+        images = [root / layout.IMAGES_DIR / rel.parent / layout.image_name(stem, ext) for ext in layout.IMAGE_EXTENSIONS]
+        image = next((p for p in images if p.exists()), None)
+        if image is None:  # a taplab synth folder without images: the frame of the clip's video
+            frame = layout.parse_label_name(lp.name)
+            video = layout.clip_video_path(root, rel.parts[0])
+            if not (frame and video.exists()):
+                raise ConfigError(f"no image for {lp}: expected {images[0].relative_to(root)} "
+                                  f"(or a taplab synth {video.relative_to(root)})")
+            image = (video, frame[1])
         pairs.append((image, lp))
     if not pairs:
-        raise ConfigError(f"{root} holds no *_gtFine_labelTrainIds.png for split {split!r}")
-    return PairedFiles(pairs, _cityscapes_labels, CITYSCAPES_CLASSES, CITYSCAPES_COLORS,
+        raise ConfigError(f"{root} holds no {layout.LABEL_GLOB} for split {split!r}")
+    return PairedFiles(pairs, layout.read_labels, CITYSCAPES_CLASSES, CITYSCAPES_COLORS,
                        f"Cityscapes-format {root} ({split}): {len(pairs)} images")
 
 
@@ -284,7 +272,7 @@ def camvid_folder(root: Path, split: str) -> PairedFiles:
 
 #: folder formats, tried in order: (name, does this folder look like it, opener)
 FORMATS: tuple[tuple[str, Callable[[Path], bool], Callable[[Path, str], PairedFiles]], ...] = (
-    ("cityscapes", lambda root: (root / "gtFine").is_dir(), cityscapes_folder),
+    ("cityscapes", lambda root: (root / layout.LABELS_DIR).is_dir(), cityscapes_folder),
     ("camvid", lambda root: (root / "trainannot").is_dir() or (root / "testannot").is_dir(), camvid_folder),
 )
 

@@ -41,10 +41,11 @@ import cv2
 import numpy as np
 
 from taplab.data import _synth_assets as assets
+from taplab.data import layout
 from taplab.data._synth_assets import TRANSPARENT, BodyTiles, Tile
 from taplab.data.labels import CLASS_NAMES
 from taplab.errors import ConfigError
-from taplab.io.atomic import atomic_path
+from taplab.files import atomic_path, write_image
 
 #: sprites closer than this (metres in front of the camera) are not drawn
 NEAR_M = 1.0
@@ -647,7 +648,7 @@ def write_clip(
     images: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Render ``config`` and write it in a Cityscapes-like layout under ``out_dir``:
+    """Render ``config`` and write it in a Cityscapes-like layout (:mod:`taplab.data.layout`) under ``out_dir``:
 
     ``video/<name>.mp4`` (encoded by :func:`taplab.codec.encoder.encode` with ``gop``, ``codec``,
     ``bframes``, ``quality``), ``gtFine/<name>/<name>_<t:06d>_gtFine_labelTrainIds.png``,
@@ -662,26 +663,25 @@ def write_clip(
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise ConfigError(f"name must be a plain file name stem, got {name!r}")
     out = Path(out_dir)
-    label_dir = out / "gtFine" / name
-    image_dir = out / "leftImg8bit" / name
-    for d in [out / "video", out / "flow", label_dir] + ([image_dir] if images else []):
+    video_path, flow_path = layout.clip_video_path(out, name), layout.clip_flow_path(out, name)
+    folders = [video_path.parent, flow_path.parent, layout.clip_labels_dir(out, name)]
+    for d in folders + ([layout.clip_images_dir(out, name)] if images else []):
         d.mkdir(parents=True, exist_ok=True)
     flow = np.empty((config.frames, config.height, config.width, 2), np.float16)
 
     def frames() -> Iterator[np.ndarray]:
         for frame in generate(config):
             t = frame.index
-            _imwrite(label_dir / f"{name}_{t:06d}_gtFine_labelTrainIds.png", frame.labels)
+            write_image(layout.clip_label_path(out, name, t), frame.labels)
             if images:
-                _imwrite(image_dir / f"{name}_{t:06d}_leftImg8bit.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+                write_image(layout.clip_image_path(out, name, t), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
             flow[t] = frame.flow
             yield frame.image
             if progress is not None:
                 progress(t)
 
-    video = encode(frames(), out / "video" / f"{name}.mp4", gop=gop, codec=codec, bframes=bframes,
-                   quality=quality, fps=config.fps)
-    _atomic(out / "flow" / f"{name}.npz", lambda p: np.savez(p, flow=flow))
+    video = encode(frames(), video_path, gop=gop, codec=codec, bframes=bframes, quality=quality, fps=config.fps)
+    _atomic(flow_path, lambda p: np.savez(p, flow=flow))
     meta = {
         "name": name,
         "seed": config.seed,
@@ -698,11 +698,6 @@ def write_clip(
     }
     _atomic(out / "meta.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
     return video
-
-
-def _imwrite(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"cannot write {path}")
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:

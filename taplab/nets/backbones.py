@@ -12,7 +12,6 @@ from torch import nn
 
 from taplab.nets.layers import conv_bn_relu
 
-
 # ---------------------------------------------------------------- ResNet
 
 

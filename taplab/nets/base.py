@@ -16,10 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taplab.data.labels import default_metadata
-
-#: ImageNet statistics; the networks normalise their [0, 1] input with these internally.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from taplab.nets.layers import Normalize
 
 
 class SegmentationNet(nn.Module):
@@ -42,8 +39,7 @@ class SegmentationNet(nn.Module):
         default_names, default_colors = default_metadata(self.num_classes)
         self.class_names = tuple(class_names) if class_names is not None else default_names
         self.palette = [tuple(int(v) for v in c) for c in (colors if colors is not None else default_colors)]
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize()  # ImageNet's statistics, applied inside: the input stays RGB in [0, 1]
 
     # -- to implement
     def extract(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -58,7 +54,7 @@ class SegmentationNet(nn.Module):
         h, w = x.shape[-2:]
         m = self.pad_multiple
         ph, pw = (m - h % m) % m, (m - w % m) % m
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = self.normalize(x)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         f = self.extract(x)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from taplab.errors import ModelError
-from taplab.io.atomic import atomic_path
+from taplab.files import atomic_path
 from taplab.nets.base import SegmentationNet
 from taplab.nets.registry import create_model
 

@@ -12,11 +12,11 @@ A CoNet belongs to one segmentation model (its classes, its stride, its logits' 
 trained for it with ``taplab train --model conet --base MODEL`` (:mod:`taplab.train_correction`).
 
 Design, chosen for a CPU budget of a few ms per 720p frame: the frame enters at twice the grid's
-resolution (area-downsampled), one strided 3x3 convolution brings it to the grid, where it is
-concatenated with the softmax of the warped logits and the coarse map; a two-level encoder-decoder
-of depthwise-separable convolutions (the lower level dilated, for a receptive field of a few
-cells' motion) follows, then two 1x1 heads. 15.8 k parameters for 19 classes at width 32. At
-1280x720 (a 180x320 grid) it takes 15 ms on this 2-core CPU (``benchmarks/bench_conet.py``; 12-27 ms
+resolution (:data:`IMAGE_SCALE`; area-downsampled by :func:`correction_image`), one strided 3x3
+convolution brings it to the grid, where it is concatenated with the softmax of the warped logits
+and the coarse map; a two-level encoder-decoder of depthwise-separable convolutions (the lower level
+dilated, for a receptive field of a few cells' motion) follows, then two 1x1 heads. 15.8 k parameters
+for 19 classes at width 32. At 1280x720 (a 180x320 grid) it takes 15 ms on this 2-core CPU (``benchmarks/bench_conet.py``; 12-27 ms
 across runs), memory-bound: a 32-channel map of the grid is 7 MB, and every layer reads and writes one.
 """
 
@@ -26,24 +26,41 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from taplab.errors import ModelError
-from taplab.nets.base import IMAGENET_MEAN, IMAGENET_STD
 from taplab.nets.checkpoint import read_dict, write_dict
-from taplab.nets.layers import conv_bn_relu, fold_batchnorm, separable
+from taplab.nets.layers import Normalize, conv_bn_relu, fold_batchnorm, separable
 
 FORMAT = "taplab-correction"
 VERSION = 1
+#: CoNet sees the frame at this many times the resolution of the feature grid (area-downsampled): its
+#: stride-2 stem brings it to the grid, keeping detail finer than a cell. Trained weights depend on it.
+IMAGE_SCALE = 2
+
+
+def correction_image(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The frame as CoNet takes it: uint8 RGB ``(H, W, 3)`` -> uint8 RGB ``(IMAGE_SCALE * h, IMAGE_SCALE * w, 3)``,
+    area-resized, for the feature grid ``grid = (h, w)`` (cells of the logits it corrects).
+
+    The runtime and the trainer both prepare the frame with this (OpenCV's area resize of the uint8
+    frame), so that CoNet is trained on exactly what it sees at run time; ``CoNet.forward`` resizes an
+    image of any other size itself, in float.
+    """
+    h, w = grid
+    return cv2.resize(image, (IMAGE_SCALE * w, IMAGE_SCALE * h), interpolation=cv2.INTER_AREA)
 
 
 class CoNet(nn.Module):
     """``forward(image, warped, coarse) -> (updated, edge)``.
 
     Args:
-        image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to twice the grid).
+        image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to :data:`IMAGE_SCALE` times the grid
+            unless it has that size already, as :func:`correction_image` makes it).
         warped: ``(N, C, h, w)`` warped logits on the feature grid.
         coarse: ``(N, 1, h, w)`` coarse distortion map in [0, 1].
     """
@@ -51,8 +68,7 @@ class CoNet(nn.Module):
     def __init__(self, num_classes: int, width: int = 32):
         super().__init__()
         self.num_classes, self.width = int(num_classes), int(width)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize()
         self.stem = conv_bn_relu(3, 16, 3, stride=2)
         self.enter = nn.Sequential(conv_bn_relu(16 + num_classes + 1, width, 1), separable(width, width))
         self.down = nn.Sequential(conv_bn_relu(width, width, 3, stride=2, groups=width), conv_bn_relu(width, 2 * width, 1),
@@ -66,9 +82,10 @@ class CoNet(nn.Module):
 
     def forward(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = warped.shape[-2:]
-        if tuple(image.shape[-2:]) != (2 * h, 2 * w):
-            image = F.interpolate(image, size=(2 * h, 2 * w), mode="area")
-        x = self.stem((image - self.pixel_mean) / self.pixel_std)
+        size = (IMAGE_SCALE * h, IMAGE_SCALE * w)
+        if tuple(image.shape[-2:]) != size:
+            image = F.interpolate(image, size=size, mode="area")
+        x = self.stem(self.normalize(image))
         x = self.enter(torch.cat([x, warped.softmax(1), coarse], 1))
         low = self.down(x)
         x = self.up(torch.cat([x, F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)], 1))
@@ -93,7 +110,7 @@ class Correction:
 
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image`` (3, H, W) in [0, 1] (best already at twice the grid), ``warped`` (C, h, w), ``coarse`` (h, w)
+        """``image`` (3, H, W) in [0, 1] (best already :func:`correction_image`'s), ``warped`` (C, h, w), ``coarse`` (h, w)
         -> ``updated`` (C, h, w) and ``M_edge`` (h, w), a probability."""
         dev = self.device
         updated, edge = self.net(image[None].to(dev), warped[None].to(dev), coarse[None, None].to(dev))

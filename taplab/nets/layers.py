@@ -6,6 +6,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: ImageNet statistics (RGB, of inputs in [0, 1]): what taplab's networks normalise their input with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel of ``(N, 3, H, W)`` RGB in [0, 1]; ImageNet's statistics by default.
+
+    The statistics are non-persistent buffers: they follow ``.to(device)`` but stay out of the state
+    dict, so checkpoints hold weights only (and the files written before this module existed load
+    unchanged).
+    """
+
+    def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1,
                  relu: bool = True) -> nn.Sequential:
     """Convolution (no bias), batch norm and optionally ReLU; 'same' padding for odd kernels."""
@@ -40,7 +62,6 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
 
 
 def separable(cin: int, cout: int) -> nn.Sequential:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import importlib
+import itertools
 import math
+import os
 import re
 import warnings
 import zipfile
@@ -23,14 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from taplab.data.labels import default_metadata
 from taplab.errors import ConfigError, ModelError, TapLabWarning
+from taplab.files import read_image
 from taplab.nets.checkpoint import build_from_checkpoint, read_checkpoint
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
+from taplab.ops.labels import logits_to_labels
 
 #: size of the forward pass that checks a model's contract when it is loaded (height, width)
 PROBE_SIZE = (128, 256)
@@ -106,11 +109,17 @@ class Model:
     # -- images in, labels out
 
     @torch.inference_mode()
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(H, W, 3)`` or ``(N, H, W, 3)`` -> uint8 labels ``(H, W)`` / ``(N, H, W)`` at full size
-        (logits upsampled bilinearly, then arg-max)."""
+    def predict(self, images: np.ndarray | str | os.PathLike[str]) -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)`` or ``(N, H, W, 3)``, or the path of an image file (read with OpenCV, as
+        RGB) -> uint8 labels ``(H, W)`` / ``(N, H, W)`` at full size (logits upsampled bilinearly, then arg-max).
+
+        Raises :class:`~taplab.errors.ConfigError` for a file that is missing or not an image, and for
+        anything else that is not such an array (a float, grey or BGRA array, a list, ...)."""
         from taplab.data.transforms import to_tensor
 
+        if isinstance(images, (str, os.PathLike)):
+            images = read_image(images)
+        _check_images(images)
         single = images.ndim == 3
         x = to_tensor(images)
         labels = logits_to_labels(self.logits(x), x.shape[-2:])
@@ -125,11 +134,14 @@ class Model:
         return self._geometry[key]
 
 
-def logits_to_labels(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Logits ``(N, C, h, w)`` -> uint8 labels ``(N, H, W)``: bilinear upsampling to ``size``, then arg-max."""
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(1).to(torch.uint8)
+def _check_images(images: Any) -> None:
+    if not isinstance(images, np.ndarray):
+        got = f"a {type(images).__name__}"
+    elif images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
+        got = f"a {images.dtype} array of shape {images.shape}"
+    else:
+        return
+    raise ConfigError(f"predict() takes uint8 RGB images (H, W, 3) or (N, H, W, 3), or an image file's path; got {got}")
 
 
 def _check_output(model: Model, height: int, width: int) -> Geometry:
@@ -194,7 +206,7 @@ def _metadata(module: nn.Module, n: int) -> tuple[tuple[str, ...], tuple[tuple[i
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def load_model(spec: Any, device: str | torch.device = "cpu", num_classes: int | None = None,
+def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int | None = None,
                probe_size: tuple[int, int] = PROBE_SIZE) -> Model:
     """Load a model and check it against the contract.
 
@@ -204,9 +216,18 @@ def load_model(spec: Any, device: str | torch.device = "cpu", num_classes: int |
     (a callable returning a module); or a :class:`Model` (returned as is, moved to ``device``).
     ``num_classes``, when given, is checked against the model's output.
 
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: a :class:`Model` or module given as
+    ``spec`` stays where it is (a module without weights goes to the CPU), anything else goes to
+    :func:`resolve_device`'s choice (``cuda`` where torch sees a GPU). A module that has to move is
+    moved in place, as ``.to(device)`` moves it.
+
     Raises :class:`~taplab.errors.ModelError` for anything that is not a working model, and
     :class:`~taplab.errors.ConfigError` for an unavailable device.
     """
+    if _is_auto(device) and isinstance(spec, Model):
+        device = spec.device
+    elif _is_auto(device) and isinstance(spec, nn.Module):
+        device = next(itertools.chain(spec.parameters(), spec.buffers()), torch.empty(0)).device
     device = resolve_device(device)
     if isinstance(spec, Model):
         model = spec if spec.device == device else Model(copy.deepcopy(spec.module), spec.source, device, probe_size)
@@ -284,7 +305,10 @@ def _from_factory(spec: str) -> nn.Module:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> a device that exists here; :class:`ConfigError` otherwise."""
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> a device that exists here; :class:`ConfigError` otherwise.
+    ``"auto"``: ``cuda`` where torch sees a GPU, else ``cpu``."""
+    if _is_auto(device):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError):
@@ -292,3 +316,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: torch has no CUDA here (use --device cpu)")
     return d
+
+
+def _is_auto(device: str | torch.device) -> bool:
+    return isinstance(device, str) and device == "auto"

@@ -3,6 +3,10 @@
 Each network file ends in small ``@register_model`` entry points over one private builder;
 :func:`create_model` resolves a name to an untrained network. Trained weights are a separate
 matter: see :mod:`taplab.nets.loader`.
+
+This module imports none of the networks: they import it to register themselves, and the package
+(``taplab/nets/__init__.py``) imports them, so that every built-in network is registered as soon as
+anything of :mod:`taplab.nets` is imported.
 """
 
 from __future__ import annotations
@@ -32,13 +36,12 @@ def register_model(fn: Callable[..., SegmentationNet]) -> Callable[..., Segmenta
 
 
 def list_architectures() -> list[Architecture]:
-    _import_networks()
+    """Every registered network, by name."""
     return [_ARCHITECTURES[k] for k in sorted(_ARCHITECTURES)]
 
 
 def create_model(name: str, num_classes: int = 19, **kwargs) -> SegmentationNet:
     """An untrained network by registered name (``bl1``, ``bl2``, ``bl3``, ...)."""
-    _import_networks()
     try:
         arch = _ARCHITECTURES[name]
     except KeyError:
@@ -49,8 +52,3 @@ def create_model(name: str, num_classes: int = 19, **kwargs) -> SegmentationNet:
         return arch.builder(num_classes=num_classes, **kwargs)
     except (TypeError, ValueError, IndexError, RuntimeError) as exc:  # what torch's layers raise for bad sizes
         raise ModelError(f"bad arguments for network {name!r}: {exc}") from None
-
-
-def _import_networks() -> None:
-    # the network modules register themselves on import
-    from taplab.nets import bl1, bl2, bl3  # noqa: F401

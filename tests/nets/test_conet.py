@@ -83,3 +83,21 @@ def test_a_correction_network_is_found_beside_its_model_and_is_not_a_model_itsel
     (tmp_path / "mine.conet.pt").write_bytes(b"")
     assert find_correction(str(model)) == tmp_path / "mine.conet.pt"
     assert find_correction("bl2") is None and find_correction(torch.nn.Identity()) is None
+
+
+def test_correction_image_is_the_frame_at_twice_the_grid():
+    import numpy as np
+
+    from taplab.nets.conet import IMAGE_SCALE, correction_image
+
+    frame = np.random.default_rng(0).integers(0, 256, (130, 250, 3), np.uint8)
+    small = correction_image(frame, (33, 63))  # a stride-4 model's grid, rounded up
+    assert IMAGE_SCALE == 2 and small.shape == (66, 126, 3) and small.dtype == np.uint8
+    np.testing.assert_array_equal(correction_image(small, (33, 63)), small)  # already at that size: unchanged
+    updated, edge = CoNet(19).eval()(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255,
+                                     torch.randn(1, 19, 33, 63), torch.rand(1, 1, 33, 63))
+    assert updated.shape == (1, 19, 33, 63) and edge.shape == (1, 1, 33, 63)
+
+
+def test_normalisation_is_not_in_the_weights():
+    assert not any(k.startswith("normalize.") for k in CoNet(19).state_dict())  # files hold weights only

@@ -52,7 +52,7 @@ def test_torchscript_file(tmp_path):
     module = TinySegmenter().eval()
     path = tmp_path / "scripted.pt"
     torch.jit.script(module).save(str(path))
-    model = load_model(path)
+    model = load_model(path, device="cpu")  # where the reference runs, also on a machine with a GPU
     x = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(model.logits(x), module(x))
@@ -168,3 +168,49 @@ def test_bad_spec_type_and_device():
 
 def test_model_wrapper_is_public_type():
     assert isinstance(load_model(TinySegmenter()), Model)
+
+
+def test_predict_reads_an_image_file(tmp_path):
+    import cv2
+
+    model = load_model(TinySegmenter())
+    image = np.random.default_rng(1).integers(0, 256, (24, 40, 3), np.uint8)
+    path = tmp_path / "frame.png"
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # on disk in OpenCV's BGR order
+    expected = model.predict(image)
+    np.testing.assert_array_equal(model.predict(path), expected)
+    np.testing.assert_array_equal(model.predict(str(path)), expected)
+
+
+def test_predict_names_what_it_cannot_take(tmp_path):
+    model = load_model(TinySegmenter())
+    with pytest.raises(ConfigError, match="cannot read image .*missing.jpg: no such file"):
+        model.predict(tmp_path / "missing.jpg")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ConfigError, match="cannot read image .*notes.png"):
+        model.predict(str(tmp_path / "notes.png"))
+    for bad, got in [(np.zeros((8, 8, 3), np.float32), "float32 array of shape \\(8, 8, 3\\)"),
+                     (np.zeros((8, 8), np.uint8), "uint8 array of shape \\(8, 8\\)"),
+                     (np.zeros((8, 8, 4), np.uint8), "shape \\(8, 8, 4\\)"),
+                     ([np.zeros((8, 8, 3), np.uint8)], "got a list")]:
+        with pytest.raises(ConfigError, match=f"predict\\(\\) takes uint8 RGB images .*{got}"):
+            model.predict(bad)
+
+
+def test_auto_device():
+    from taplab.nets.loader import resolve_device
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    # a module or Model given as such stays on its device; a name or file goes where "auto" says
+    assert load_model(TinySegmenter()).device == torch.device("cpu")
+    assert load_model(RedOnly()).device == torch.device("cpu")  # no weights: the CPU
+    with pytest.warns(TapLabWarning, match="untrained"):
+        assert load_model("bl2").device.type == resolve_device("auto").type
+
+
+class RedOnly(torch.nn.Module):
+    """A module without weights or buffers: two classes from the red channel, stride 1."""
+
+    def forward(self, x):
+        return torch.cat([x[:, :1], 1 - x[:, :1]], 1)

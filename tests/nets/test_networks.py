@@ -92,3 +92,14 @@ def test_bl2_traces_to_torchscript():
     traced = torch.jit.trace(net, x)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), net(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_normalisation_is_inside_and_not_in_the_weights(name):
+    from taplab.nets.layers import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+    net = create_model(name, num_classes=3)
+    assert not any(k.startswith("normalize.") for k in net.state_dict())  # checkpoints hold weights only
+    x = torch.rand(1, 3, 4, 4)
+    expected = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(Normalize()(x), expected)

@@ -1,0 +1,74 @@
+"""Image and data files, below every other floor: atomic writes, and image reads that fail with a clear error.
+
+A file is written under a temporary name beside its final one and renamed when complete, so a
+failed or interrupted write leaves no half-written file behind. Images follow OpenCV's
+conventions on disk and taplab's in memory: colour arrays are RGB uint8 ``(H, W, 3)``; what
+:func:`write_image` is given is written as OpenCV writes it (BGR order for three channels).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from taplab.errors import ConfigError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
+
+    The file gets the permissions a plain ``open()`` would give it (0666 less the umask), not the
+    0600 of :func:`tempfile.mkstemp`, so shipped and shared files stay readable.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".taplab-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``cv2.imwrite`` atomically: the format follows ``path``'s suffix, channels are written as given
+    (BGR order for a colour image, as OpenCV expects). :class:`OSError` naming ``path`` when OpenCV
+    cannot write it (no writer for the suffix, an array the format cannot hold, a failed write)."""
+    with atomic_path(path) as tmp:  # the temporary name keeps the suffix, which tells OpenCV the format
+        try:
+            written = cv2.imwrite(tmp, array)
+        except cv2.error as exc:  # OpenCV raises for some failures and returns False for others
+            raise OSError(f"cannot write {path}: {exc.err}") from None
+        if not written:
+            raise OSError(f"cannot write {path}")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as uint8 RGB ``(H, W, 3)`` (grey images are expanded, deeper ones scaled to 8 bits);
+    :class:`~taplab.errors.ConfigError` naming the file when it is missing or not an image."""
+    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def read_label_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as stored (channels and depth unchanged: label images are read this way);
+    :class:`~taplab.errors.ConfigError` naming the file when it is missing or not an image."""
+    return _imread(path, cv2.IMREAD_UNCHANGED)
+
+
+def _imread(path: str | os.PathLike[str], flags: int) -> np.ndarray:
+    array = cv2.imread(str(path), flags)
+    if array is None:
+        reason = "" if Path(path).is_file() else ": no such file"
+        raise ConfigError(f"cannot read image {path}{reason}")
+    return array

@@ -1,0 +1,53 @@
+"""Atomic writes and image reads: no half-written file under a final name, errors that name the file."""
+
+import os
+
+import numpy as np
+import pytest
+
+from taplab.errors import ConfigError
+from taplab.files import atomic_path, read_image, read_label_image, write_image
+
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.endswith(".txt") and not target.exists()
+        with open(tmp, "w") as f:
+            f.write("done")
+    assert target.read_text() == "done"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "broken.txt") as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_images_round_trip_in_rgb_and_as_stored(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 10, 3), np.uint8)
+    write_image(tmp_path / "colour.png", rgb[..., ::-1])  # OpenCV writes BGR
+    np.testing.assert_array_equal(read_image(tmp_path / "colour.png"), rgb)
+    labels = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    write_image(tmp_path / "labels.png", labels)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "labels.png"), labels)
+    assert read_image(tmp_path / "labels.png").shape == (6, 10, 3)  # grey expanded to RGB
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colour.png", "labels.png"]
+
+
+def test_errors_name_the_file(tmp_path, monkeypatch):
+    with pytest.raises(OSError, match="cannot write .*x.unknownformat: could not find a writer"):
+        write_image(tmp_path / "x.unknownformat", np.zeros((4, 4), np.uint8))
+    with monkeypatch.context() as m:  # what OpenCV reports for a failed write (a full disk, say)
+        m.setattr("cv2.imwrite", lambda *args: False)
+        with pytest.raises(OSError, match="cannot write .*full.png$"):
+            write_image(tmp_path / "full.png", np.zeros((4, 4), np.uint8))
+    assert not list(tmp_path.iterdir())  # and no temporary file is left behind
+    with pytest.raises(ConfigError, match="cannot read image .*none.png: no such file"):
+        read_image(tmp_path / "none.png")
+    (tmp_path / "text.png").write_text("not a picture")
+    with pytest.raises(ConfigError, match="cannot read image .*text.png$"):
+        read_label_image(tmp_path / "text.png")
