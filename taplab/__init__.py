@@ -4,7 +4,8 @@ Public API (the rest is internal and may change):
 
     from taplab import open_video, encode        # the compressed-domain reader and encoder
     from taplab import load_model, Model          # any segmentation model, checked against the contract
-    from taplab import Segmenter, RuntimeConfig   # the accelerated segmentation of a video
+    from taplab import Segmenter, RuntimeConfig   # the accelerated segmentation of a video: FrameResults
+    from taplab import segment                    # the same into a folder: masks, log, overlay video, summary
     from taplab import stream                     # the same on a live source, with bounded latency
     from taplab import TapLabError                # base class of every input error
 """
@@ -23,7 +24,8 @@ __version__ = "0.1.0"
 
 #: imported on first use, so that commands that need no torch (probe, encode) start fast
 _LAZY = {"load_model": "taplab.nets.loader", "Model": "taplab.nets.loader", "Segmenter": "taplab.runtime",
-         "RuntimeConfig": "taplab.runtime", "stream": "taplab.runtime"}
+         "RuntimeConfig": "taplab.runtime", "FrameResult": "taplab.runtime", "stream": "taplab.runtime",
+         "segment": "taplab.pipeline"}
 
 
 def __getattr__(name: str):
@@ -42,6 +44,8 @@ __all__ = [
     "Model",
     "Segmenter",
     "RuntimeConfig",
+    "FrameResult",
+    "segment",
     "stream",
     "TapLabError",
     "VideoOpenError",

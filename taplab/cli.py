@@ -16,18 +16,11 @@ import click
 
 from taplab.codec.reader import DEFAULT_TIMEOUT
 from taplab.errors import TapLabError, TapLabWarning
+from taplab.options import parse_assignments, parse_list, parse_range, parse_size, parse_value
 
 #: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
 MODULES_NAMES = ("per-frame", "FFW", "FFW+RGC", "FFW+RGFS", "FFW+RGC+RGFS", "FFW+fusion", "FFW+RGC+fusion",
                  "FFW+RGC+RGFS+fusion", "ITP")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HxW, e.g. 512x1024, got {text!r}") from None
-    return h, w
 
 
 @contextmanager
@@ -102,32 +95,11 @@ def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int,
     """
     from taplab.data.synth import SynthConfig, write_clip
 
-    height, width = _parse_size(size)
+    height, width = parse_size(size, "--size")
     config = SynthConfig(height=height, width=width, frames=frames, seed=seed)
     with _progress(frames, "rendering") as update:
         path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=name, images=images, progress=lambda _t: update(1))
     click.echo(f"wrote {path}")
-
-
-def _parse_range(text: str, kind: type) -> tuple:
-    try:
-        low, high = (kind(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected LOW,HIGH, e.g. 0.5,2.0, got {text!r}") from None
-    return low, high
-
-
-def _parse_model_args(items: tuple[str, ...]) -> dict:
-    args = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--model-arg")
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
-    return args
 
 
 class _TrainBar:
@@ -188,7 +160,7 @@ class _TrainBar:
 @click.option("--weight-decay", default=0.0, show_default=True)
 @click.option("--val-limit", type=click.IntRange(min=1), default=None, help="Validate on this many images only.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--resume", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Continue the run saved in this last.pt, in its folder, with its own settings "
@@ -201,7 +173,8 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
     With --model conet, trains the correction network that fusion uses for the model --base, on
     encoded clips with labels on every frame (synth:... or a `taplab synth` folder).
     """
-    from taplab.train import TrainConfig, train as run_train
+    from taplab.train import TrainConfig
+    from taplab.train import train as run_train
 
     given = {name for name in options if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     overrides = {}
@@ -213,13 +186,14 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
         overrides = {name: options[name] for name in given}
         config = None
     else:
-        jpeg = None if options["jpeg"].lower() == "none" else _parse_range(options["jpeg"], int)
+        jpeg = None if options["jpeg"].lower() == "none" else parse_range(options["jpeg"], int, "--jpeg")
+        model_args = {k: parse_value(v) for k, v in parse_assignments(options["model_args"], "--model-arg").items()}
         config = TrainConfig(
-            model=options["model"], model_args=_parse_model_args(options["model_args"]), base=options["base"],
+            model=options["model"], model_args=model_args, base=options["base"],
             gop=options["gop"], data=options["data"],
             val_data=options["val_data"], out=options["out"], epochs=options["epochs"], batch_size=options["batch_size"],
-            iters_per_epoch=options["iters_per_epoch"], crop=_parse_size(options["crop"]),
-            scale=_parse_range(options["scale"], float), flip=not options["no_flip"], jpeg=jpeg,
+            iters_per_epoch=options["iters_per_epoch"], crop=parse_size(options["crop"], "--crop"),
+            scale=parse_range(options["scale"], float, "--scale"), flip=not options["no_flip"], jpeg=jpeg,
             jpeg_probability=options["jpeg_probability"], lr=options["lr"], poly_power=options["poly_power"],
             weight_decay=options["weight_decay"], val_limit=options["val_limit"], seed=options["seed"],
             device=options["device"], threads=options["threads"])
@@ -240,7 +214,7 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="val", show_default=True,
               help="Which part of DATA (folders without split sub-folders: every tenth clip is val).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N images only.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def eval_(model: str, data: str, split: str, limit: int | None, device: str, as_json: bool) -> None:
     """Accuracy of MODEL on labelled DATA: per-class IoU, mIoU, pixel accuracy.
@@ -287,71 +261,110 @@ def models() -> None:
     click.echo(describe_models())
 
 
-class _SegmentStatus:
-    """One status line: frames done (of how many, when known), frames/s, the share of key frames.
+class _SegmentProgress:
+    """Progress of a run on stderr: a bar with the frames done, frames/s, the share of key frames and an ETA
+    where the number of frames is known (a file), else a status line (a live source).
 
-    Rewritten in place on a terminal; when stderr is not one (a log file), a line every 50 frames.
+    When stderr is not a terminal (a log file), a plain line every 50 frames instead.
     """
 
-    def __init__(self):
-        self.tty, self.text = sys.stderr.isatty(), ""
+    def __init__(self, label: str = "segmenting"):
+        self.label, self.tty, self.text, self.bar = label, sys.stderr.isatty(), "", None
 
     def __call__(self, result, summary) -> None:
+        rate = f"{summary.fps:.1f} frames/s  key frames {100 * summary.key_share:.0f}%"
+        if self.tty and summary.total:
+            if self.bar is None:
+                self.bar = click.progressbar(length=summary.total, label=self.label, file=sys.stderr, show_pos=True,
+                                             show_eta=True, item_show_func=lambda _: self.text).__enter__()
+            self.text = rate
+            self.bar.update(1)
+            return
         of = f"/{summary.total}" if summary.total else ""
-        self.text = (f"segmenting: {summary.frames}{of} frames  {summary.fps:.1f} frames/s  "
-                     f"key frames {100 * summary.key_share:.0f}%")
+        left = summary.total - summary.frames if summary.total else 0
+        eta = f"  ETA {left / summary.fps:.0f} s" if left > 0 and summary.fps else ""
+        self.text = f"{self.label}: {summary.frames}{of} frames  {rate}{eta}"
         if self.tty:
             click.echo("\r" + self.text, err=True, nl=False)
         elif summary.frames % 50 == 0:
             click.echo(self.text, err=True)
 
     def close(self) -> None:
-        if self.tty and self.text:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        elif self.tty and self.text:
             click.echo("", err=True)
 
 
-@cli.command()
+class _PhaseProgress:
+    """One progress bar per phase of a job (``progress(phase, done, total)``), each closed when the next begins."""
+
+    def __init__(self):
+        self.phase, self.bar = None, None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = click.progressbar(length=total, label=phase, file=sys.stderr, show_pos=True).__enter__()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+class _ConfigCommand(click.Command):
+    """A command with one option per :class:`~taplab.runtime.RuntimeConfig` field, generated from the dataclass
+    (name, type, choices, default, help) when first needed: to parse a command line or show --help. So the
+    API and the CLI cannot drift apart, and the other commands start without importing torch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._generated = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._generated:
+            self._generated = True
+            at = next(i for i, p in enumerate(self.params) if p.name == "config_file") + 1
+            self.params[at:at] = _runtime_options()
+        return super().get_params(ctx)
+
+
+def _runtime_options() -> list[click.Option]:
+    """The options of every RuntimeConfig field. Each defaults to None, "not given", so that a --config file's
+    values hold where no flag overrides them; the help shows the dataclass's default."""
+    from taplab.runtime import RuntimeConfig
+
+    options = []
+    for name in RuntimeConfig.field_names():
+        info = RuntimeConfig.describe(name)
+        default = {True: "on", False: "off"}.get(info.default, info.default)
+        shown = f"{default:.3g}" if isinstance(default, float) else default
+        text = info.help if "default:" in info.help else f"{info.help} [default: {shown}]"  # else it says itself
+        if info.kind is bool:
+            options.append(click.Option([f"{info.flag}/--no-{info.flag[2:]}", name], default=None, help=text))
+            continue
+        kind = click.Choice(info.choices) if info.choices else \
+            click.Path(dir_okay=False, exists=True) if info.path else info.kind
+        options.append(click.Option([info.flag, name], type=kind, default=None, help=text))
+    return options
+
+
+@cli.command(cls=_ConfigCommand)
 @click.argument("video")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (created).")
 @click.option("--model", default="default", show_default=True,
               help="default, a shipped or built-in name, a checkpoint, a TorchScript file or package.module:factory.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A JSON file of runtime options (see docs/runtime.md); flags given here override it.")
-@click.option("--ffw/--no-ffw", default=None, help="Warp P-frames with the codec's vectors (--no-ffw: the CNN on every frame).")
-@click.option("--rgc/--no-rgc", default=None, help="Re-run the CNN on the region with the most residual.")
-@click.option("--rgfs/--no-rgfs", default=None, help="Make P-frames with a large residual key frames.")
-@click.option("--rgc-threshold", type=float, default=None, help="Residual level (0-255) a pixel must exceed to count for RGC [30].")
-@click.option("--rgc-alpha", type=float, default=None, help="Blend weight of the region's CNN output [0.8].")
-@click.option("--rgc-size", type=int, default=None, help="RGC region size in pixels [half the frame height].")
-@click.option("--rgc-stride", type=int, default=None, help="RGC region grid stride in pixels [a quarter of the height].")
-@click.option("--rgfs-threshold", type=float, default=None, help="Mean residual per pixel above which a P-frame is a key frame [5.7].")
-@click.option("--rgfs-rate", type=float, default=None, help="Instead of a threshold: select about this share of P-frames (e.g. 0.1).")
-@click.option("--fusion/--no-fusion", default=None,
-              help="Correct warped frames with the model's correction network where the distortion map says "
-                   "warping failed [on where the model has one].")
-@click.option("--correction", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Correction network file for fusion [the one that comes with the model].")
-@click.option("--fusion-weight", type=float, default=None, help="w_f in M = w_f M_coarse + (1 - w_f) M_edge [0.5].")
-@click.option("--fusion-threshold", type=float, default=None,
-              help="Residual level (0-255) a pixel must exceed to count in the distortion map [30].")
-@click.option("--latency-budget", type=float, default=None,
-              help="Seconds from a frame's arrival to its result: key frames over it run in the background, then "
-                   "RGC/fusion are shed, then late frames skipped (docs/live.md) [no limit].")
-@click.option("--motion-source", type=click.Choice(["codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback"]),
-              default=None, help="Motion for FFW: the codec's vectors [codec], or dense optical flow (the baseline).")
-@click.option("--warp-sampling", type=click.Choice(["bilinear", "nearest"]), default=None, help="Feature sampling at the source [bilinear].")
-@click.option("--propagation", type=click.Choice(["chain", "accumulate"]), default=None,
-              help="Warp the key frame through accumulated motion (accumulate) or the previous frame (chain) [accumulate].")
-@click.option("--warp-layer", type=click.Choice(["logits", "features"]), default=None)
-@click.option("--labels", "labels_mode", type=click.Choice(["bilinear", "exact", "nearest"]), default=None,
-              help="Full-resolution labels: bilinear (default; computed near class boundaries only), "
-                   "exact (all pixels, ~10x slower) or nearest (fastest, blocky).")
-@click.option("--b-frames", type=click.Choice(["key", "past"]), default=None, help="B-frames: key frames, or warped with past vectors.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["labels", "color", "npz"]), default=("labels",),
-              show_default=True, help="Output formats (repeatable).")
+              show_default=True, help="Per-frame outputs, repeatable: labels (frame_*.png, label ids), color (color/), "
+                                      "npz (npz/). Only those asked are written.")
 @click.option("--overlay", type=click.Path(dir_okay=False), default=None,
-              help="Also write an H.264 video of the frames blended with their masks, e.g. overlay.mp4.")
+              help="Also write an H.264 video of the frames blended with their masks and a class legend, e.g. overlay.mp4.")
 @click.option("--side-by-side", is_flag=True, help="In the overlay video, put the mask next to the frame instead.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files.")
@@ -374,35 +387,53 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     (standard input, e.g. piped from ffmpeg in MPEG-TS). Key frames (I-frames, and P-frames whose
     residual is large) run the CNN; the other frames are warped with the codec's motion vectors,
     fused with a light correction network where warping failed, and corrected by the CNN in the
-    region with the most residual.
+    region with the most residual. Every runtime option below is a field of taplab.RuntimeConfig.
     """
     from taplab.codec import open_video
-    from taplab.runtime import RuntimeConfig, Segmenter, segment_to_folder
+    from taplab.pipeline import segment as run_segment
+    from taplab.runtime import RuntimeConfig
 
-    values = RuntimeConfig.from_file(config_file).to_dict() if config_file else {}
-    rename = {"labels_mode": "labels"}
-    given = {rename.get(k, k): v for k, v in options.items() if v is not None}
-    if "rgfs_rate" in given:
-        given.setdefault("rgfs_mode", "rate")
-    config = RuntimeConfig.from_dict({**values, **given})
-    segmenter = Segmenter(model, device=device, config=config)
-    ffmpeg_options = {}
-    for item in source_options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--source-option")
-        ffmpeg_options[key] = value
+    config = RuntimeConfig.from_file(config_file) if config_file else RuntimeConfig()
+    config = config.replace(**{k: v for k, v in options.items() if v is not None})
     source = click.get_binary_stream("stdin") if video == "-" else video
-    status = _SegmentStatus()
+    progress = _SegmentProgress()
     try:
-        with open_video(source, timeout=timeout, follow=follow, options=ffmpeg_options) as opened:
-            summary = segment_to_folder(segmenter, opened, out, formats, overwrite, limit, status, overlay,
-                                        side_by_side, live, reconnect)
+        with open_video(source, timeout=timeout, follow=follow,
+                        options=parse_assignments(source_options, "--source-option")) as opened:
+            summary = run_segment(opened, out, model, formats, overlay, side_by_side, overwrite, limit, live, reconnect,
+                                  device, config, progress)
     finally:
-        status.close()
+        progress.close()
     click.echo(summary.format())
-    skipped = summary.kinds.get("skip", 0)
+    skipped = summary.skipped
     click.echo(f"wrote {summary.frames - skipped} frames to {out}" + (f" ({skipped} skipped)" if skipped else ""))
+
+
+@cli.command()
+@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the clip, the masks and the overlay video (created).")
+@click.option("--frames", default=48, show_default=True, type=click.IntRange(min=2), help="Frames of the clip.")
+@click.option("--size", default="512x1024", show_default=True, help="Frame size HxW (even numbers).")
+@click.option("--seed", default=700001, show_default=True,
+              help="Scene seed: the same seed gives the same clip and figures (700001: a scene the shipped model never saw).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier demo's files.")
+def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: bool) -> None:
+    """Segment a synthetic street clip that taplab makes itself: nothing but the install is needed.
+
+    Renders a labelled clip (MPEG-4 Part 2, GOP 12) into OUT/clip, segments it with the shipped
+    model into OUT/masks (label and colour PNGs, frames.json/.csv) and OUT/overlay.mp4, runs the model
+    on every frame beside it, and prints the speed-up and the accuracy of both against the labels.
+    """
+    from taplab.demo import run_demo
+
+    progress = _PhaseProgress()
+    try:
+        result = run_demo(out, frames, parse_size(size, "--size"), seed, device=device, overwrite=overwrite,
+                          progress=progress)
+    finally:
+        progress.close()
+    click.echo(result.format())
 
 
 @cli.command()
@@ -417,7 +448,8 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
 @click.option("--motion", default=None,
               help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth (synthetic data) [codec].")
 @click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
-              help="Sweep a runtime option, e.g. rgc_alpha=0.5,0.8 or rgfs_threshold=3,6,12 (repeatable).")
+              help="Sweep a runtime option (any `taplab segment` option, as its field name), e.g. rgc_alpha=0.5,0.8 "
+                   "or rgfs_threshold=3,6,12 (repeatable).")
 @click.option("--model", "models", default="default", show_default=True,
               help="Segmentation models, comma-separated (names or checkpoints).")
 @click.option("--scale", "scales", default="1", show_default=True,
@@ -441,23 +473,22 @@ def bench(data: str | None, out: Path, gops: str | None, modules: str | None, mo
 
     defaults = (dict(data="synth:clips=2,frames=25,size=256x512", gops=(6, 12),
                      modules=("per-frame", "FFW", "FFW+RGC+RGFS", "FFW+RGC+RGFS+fusion")) if quick else {})
+    from taplab.runtime import RuntimeConfig
+
     options = dict(defaults)
     if data is not None:
         options["data"] = data
     if gops is not None:
-        options["gops"] = tuple(_parse_list(gops, int, "--gop"))
+        options["gops"] = tuple(parse_list(gops, int, "--gop"))
     if modules is not None:
-        options["modules"] = tuple(_parse_list(modules, str, "--modules"))
+        options["modules"] = tuple(parse_list(modules, str, "--modules"))
     if motion is not None:
-        options["motion"] = tuple(_parse_list(motion, str, "--motion"))
-    sweep = {}
-    for item in sweeps:
-        name, eq, values = item.partition("=")
-        if not eq:
-            raise click.BadParameter(f"expected FIELD=V1,V2, got {item!r}", param_hint="--set")
-        sweep[name.strip()] = _parse_list(values, _json_or_text, "--set")
-    config = BenchConfig(**options, sweep=sweep, models=tuple(_parse_list(models, str, "--model")),
-                         scales=tuple(_parse_list(scales, float, "--scale")), frames=frames, key_distance=key_distance,
+        options["motion"] = tuple(parse_list(motion, str, "--motion"))
+    # --set values are read with their field's type, as `segment`'s options are
+    sweep = {name: [RuntimeConfig.parse(name, v) for v in parse_list(values, str, "--set")]
+             for name, values in parse_assignments(sweeps, "--set", "FIELD=V1,V2").items()}
+    config = BenchConfig(**options, sweep=sweep, models=tuple(parse_list(models, str, "--model")),
+                         scales=tuple(parse_list(scales, float, "--scale")), frames=frames, key_distance=key_distance,
                          codec=codec)
     points = config.points()
     with _progress(len(points), "bench") as update:
@@ -465,21 +496,6 @@ def bench(data: str | None, out: Path, gops: str | None, modules: str | None, mo
     paths = write_report(out, config, records)
     click.echo((out / "results.md").read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths))
-
-
-def _json_or_text(value: str):
-    """A --set value: a JSON number, boolean or null, else the text itself (rgfs_mode=rate)."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def _parse_list(text: str, convert, option: str) -> list:
-    try:
-        return [convert(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"cannot read {text!r}", param_hint=option) from None
 
 
 @cli.command()
@@ -490,6 +506,7 @@ def info() -> None:
     import numpy
     import torch
 
+    import taplab.ops.warp  # noqa: F401 - hands the CUDA kernel the reference its self-test compares with
     from taplab import __version__
     from taplab.native import status
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from taplab.codec import open_video
 from taplab.data.transforms import to_tensor
 from taplab.ops.labels import upsample_labels
-from taplab.runtime.segmenter import FrameResult
+from taplab.runtime.result import FrameResult, Kind
 
 
 def interpolate_keys(model, source) -> Iterator[FrameResult]:
@@ -21,7 +21,7 @@ def interpolate_keys(model, source) -> Iterator[FrameResult]:
 
     Non-causal: a frame's result waits for the next key frame, so this is an offline baseline. Its
     cost: the CNN on key frames (``cnn_full``), the blend (``interpolate``) and the labels, per frame.
-    Results come in display order with ``kind`` ``"key-I"`` or ``"interp"``.
+    Results come in display order with ``kind`` ``"key-I"`` or ``"interp"`` (:class:`~taplab.runtime.Kind`).
     """
     pending: list = []  # (frame index, pict type, decode seconds) since the last key frame
     last = None  # (index, logits) of the last key frame
@@ -44,7 +44,7 @@ def interpolate_keys(model, source) -> Iterator[FrameResult]:
                 last = key
                 start = time.perf_counter()
                 labels = upsample_labels(key[1], (video.height, video.width))
-                yield FrameResult(frame.index, frame.pict_type, "key-I", labels,
+                yield FrameResult(frame.index, frame.pict_type, Kind.KEY_I, labels,
                                   timings={"decode": decode, "cnn_full": cnn, "labels": time.perf_counter() - start})
             else:
                 pending.append((frame.index, frame.pict_type, decode))
@@ -61,5 +61,5 @@ def _emit(pending, last, following, size) -> Iterator[FrameResult]:
         blend = time.perf_counter() - start
         start = time.perf_counter()
         labels = upsample_labels(logits, size)
-        yield FrameResult(index, pict_type, "interp", labels,
+        yield FrameResult(index, pict_type, Kind.INTERP, labels,
                           timings={"decode": decode, "interpolate": blend, "labels": time.perf_counter() - start})

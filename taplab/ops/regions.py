@@ -6,6 +6,8 @@ on 1024x2048 frames, i.e. a quarter of the height; :func:`candidate_regions` sca
 frame, and adds regions flush with the right and bottom edges, which a plain grid misses when the
 stride does not divide the frame.
 
+RGC then blends the CNN's output on that region into the warped features (:func:`blend_region`).
+
 RGFS: a frame whose residual says warping will fail becomes a key frame. The paper thresholds the
 sum of the residual over a 1024x2048 frame at 3.6e7 (summed over the three colour channels of the
 residual in 8-bit levels). taplab's score is resolution-independent: the mean absolute luma
@@ -17,11 +19,11 @@ representative of the three channels, that is a threshold of about 5.7 (:data:`P
 from __future__ import annotations
 
 import math
-
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+import torch
 
 #: the TapLab paper's RGFS threshold (3.6e7 summed over a 1024x2048x3 residual) as a per-pixel mean
 PAPER_RGFS_THRESHOLD = 3.6e7 / (1024 * 2048 * 3)
@@ -120,3 +122,19 @@ class RateSelector:
         selected = score > self.threshold
         self.scores.append(score)
         return selected
+
+
+def blend_region(features: torch.Tensor, region_features: torch.Tensor, region: Region, stride: tuple[int, int],
+                 alpha: float) -> None:
+    """RGC's blend (TapLab Eq. 3), in place: ``F = (1 - alpha) F_warped + alpha F_cnn`` inside ``region``.
+
+    ``features`` (C, h, w) are the frame's on a grid of ``stride = (sy, sx)`` pixels; ``region_features``
+    (C, rh, rw) the CNN's on the region's crop, whose top-left cell is the region's pixel corner divided
+    by the stride (regions are placed on multiples of the stride); what overhangs the grid is dropped.
+    """
+    sy, sx = stride
+    y0, x0 = round(region.y / sy), round(region.x / sx)
+    h = min(region_features.shape[1], features.shape[1] - y0)
+    w = min(region_features.shape[2], features.shape[2] - x0)
+    target = features[:, y0:y0 + h, x0:x0 + w]
+    target.mul_(1 - alpha).add_(region_features[:, :h, :w], alpha=alpha)

@@ -1,136 +1,128 @@
-"""Every parameter of the runtime in one validated object (the CLI and config files map onto it one to one)."""
+"""Every parameter of the runtime in one validated object; the CLI, ``bench --set`` and config files map onto it.
+
+Each field carries its help text and, where it has them, its choices (:func:`option`): ``taplab
+segment`` generates one option per field from them (names, types, choices, defaults, help), and
+``taplab bench --set FIELD=V1,V2`` reads its values with :meth:`RuntimeConfig.parse`, so the API and
+the command line cannot drift apart. Rules that tie fields together live here too (a rate given
+means RGFS in rate mode), not in the CLI. docs/runtime.md has the measurements behind the defaults.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from taplab.errors import ConfigError
 from taplab.ops.flow import METHODS as FLOW_METHODS
+from taplab.ops.labels import LABEL_MODES
 from taplab.ops.regions import PAPER_RGFS_THRESHOLD
+
+#: the share of P-frames RGFS selects in rate mode when no rate is given (the paper selects about 10%)
+DEFAULT_RGFS_RATE = 0.1
+
+
+def option(default: Any, help: str, choices: tuple | None = None, path: bool = False) -> Any:
+    """A config field with its help text (one line, no default: the CLI adds it) and choices."""
+    return field(default=default, metadata={"help": help, "choices": choices, "path": path})
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How taplab treats each frame (TapLab's Algorithm 1). Every module can be switched off;
-    with ``ffw=False`` every frame is a key frame: the per-frame baseline.
+    """How taplab treats each frame (TapLab's Algorithm 1). Every module can be switched off; with
+    ``ffw=False`` every frame is a key frame: the per-frame baseline. Each field's meaning is its
+    ``help`` (``RuntimeConfig.help(name)``, ``taplab segment --help``); conventions in detail:
 
-    Attributes:
-        ffw: fast feature warping of P-frames with the codec's motion vectors.
-        warp_sampling: sampling of the features at the source, ``"bilinear"`` or ``"nearest"``.
-        propagation: ``"accumulate"`` (default: compose the motion back to the key frame and warp
-            the key frame's features once; an RGC correction improves its own frame only) or
-            ``"chain"`` (warp the previous frame's features, RGC corrections included). Measured on
-            held-out synthetic clips (docs/runtime.md): FFW alone 62.0 mIoU accumulated against 60.3
-            chained (54.5 chained with nearest sampling); FFW+RGC+RGFS 69.3 either way.
-        motion_resampling: block vectors to the feature grid, ``"nearest"`` or ``"bilinear"``.
-        motion_source: ``"codec"`` (the stream's motion vectors: taplab's point) or a dense optical
-            flow computed from the decoded frames (``"dis-ultrafast"``, ``"dis-fast"``,
-            ``"dis-medium"``, ``"farneback"``; :class:`taplab.ops.flow.OpticalFlow`), area-averaged
-            onto the feature grid: the baseline the compressed domain must beat, its cost counted
-            (stage ``flow``); or ``"truth"``, a synthetic clip's ground-truth flow passed to
-            ``Segmenter.run(..., truth_flow=...)`` (the upper bound of any warping; for I/P streams,
-            whose anchor is the previous frame). The key-frame schedule stays the codec's.
-        warp_layer: ``"logits"`` (any model) or ``"features"`` (the model's ``features()``, where it
-            has a ``features()``/``head()`` split; the Tamed Warping Network's interior layer).
-        rgc: residual-guided correction: re-run the CNN on the candidate region with the most
-            residual and blend it in.
-        rgc_threshold: a pixel counts as residual when its absolute luma residual exceeds this
-            (8-bit levels; the paper's THR_RGC = 30).
-        rgc_size, rgc_stride: region size and grid stride in pixels (None: the paper's proportions,
-            half and a quarter of the frame height).
-        rgc_alpha: blend weight of the CNN's output inside the region, ``F = (1 - a) F_warp + a F_cnn``.
-            Measured on held-out synthetic clips (FFW+RGC mIoU): 0.3 63.0, 0.5 63.8, 0.8 64.6, 1.0 64.1;
-            an intermediate value is best, as the paper finds.
-        rgfs: residual-guided frame selection: P-frames whose residual says warping will fail
-            become key frames.
-        rgfs_mode: ``"absolute"`` (score above ``rgfs_threshold``) or ``"rate"`` (the threshold
-            adapts online so that about ``rgfs_rate`` of the P-frames are selected).
-        rgfs_threshold: mean absolute luma residual per pixel, 8-bit levels (the paper's 3.6e7 at
-            1024x2048 is :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7).
-        rgfs_rate: the share of P-frames to select in rate mode (the paper selects about 10%;
-            :class:`~taplab.ops.regions.RateSelector`).
-        fusion: distortion-map fusion (DMNet) of warped frames with a correction network (CoNet):
-            ``True``, ``False``, or ``None`` (default: on where the model has a correction network,
-            as the default model has). Fusion corrects logits, so it needs ``warp_layer="logits"``;
-            it runs before RGC, which then blends the CNN's output over it in its region (``rgc_alpha``).
-        fusion_weight: ``w_f`` in ``M = w_f * M_coarse + (1 - w_f) * M_edge`` (DMNet's default 0.5).
-            Measured on held-out synthetic clips (FFW+fusion mIoU): 0 67.5, 0.25 68.2, 0.5 68.1,
-            0.75 67.2, 1 65.9.
-        fusion_threshold: a pixel counts towards the residual map of ``M_coarse`` when its absolute
-            luma residual exceeds this (8-bit levels).
-        correction: the correction network's file (``taplab train --model conet``); ``None``: the one
-            that comes with the model (a shipped model's, or ``<model>.conet.pt`` beside a checkpoint).
-        latency_budget: seconds from a frame's arrival (decoded) to its result (None: no limit; every
-            frame gets every module, key frames are computed in line). Meant for live sources, whose
-            frames arrive in real time (a file read without ``live`` pacing arrives as fast as it
-            decodes). The policy, in order:
+    - Motion (``motion_source``): the codec's vectors, or a dense flow from the decoded frames
+      (OpenCV's DIS presets or Farneback, :class:`taplab.ops.flow.OpticalFlow`), area-averaged onto the
+      feature grid with its cost counted (stage ``flow``): the baseline the compressed domain must
+      beat; or ``"truth"``, a synthetic clip's ground-truth flow passed to
+      ``Segmenter.run(..., truth_flow=...)`` (I/P streams only: it goes to the previous frame). The
+      key-frame schedule stays the codec's.
+    - ``propagation="accumulate"`` composes each frame's motion back to the key frame and warps the
+      key frame's features once, so every step's sub-cell motion is kept and an RGC correction improves
+      its own frame only; ``"chain"`` warps the previous frame's features, corrections included.
+    - Fusion (DMNet) corrects logits, so it needs ``warp_layer="logits"``; it runs before RGC, which
+      then blends the CNN's output over it in its region (``rgc_alpha``).
+    - RGFS: ``rgfs_mode="auto"`` (the default) is rate mode when ``rgfs_rate`` is given, else the
+      absolute ``rgfs_threshold``. The score is the mean absolute luma residual per pixel in 8-bit
+      levels; the paper's 3.6e7 summed over a 1024x2048x3 residual is
+      :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7. Rate mode selects about
+      ``rgfs_rate`` of the P-frames, adapting online (:class:`~taplab.ops.regions.RateSelector`).
+    - ``latency_budget``: seconds from a frame's arrival (decoded) to its result. Meant for live
+      sources, whose frames arrive in real time. The policy, in order
+      (:mod:`taplab.runtime.latency`; docs/live.md has the decisions and measurements):
 
-            1. Key frames: the CNN runs in a background thread and is waited for while it can still
-               finish within the budget (known once it has run: its measured time). A key frame over
-               budget shows a stand-in meanwhile, the current key frame's features carried to it
-               (``kind="hold"``); the frames that follow warp from the stand-in, and when the key
-               frame's features are ready, the motion accumulated since the key frame carries them to
-               the current frame at once. One CNN runs at a time: a P-frame that RGFS selects while one
-               runs is warped instead (``shed`` names ``"rgfs"``); an I-frame queues behind it, and the
-               running CNN's features, when ready, are carried to the I-frame in place of its stand-in.
-            2. Warped frames: fusion and RGC run only where their expected time (the running mean of
-               their measured times; before RGC's first pass, the CNN's time scaled by the region's
-               share of the frame) and the labels' still fit in the budget, and never while a key
-               frame's CNN runs (it takes the cores they need); ``FrameResult.shed`` names what was left out.
-            3. Frames: a warped frame already past its budget when a newer frame has arrived, and the
-               frames before the first key frame's features exist, are skipped (``kind="skip"``, no
-               labels): their vectors still extend the motion chain, so the next output is exact.
-               Decoding is never skipped, nor is a key frame's CNN.
+      1. Key frames: the CNN runs in a background thread and is waited for while it can still
+         finish within the budget (known once it has run: its measured time). A key frame over
+         budget shows a stand-in meanwhile, the current key frame's features carried to it
+         (``kind="hold"``); the frames that follow warp from the stand-in, and when the key frame's
+         features are ready, the motion accumulated since the key frame carries them to the current
+         frame at once. One CNN runs at a time: a P-frame that RGFS selects while one runs is warped
+         instead (``shed`` names ``"rgfs"``); an I-frame queues behind it, and the running CNN's
+         features, when ready, are carried to the I-frame in place of its stand-in.
+      2. Warped frames: fusion and RGC run only where their expected time (the running mean of their
+         measured times; before RGC's first pass, the CNN's time scaled by the region's share of the
+         frame) and the labels' still fit in the budget, and never while a key frame's CNN runs (it
+         takes the cores they need); ``FrameResult.shed`` names what was left out.
+      3. Frames: a warped frame already past its budget when a newer frame has arrived, and the
+         frames before the first key frame's features exist, are skipped (``kind="skip"``, no
+         labels): their vectors still extend the motion chain, so the next output is exact.
+         Decoding is never skipped, nor is a key frame's CNN.
 
-            So every output frame's latency stays within the budget plus the cost of a warped frame
-            (tested with deliberately slow models). B-frames are warped with their past vectors, or
-            skipped without them (never run in line). Needs ``propagation="accumulate"``.
-            docs/live.md has the decisions and measurements.
-        b_frames: ``"key"`` (B-frames are key frames; default) or ``"past"`` (warp B-frames with
-            their past-reference vectors where they have them, else key frames). Under a
-            ``latency_budget``, B-frames are warped where they can be and skipped where not.
-        labels: full-resolution labels from the logits: ``"bilinear"`` (default: what bilinear
-            upsampling of the logits and an arg-max give, computed only near class boundaries by
-            :func:`taplab.ops.labels.upsample_labels`: 13-31 ms at 720p, 99.9% equal to the full
-            computation), ``"exact"`` (the full computation: 130-440 ms at 720p for 19 classes at
-            stride 4) or ``"nearest"`` (arg-max on the feature grid, labels upsampled: 7 ms, blocky;
-            2.2 mIoU points below bilinear per-frame on held-out synthetic 512x1024 clips).
+      So every output frame's latency stays within the budget plus the cost of a warped frame.
+      B-frames are warped with their past vectors, or skipped without them (never run in line).
+    - Labels (``labels``): ``"bilinear"`` gives what bilinear upsampling of the logits and an arg-max
+      give, computed only near class boundaries (:func:`taplab.ops.labels.upsample_labels`);
+      ``"exact"`` is the full computation, ``"nearest"`` the arg-max on the feature grid, upsampled.
     """
 
-    ffw: bool = True
-    warp_sampling: str = "bilinear"
-    propagation: str = "accumulate"
-    motion_resampling: str = "nearest"
-    motion_source: str = "codec"
-    warp_layer: str = "logits"
-    rgc: bool = True
-    rgc_threshold: float = 30.0
-    rgc_size: int | None = None
-    rgc_stride: int | None = None
-    rgc_alpha: float = 0.8
-    rgfs: bool = True
-    rgfs_mode: str = "absolute"
-    rgfs_threshold: float = PAPER_RGFS_THRESHOLD
-    rgfs_rate: float = 0.1
-    fusion: bool | None = None
-    fusion_weight: float = 0.5
-    fusion_threshold: float = 30.0
-    correction: str | None = None
-    latency_budget: float | None = None
-    b_frames: str = "key"
-    labels: str = "bilinear"
+    ffw: bool = option(True, "Warp non-key frames along the motion (FFW); off: the CNN on every frame.")
+    warp_sampling: str = option("bilinear", "Sampling of the features at the motion's source.", ("bilinear", "nearest"))
+    propagation: str = option("accumulate", "Warp the key frame through the motion accumulated since it, or chain "
+                              "warps from the previous frame.", ("accumulate", "chain"))
+    motion_resampling: str = option("nearest", "Block vectors onto the feature grid: the block holding each cell's "
+                                    "centre, or interpolated between valid blocks.", ("nearest", "bilinear"))
+    motion_source: str = option("codec", "Motion for FFW: the codec's vectors, a dense optical flow (the baseline), "
+                                "or a synthetic clip's ground truth (API only: run(truth_flow=...)).",
+                                ("codec", *FLOW_METHODS, "truth"))
+    warp_layer: str = option("logits", "Warp the logits (any model) or the model's features() before its head() "
+                             "(the Tamed Warping Network's interior layer).", ("logits", "features"))
+    rgc: bool = option(True, "Residual-guided correction: re-run the CNN on the region with the most residual.")
+    rgc_threshold: float = option(30.0, "Residual level (8-bit, 0-255) above which a pixel counts for RGC "
+                                  "(the paper's THR_RGC).")
+    rgc_size: int | None = option(None, "RGC region size in pixels (default: half the frame height).")
+    rgc_stride: int | None = option(None, "RGC region grid stride in pixels (default: a quarter of the height).")
+    rgc_alpha: float = option(0.8, "Weight of the region's CNN output: F = (1 - a) F_warp + a F_cnn (TapLab Eq. 3).")
+    rgfs: bool = option(True, "Residual-guided frame selection: P-frames whose residual says warping will fail "
+                        "become key frames.")
+    rgfs_mode: str = option("auto", "RGFS by an absolute threshold or a target rate; auto: rate mode when a rate "
+                            "is given.", ("auto", "absolute", "rate"))
+    rgfs_threshold: float = option(PAPER_RGFS_THRESHOLD, "Mean residual per pixel (8-bit levels) above which a "
+                                   "P-frame becomes a key frame (the paper's, about 5.7).")
+    rgfs_rate: float | None = option(None, f"Select about this share of P-frames instead of a threshold: rate mode "
+                                     f"(default: none; {DEFAULT_RGFS_RATE} where rgfs_mode is rate).")
+    fusion: bool | None = option(None, "Distortion-map fusion with the model's correction network where warping "
+                                 "failed (default: on where the model has one).")
+    fusion_weight: float = option(0.5, "w_f in M = w_f M_coarse + (1 - w_f) M_edge (DMNet).")
+    fusion_threshold: float = option(30.0, "Residual level (8-bit, 0-255) above which a pixel counts in the "
+                                     "distortion map.")
+    correction: str | None = option(None, "Correction network file for fusion (default: the one that comes "
+                                    "with the model).", path=True)
+    latency_budget: float | None = option(None, "Seconds from a frame's arrival to its result: key frames over it "
+                                          "run in the background, then RGC/fusion are shed, then late frames "
+                                          "skipped (docs/live.md; default: no limit).")
+    b_frames: str = option("key", "B-frames: key frames, or warped with their past vectors.", ("key", "past"))
+    labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
+                         "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
 
     def __post_init__(self) -> None:
-        choices = {"warp_sampling": ("bilinear", "nearest"), "propagation": ("accumulate", "chain"), "motion_resampling": ("nearest", "bilinear"),
-                   "warp_layer": ("logits", "features"), "rgfs_mode": ("absolute", "rate"),
-                   "b_frames": ("key", "past"), "labels": ("bilinear", "exact", "nearest"),
-                   "motion_source": ("codec", *FLOW_METHODS, "truth")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            allowed = f.metadata["choices"]
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
         if self.fusion is not None and not isinstance(self.fusion, bool):  # 0 == False would slip through `in`
             raise ConfigError(f"fusion must be true, false or null (auto), got {self.fusion!r}")
         if self.fusion and self.warp_layer != "logits":
@@ -155,18 +147,35 @@ class RuntimeConfig:
                 raise ConfigError(f"{name} must be an integer >= 16 pixels (or None), got {v!r}")
         if not (0 <= self.rgfs_threshold <= 255) or math.isnan(self.rgfs_threshold):
             raise ConfigError(f"rgfs_threshold is a mean residual per pixel in 0..255, got {self.rgfs_threshold}")
-        if not 0 < self.rgfs_rate < 1:
-            raise ConfigError(f"rgfs_rate must be in (0, 1), got {self.rgfs_rate}")
+        if self.rgfs_rate is not None:
+            if not 0 < self.rgfs_rate < 1:
+                raise ConfigError(f"rgfs_rate must be in (0, 1), got {self.rgfs_rate}")
+            if self.rgfs_mode == "absolute":
+                raise ConfigError("rgfs_rate selects P-frames by rate; it contradicts rgfs_mode='absolute'")
+
+    @property
+    def rgfs_by_rate(self) -> bool:
+        """Whether RGFS selects a share of the P-frames (rate mode) rather than thresholding their score."""
+        return self.rgfs_mode == "rate" or (self.rgfs_mode == "auto" and self.rgfs_rate is not None)
+
+    @property
+    def rgfs_share(self) -> float:
+        """The share of P-frames rate mode selects."""
+        return DEFAULT_RGFS_RATE if self.rgfs_rate is None else self.rgfs_rate
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def replace(self, **values) -> RuntimeConfig:
+        """A copy with ``values`` changed (validated as a whole)."""
+        return RuntimeConfig.from_dict({**self.to_dict(), **values})
+
     @classmethod
     def from_dict(cls, values: dict) -> RuntimeConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"unknown runtime option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown runtime option(s): {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(cls.field_names()))})")
         return cls(**values)
 
     @classmethod
@@ -179,3 +188,68 @@ class RuntimeConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a JSON object")
         return cls.from_dict(values)
+
+    # -- the fields described, for the command line
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def describe(cls, name: str) -> FieldInfo:
+        """What the command line needs to know of one field."""
+        f = _field(cls, name)
+        text = str(f.type)  # annotations are text here (``from __future__ import annotations``)
+        optional = text.endswith(" | None")
+        return FieldInfo(f.name, _TYPES[text.removesuffix(" | None")], optional, f.default, f.metadata["help"],
+                         f.metadata["choices"], f.metadata["path"])
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> Any:
+        """The value of field ``name`` from its text form (``"0.5"``, ``"on"``, ``"none"``...): how ``bench --set``
+        and config text become typed values. ``none``, ``null`` and ``auto`` are None for a field that may be None."""
+        info = cls.describe(name)
+        low = text.strip().lower()
+        if info.optional and low in ("none", "null", "auto"):
+            return None
+        if info.kind is bool:
+            if low in ("true", "on", "yes", "1"):
+                return True
+            if low in ("false", "off", "no", "0"):
+                return False
+            raise ConfigError(f"{name} is true or false{' (or auto)' if info.optional else ''}, got {text!r}")
+        if info.kind is str:
+            return text.strip()
+        try:
+            return info.kind(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a{'n integer' if info.kind is int else ' number'}, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field of :class:`RuntimeConfig`: its value type (bool, int, float or str), whether it may be None,
+    its default, help text and choices, and whether it names a file."""
+
+    name: str
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple | None
+    path: bool
+
+    @property
+    def flag(self) -> str:
+        """The command-line option: ``--rgc-alpha`` for ``rgc_alpha``."""
+        return "--" + self.name.replace("_", "-")
+
+
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def _field(cls, name: str) -> Field:
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise ConfigError(f"unknown runtime option {name!r} (known: {', '.join(sorted(cls.field_names()))})")

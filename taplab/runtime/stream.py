@@ -12,8 +12,9 @@ Iterator style, or callback style:
 
 Sources: anything :func:`taplab.open_video` reads: RTSP (over TCP by default; UDP with
 ``source_options={"rtsp_transport": "udp"}``), MPEG-TS over UDP or TCP, HTTP, a pipe or other binary
-file object fed by another process, a file still being written (``follow=True``), or a file
-(``live=True`` paces it at its frame rate, as a camera would deliver it).
+file object fed by another process, a file still being written (``follow=True``), or a file, which a stream paces at its frame rate
+as a camera would deliver it (``live=None``, the default; ``live=False`` reads it as fast as it
+decodes, and a latency budget then skips the warped frames that fall behind).
 
 A stream is :meth:`Segmenter.run` with a latency budget, kept by the policy that
 :class:`~taplab.runtime.RuntimeConfig` describes: key frames over budget in the background, then
@@ -36,14 +37,15 @@ from collections.abc import Callable, Iterator
 from taplab.codec import open_video
 from taplab.codec.reader import DEFAULT_TIMEOUT, Video, is_url
 from taplab.errors import TapLabError
-from taplab.runtime.segmenter import FrameResult, Segmenter
+from taplab.runtime.result import FrameResult
+from taplab.runtime.segmenter import Segmenter
 
 
 class Stream:
     """A live segmentation of ``source``; see the module docstring. Build one with :func:`stream`."""
 
     def __init__(self, segmenter: Segmenter, source, on_result: Callable[[FrameResult], None] | None = None,
-                 live: bool = False, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
+                 live: bool | None = None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
                  retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
                  source_options: dict[str, str] | None = None, images: bool = False):
         self.segmenter, self.source, self.on_result, self.live = segmenter, source, on_result, live
@@ -73,7 +75,8 @@ class Stream:
                     video = open_video(self.source, timeout=self.timeout, follow=self.follow,
                                        options=self.source_options)
                 self._video = video
-                run = self.segmenter.run(video, live=self.live, images=self.images)
+                live = not video.live if self.live is None else self.live  # a file: paced, as a camera delivers frames
+                run = self.segmenter.run(video, live=live, images=self.images)
                 for result in run:
                     if self._stop.is_set():
                         return
@@ -145,13 +148,14 @@ class Stream:
 
 
 def stream(source, model="default", latency_budget: float | None = 0.1,
-           on_result: Callable[[FrameResult], None] | None = None, live: bool = False, device: str = "cpu",
+           on_result: Callable[[FrameResult], None] | None = None, live: bool | None = None, device: str = "auto",
            config=None, reconnect: bool | None = None, backoff: float = 0.5, max_backoff: float = 8.0,
            retries: int | None = None, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
            source_options: dict[str, str] | None = None, images: bool = False, **options) -> Stream:
     """A :class:`Stream` of ``source`` (anything :func:`taplab.open_video` accepts) segmented by ``model``,
     with ``latency_budget`` seconds (None: no limit) and any other :class:`~taplab.runtime.RuntimeConfig`
-    field as a keyword. ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
+    field as a keyword. ``live``: pace a file at its frame rate (default: files are paced, live
+    sources arrive at their own pace). ``reconnect`` (default: for URLs), ``backoff``, ``max_backoff``, ``retries``:
     see the module docstring; ``timeout``: seconds a network source may take to open or to send
     data before it counts as disconnected (a UDP stream has no end but this); ``follow``: the source is
     a file still being written, read as it grows; ``source_options``: FFmpeg's options for the source,

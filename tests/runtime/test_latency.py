@@ -175,15 +175,15 @@ def test_one_background_cnn_at_a_time_rgfs_frames_meanwhile_are_warped(translati
 
 
 def test_late_frames_are_skipped_when_a_newer_one_is_waiting(translation_clip):
-    """The scheduler alone (taplab.runtime.segmenter._Run), with arrival times set by the test."""
+    """The scheduler alone (taplab.runtime.scheduler.Scheduler), with arrival times set by the test."""
     from taplab.codec import open_video
-    from taplab.runtime.segmenter import _Run
+    from taplab.runtime.scheduler import Scheduler
 
     inline = _inline_logits(translation_clip, rgc=False, rgfs=False)
     seg = Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=0.05)
     results = []
     with open_video(translation_clip) as video:
-        run = _Run(seg.model, seg.config, video.height, video.width)
+        run = Scheduler(seg.model, seg.config, video.height, video.width)
         for frame in video:
             prep = {"decode": 0.0}
             run.prepare((frame, prep))
@@ -213,7 +213,8 @@ def test_segment_live_reports_latency(translation_clip, tmp_path, capsys):
 
 
 def test_the_run_summary_counts_held_key_frames_and_leaves_skipped_frames_out_of_latency():
-    from taplab.runtime.segmenter import FrameResult, RunSummary
+    from taplab.io.summary import RunSummary
+    from taplab.runtime import FrameResult
 
     labels = np.zeros((2, 2), np.uint8)
     summary = RunSummary()

@@ -13,7 +13,8 @@ from taplab.data.synth import SynthConfig, write_clip
 from taplab.errors import ConfigError
 from taplab.metrics import ConfusionMatrix
 from taplab.nets.loader import load_model
-from taplab.runtime import RuntimeConfig, Segmenter, segment_to_folder
+from taplab.pipeline import segment_to_folder
+from taplab.runtime import RuntimeConfig, Segmenter
 
 
 @pytest.fixture(scope="module")

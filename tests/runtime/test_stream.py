@@ -278,3 +278,19 @@ def test_segment_cli_reconnects_to_a_stream_with_reconnect(tmp_path, capsys):
         main(["segment", str(tmp_path / "second.ts"), "--out", str(tmp_path / "x"), "--reconnect"])
     assert exit_.value.code == 2 and "reconnect is for a stream URL" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stream_of_a_file_paces_it_so_that_a_budget_means_what_it_says(translation_clip):
+    """As the README shows it: taplab.stream(file, latency_budget=0.1). Read as fast as it decodes, the frames
+    would queue up and most be skipped as late; paced at the file's frame rate (the default for a file) only
+    the frames that arrive while the first key frame's CNN runs are."""
+    from tests.runtime.test_latency import SlowModel
+
+    with taplab.stream(translation_clip, model=SlowModel(0.15), latency_budget=0.1, rgc=False, rgfs=False) as s:
+        paced = list(s)
+    with taplab.stream(translation_clip, model=SlowModel(0.15), latency_budget=0.1, rgc=False, rgfs=False,
+                       live=False) as s:
+        unpaced = list(s)
+    labelled = [r.index for r in paced if r.labels is not None]
+    assert len(paced) == 24 and len(labelled) >= 18 and labelled == list(range(labelled[0], 24))
+    assert sum(r.labels is not None for r in unpaced) < len(labelled)

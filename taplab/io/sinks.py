@@ -1,0 +1,150 @@
+"""Sinks: what consumes the runtime's results. The runtime yields :class:`FrameResult` s; sinks write them.
+
+A sink has ``write(result)`` and ``close(complete)``. The ones here write into an output folder:
+
+- :data:`FORMATS`: one file per frame with output, ``frame_<index:06d>.png`` (label ids, 8-bit single
+  channel, what evaluation tools read), ``color/frame_<index:06d>.png`` (RGB, the model's palette) or
+  ``npz/frame_<index:06d>.npz`` (key ``labels``); a skipped frame (``kind="skip"``) gets none;
+- :class:`FrameLog`: ``frames.json`` and ``frames.csv``, one record per frame (skipped ones too),
+  written when the run ends, also when it was interrupted (the frames done so far).
+
+The overlay video is :class:`taplab.io.overlay.OverlayVideo`, the summary
+:class:`taplab.io.summary.RunSummary`. Every file is written under a temporary name and renamed when
+complete, so an interrupted run never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from taplab.errors import ConfigError
+from taplab.files import atomic_path, write_image
+from taplab.runtime.result import FrameResult
+
+FRAME_NAME = "frame_{index:06d}"
+LOG_NAME = "frames.json"
+CSV_NAME = "frames.csv"
+#: the stages whose milliseconds frames.csv has a column for
+CSV_STAGES = ("decode", "residual", "cnn_full", "cnn_region", "warp", "labels")
+
+
+class Sink(Protocol):
+    """Consumes results in display order; ``close(complete=False)`` after an interrupted run."""
+
+    def write(self, result: FrameResult) -> None: ...
+
+    def close(self, complete: bool = True) -> None: ...
+
+
+class LabelFiles:
+    """Label ids as 8-bit PNGs, one per frame with output."""
+
+    subdir = ""
+    suffix = ".png"
+
+    def __init__(self, out: Path, colors: Sequence[tuple[int, int, int]]):
+        self.dir = out / self.subdir if self.subdir else out
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"{FRAME_NAME.format(index=index)}{self.suffix}"
+
+    def write(self, result: FrameResult) -> None:
+        if result.labels is not None:
+            self.save(self.path(result.index), result.labels)
+
+    def save(self, path: Path, labels: np.ndarray) -> None:
+        write_image(path, labels)
+
+    def close(self, complete: bool = True) -> None:
+        pass
+
+
+class ColorFiles(LabelFiles):
+    """Labels coloured with the model's palette."""
+
+    subdir = "color"
+
+    def __init__(self, out: Path, colors: Sequence[tuple[int, int, int]]):
+        super().__init__(out, colors)
+        self.lut = palette_lut(colors)[:, ::-1].copy()  # BGR for OpenCV
+
+    def save(self, path: Path, labels: np.ndarray) -> None:
+        write_image(path, self.lut[labels])
+
+
+class NpzFiles(LabelFiles):
+    """Labels as compressed numpy arrays (key ``labels``)."""
+
+    subdir = "npz"
+    suffix = ".npz"
+
+    def save(self, path: Path, labels: np.ndarray) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=labels)
+
+
+#: per-frame output formats by name (``taplab segment --format``)
+FORMATS: dict[str, type[LabelFiles]] = {"labels": LabelFiles, "color": ColorFiles, "npz": NpzFiles}
+
+
+def palette_lut(colors: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """A (256, 3) uint8 RGB look-up table: class id -> colour (ids beyond the palette are black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(colors)] = np.asarray(colors, np.uint8)
+    return lut
+
+
+class FrameLog:
+    """``frames.json`` (a list of :meth:`FrameResult.record` s: index, pict_type, kind, residual score, region,
+    distortion, latency, shed modules, ms per stage) and the same as a table, ``frames.csv``."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.records: list[dict] = []
+
+    def write(self, result: FrameResult) -> None:
+        self.records.append(result.record())
+
+    def close(self, complete: bool = True) -> None:
+        write_log(self.out, self.records)
+
+
+def write_log(out: Path, records: list[dict]) -> Path:
+    """Write ``records`` as ``out/frames.json`` and ``out/frames.csv``; returns the JSON's path."""
+    path = out / LOG_NAME
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(records, indent=1) + "\n")
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["index", "pict_type", "kind", "residual_score", "region_y", "region_x", "region_height",
+                     "region_width", "distorted", *(f"ms_{s}" for s in CSV_STAGES)])
+    for r in records:
+        region = r["region"] or ["", "", "", ""]
+        score = "" if r["residual_score"] is None else f"{r['residual_score']:.4f}"
+        writer.writerow([r["index"], r["pict_type"], r["kind"], score, *region, r["distorted"],
+                         *(r["ms"].get(s, "") for s in CSV_STAGES)])
+    with atomic_path(out / CSV_NAME) as tmp:
+        Path(tmp).write_text(table.getvalue())
+    return path
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Create ``out``; refuse a folder that holds anything unless ``overwrite``, which first removes
+    what an earlier run wrote there (the names above; nothing else is touched)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
+        for pattern in ("frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME):
+            for old in out.glob(pattern):
+                old.unlink()
+    out.mkdir(parents=True, exist_ok=True)

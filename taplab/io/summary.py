@@ -1,0 +1,73 @@
+"""The summary of a run: frames by kind, frames/s, time per stage; latency where it means something."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from taplab.runtime.result import KINDS, FrameResult, Kind
+
+
+@dataclass
+class RunSummary:
+    """Totals of a run, kept as a sink: frames by kind, wall time, seconds per stage (summed over frames), latencies.
+
+    ``live``: the frames arrived in real time (a live source, or a file paced at its frame rate), so
+    latency, from a frame's arrival to its result, means something and is reported; on a file read as
+    fast as it decodes it is mostly queueing. ``outputs`` names what was written (``{"masks": folder,
+    "overlay video": path}``).
+    """
+
+    frames: int = 0
+    total: int | None = None  # frames expected, where the container says (and the limit allows)
+    kinds: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # of the frames with output
+    shed: int = 0  # frames that left modules out to keep a latency budget
+    live: bool = True
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def write(self, result: FrameResult) -> None:
+        self.add(result)
+
+    def close(self, complete: bool = True) -> None:
+        pass
+
+    def add(self, result: FrameResult) -> None:
+        self.frames += 1
+        self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
+        self.shed += bool(result.shed)
+        if result.latency is not None and result.labels is not None:
+            self.latencies.append(result.latency)
+        for stage, t in result.timings.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + t
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def skipped(self) -> int:
+        return self.kinds.get(Kind.SKIP.value, 0)
+
+    @property
+    def key_share(self) -> float:
+        """The share of frames whose CNN ran on the whole frame (held key frames included)."""
+        keyed = (Kind.KEY_I, Kind.KEY, Kind.KEY_RGFS, Kind.HOLD)
+        return sum(self.kinds.get(k.value, 0) for k in keyed) / max(self.frames, 1)
+
+    def format(self) -> str:
+        kinds = ", ".join(f"{k} {self.kinds[k]}" for k in KINDS if k in self.kinds)
+        stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f}" for k, v in self.stages.items())
+        text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s), "
+                f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
+        if self.live and self.latencies:
+            p50, p95 = np.percentile(self.latencies, [50, 95])
+            text += (f"\nlatency (arrival to result, frames with output): p50 {1000 * p50:.0f} ms, "
+                     f"p95 {1000 * p95:.0f} ms, max {1000 * max(self.latencies):.0f} ms; frames that shed modules: "
+                     f"{self.shed}, skipped: {self.skipped}")
+        for what, where in self.outputs.items():
+            text += f"\n{what}: {where}"
+        return text

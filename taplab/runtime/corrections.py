@@ -1,0 +1,79 @@
+"""The correction stages of a warped frame, in the order they run: fusion (DMNet), then RGC (TapLab).
+
+Each stage is a small object built once per run that the scheduler calls on a warped frame; the
+maths is in :mod:`taplab.ops` (``ops.fusion``, ``ops.regions``) and the networks in :mod:`taplab.nets`.
+A new stage is a class here with a :class:`~taplab.runtime.result.Module` of its own; the scheduler
+calls it after FFW, admits it through the latency policy under its timing ``stage`` name, and records
+it in the frame's kind (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from taplab.codec.reader import Frame
+from taplab.data.transforms import to_tensor
+from taplab.nets.conet import Correction, correction_image
+from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
+from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
+from taplab.runtime.config import RuntimeConfig
+from taplab.runtime.result import Module
+
+
+class Fusion:
+    """Distortion-map fusion: where ``M`` says warping failed, the correction network's logits replace the
+    warped ones, ``F = (1 - M) F_warped + M F_updated`` (:mod:`taplab.ops.fusion`). Without a correction
+    network (``correction=None``) it still gives ``M_coarse``, which ``run(details=True)`` reports."""
+
+    module = Module.FUSION
+    stage = "fusion"  #: its timing and cost name
+
+    def __init__(self, correction: Correction | None, cfg: RuntimeConfig, grid: tuple[int, int]):
+        self.correction, self.grid = correction, grid
+        self.weight, self.threshold = cfg.fusion_weight, cfg.fusion_threshold
+
+    @property
+    def enabled(self) -> bool:
+        return self.correction is not None
+
+    def coarse(self, frame: Frame, warped: torch.Tensor, reference_labels: torch.Tensor,
+               distorted: torch.Tensor) -> torch.Tensor:
+        """``M_coarse`` (h, w) of a frame whose warped logits are ``warped`` (C, h, w)."""
+        return coarse_distortion(warped, reference_labels, distorted,
+                                 residual_map(frame.residual, self.grid, self.threshold))
+
+    def __call__(self, frame: Frame, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused logits (a new tensor) and the distortion map ``M`` that weighted them."""
+        image = to_tensor(correction_image(frame.image, self.grid))[0]
+        updated, edge = self.correction(image, warped, coarse)
+        distortion = distortion_map(coarse, edge, self.weight)
+        return fuse(warped, updated, distortion), distortion
+
+
+class RegionCorrection:
+    """RGC: the CNN re-runs on the candidate region with the most pixels of large residual, and its output is
+    blended into the warped features there (TapLab Eq. 3, ``rgc_alpha``)."""
+
+    module = Module.RGC
+    stage = "cnn_region"
+
+    def __init__(self, cfg: RuntimeConfig, size: tuple[int, int], stride: int,
+                 features: Callable[[np.ndarray], torch.Tensor]):
+        height, width = size
+        self.regions = candidate_regions(height, width, cfg.rgc_size, cfg.rgc_stride, multiple=stride)
+        self.share = self.regions[0].height * self.regions[0].width / (height * width) if self.regions else None
+        self.threshold, self.alpha, self.stride = cfg.rgc_threshold, cfg.rgc_alpha, (stride, stride)
+        self._features = features
+
+    def select(self, frame: Frame) -> tuple[Region, int]:
+        """The region to correct and its count of pixels above the threshold (0: nothing to correct)."""
+        return select_region(frame.residual, self.regions, self.threshold)
+
+    def __call__(self, features: torch.Tensor, frame: Frame, region: Region) -> None:
+        """Correct ``features`` (C, h, w) in place with the CNN's on ``region`` of the frame."""
+        ys, xs = region.slices()
+        crop = self._features(np.ascontiguousarray(frame.image[ys, xs]))
+        blend_region(features, crop, region, self.stride, self.alpha)

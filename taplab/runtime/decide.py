@@ -1,0 +1,86 @@
+"""The per-frame decision, as pure functions: the frame's facts and the run's state in, a :class:`Decision` out.
+
+TapLab's Algorithm 1, with the latency budget's first rules:
+
+- an I-frame is a key frame (``key-I``); so is a frame that cannot be warped: no usable past
+  motion, or nothing to warp from yet (``key``);
+- a P-frame that RGFS selects is a key frame (``key-RGFS``), except under a latency budget while
+  another key frame's CNN runs (one CNN at a time) or for a B-frame (it has vectors to warp with):
+  it is warped, and ``shed`` says ``rgfs``;
+- under a budget, a B-frame that would be a key frame is skipped (no output): its CNN in line could
+  hold the output up without bound, and in the background nothing could carry it forward (B-frames
+  are no anchors);
+- any other frame is warped, with the correction modules the run has (fusion, RGC); under a budget
+  it is skipped instead when nothing is there to warp yet (the first key frame's CNN still runs) or
+  when it is already late and a newer frame is waiting.
+
+What happens next is decided where it depends on time: whether a key frame's CNN fits in the budget
+(else ``hold``) and whether each module fits (else shed), by :mod:`taplab.runtime.latency`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taplab.runtime.result import Kind, Module
+
+
+@dataclass(frozen=True)
+class FrameFacts:
+    """What the decision needs to know of a frame and of the run at that moment.
+
+    Attributes:
+        pict_type: ``"I"``, ``"P"`` or ``"B"``.
+        warpable: the frame has past motion and the policy warps its picture type (B-frames only with
+            ``b_frames="past"`` or under a budget), and FFW is on.
+        has_source: the run holds features to warp from, or a key frame's CNN is computing them.
+        has_features: the run holds features to warp from now.
+        budget: a latency budget applies to this frame.
+        cnn_busy: a key frame's CNN runs in the background.
+        late: the frame is past its deadline and a newer frame is waiting.
+        modules: the correction modules the run has (fusion where it has a correction network, RGC where on).
+    """
+
+    pict_type: str
+    warpable: bool
+    has_source: bool
+    has_features: bool = True
+    budget: bool = False
+    cnn_busy: bool = False
+    late: bool = False
+    modules: frozenset[Module] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A frame's kind before time decides the rest, the modules to apply if it is warped, and what the
+    budget took away already (``("rgfs",)``)."""
+
+    kind: Kind
+    modules: frozenset[Module] = frozenset()
+    shed: tuple[str, ...] = ()
+
+
+def rgfs_candidate(facts: FrameFacts, rgfs: bool) -> bool:
+    """Whether RGFS scores this frame: a frame that would be warped, with RGFS on. (The scores also feed
+    rate mode's online threshold, so only candidates may be scored.)"""
+    return rgfs and facts.pict_type != "I" and facts.warpable and facts.has_source
+
+
+def decide(facts: FrameFacts, rgfs_selected: bool = False) -> Decision:
+    """The decision for a frame (see the module docstring); ``rgfs_selected``: RGFS picked this candidate."""
+    if facts.pict_type == "I":
+        kind = Kind.KEY_I
+    elif not facts.warpable or not facts.has_source:
+        kind = Kind.KEY
+    else:
+        kind = Kind.KEY_RGFS if rgfs_selected else Kind.WARP
+    anchor = facts.pict_type != "B"
+    shed: tuple[str, ...] = ()
+    if kind is Kind.KEY_RGFS and facts.budget and (facts.cnn_busy or not anchor):
+        kind, shed = Kind.WARP, ("rgfs",)
+    if kind.is_key:
+        return Decision(Kind.SKIP if facts.budget and not anchor else kind, shed=shed)
+    if not facts.has_features or (facts.budget and facts.late):
+        return Decision(Kind.SKIP, shed=shed)
+    return Decision(Kind.WARP, facts.modules, shed)

@@ -1,0 +1,107 @@
+"""Motion sources: where FFW's motion comes from, as a strategy the scheduler calls.
+
+Every source gives a frame's motion to the last anchor on the feature grid (:class:`GridFlow`, in
+cells), in taplab's convention (a vector points into the reference; see :mod:`taplab.codec.motion`):
+
+- ``"codec"``: the stream's block vectors (taplab's point), onto the grid by
+  ``motion_resampling``; their conversion is counted in the ``warp`` stage;
+- an optical-flow method (``"dis-fast"``, ...; :data:`taplab.ops.flow.METHODS`): a dense flow from
+  the decoded frame to the last anchor's, the baseline the compressed domain must beat, its cost in
+  the ``flow`` stage;
+- ``"truth"``: a synthetic clip's ground-truth flow to the previous frame (the upper bound of any
+  warping), for I/P streams whose anchor is the previous frame.
+
+A new source is a class with the same four members, registered in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from taplab.codec.reader import Frame
+from taplab.errors import ConfigError
+from taplab.ops.flow import METHODS as FLOW_METHODS
+from taplab.ops.flow import OpticalFlow
+from taplab.ops.warp import GridFlow, dense_to_grid, motion_to_grid
+from taplab.runtime.anchors import Anchors
+from taplab.runtime.config import RuntimeConfig
+
+
+class CodecVectors:
+    """The codec's block vectors: present on P-frames (and B-frames' past references) of codecs that export them."""
+
+    stage = "warp"  #: the timing stage its cost is counted in
+    needs_images = False  #: whether it reads decoded RGB frames (the anchor's image is then kept)
+    blocks = True  #: it holds the codec's block field (chained nearest warps use it in one kernel pass)
+
+    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
+        self.grid, self.stride, self.resampling = grid, stride, cfg.motion_resampling
+
+    def available(self, frame: Frame) -> bool:
+        return frame.motion is not None
+
+    def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
+        m = frame.motion
+        return motion_to_grid(m.vectors, m.valid, m.block, self.grid, self.stride, self.resampling)
+
+
+class _DenseFlow:
+    """A dense backward flow in pixels (every cell valid), area-averaged onto the feature grid."""
+
+    stage = "flow"
+    needs_images = False
+    blocks = False
+
+    def __init__(self, grid: tuple[int, int], stride: tuple[int, int], pixels: Callable[[Frame, Anchors], np.ndarray]):
+        self.grid, self.stride, self._pixels = grid, stride, pixels
+
+    def available(self, frame: Frame) -> bool:
+        return True
+
+    def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
+        return dense_to_grid(self._pixels(frame, anchors), self.grid, self.stride)
+
+
+class OpticalFlowSource(_DenseFlow):
+    """Optical flow (OpenCV) from the decoded frame to the last anchor's."""
+
+    needs_images = True
+
+    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
+        estimator = OpticalFlow(cfg.motion_source)
+        super().__init__(grid, stride, lambda frame, anchors: estimator(frame.image, anchors.anchor_image))
+
+
+class GroundTruthFlow(_DenseFlow):
+    """A synthetic clip's ground-truth backward flow to the previous frame, per frame (``taplab synth`` writes it)."""
+
+    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+                 truth_flow: Sequence[np.ndarray] | None = None):
+        if truth_flow is None:
+            raise ConfigError("motion_source='truth' needs the clip's flows: run(..., truth_flow=flows)")
+        self.flows = truth_flow
+        super().__init__(grid, stride, self._truth)
+
+    def _truth(self, frame: Frame, anchors: Anchors) -> np.ndarray:
+        """The flow goes to the previous frame, so only where that is the last anchor."""
+        flows = self.flows
+        if frame.index >= len(flows) or frame.index - 1 != anchors.anchor_index:
+            raise ConfigError(f"ground-truth flow for frame {frame.index}: the clip's flows ({len(flows)}) go to the "
+                              "previous frame, which must be the last anchor (I/P streams without B-frames)")
+        flow = np.asarray(flows[frame.index], np.float32)  # taplab synth stores float16
+        if flow.shape != (frame.height, frame.width, 2):
+            raise ConfigError(f"ground-truth flow of frame {frame.index} is {flow.shape}, "
+                              f"expected {(frame.height, frame.width, 2)}")
+        return flow
+
+
+#: ``motion_source`` -> its class, built as ``cls(config, grid, stride, truth_flow)``
+SOURCES: dict[str, type] = {"codec": CodecVectors, "truth": GroundTruthFlow,
+                            **{method: OpticalFlowSource for method in FLOW_METHODS}}
+
+
+def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
+    """The motion source ``cfg.motion_source`` names, for a feature grid of ``grid`` cells of ``stride`` pixels."""
+    return SOURCES[cfg.motion_source](cfg, grid, stride, truth_flow)

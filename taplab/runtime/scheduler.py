@@ -1,0 +1,235 @@
+"""One run's per-frame work: decide (:mod:`~taplab.runtime.decide`), then do it with the parts that hold state.
+
+The parts: :class:`~taplab.runtime.anchors.Anchors` (the features carried from frame to frame), a
+motion source (:mod:`~taplab.runtime.motion`), the correction stages
+(:mod:`~taplab.runtime.corrections`), the latency policy and the background key frames
+(:mod:`~taplab.runtime.latency`), and RGFS's rate selector. The maths is in :mod:`taplab.ops`; the
+scheduler owns none of its own.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from taplab.codec.reader import Frame
+from taplab.data.transforms import to_tensor
+from taplab.nets.conet import Correction
+from taplab.nets.loader import Model
+from taplab.ops.labels import labels_from_logits
+from taplab.ops.regions import RateSelector, residual_score
+from taplab.ops.warp import GridFlow, compose, warp, warp_blocks
+from taplab.runtime.anchors import Anchors
+from taplab.runtime.config import RuntimeConfig
+from taplab.runtime.corrections import Fusion, RegionCorrection
+from taplab.runtime.decide import FrameFacts, decide, rgfs_candidate
+from taplab.runtime.latency import KeyFrameWorker, LatencyPolicy
+from taplab.runtime.motion import motion_source
+from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
+
+
+class Scheduler:
+    """The state of one run over a ``height x width`` video, and its :meth:`step` per frame."""
+
+    def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
+                 correction: Correction | None = None, details: bool = False, truth_flow=None):
+        self.model, self.cfg, self.want_images, self.details = model, cfg, want_images, details
+        self.size = (height, width)
+        geometry = model.geometry(height, width)
+        self.grid = geometry.size
+        # cell i covers pixels [i s, (i + 1) s) whether the model rounds its output size up or down
+        self.stride = (geometry.stride, geometry.stride)
+        self.motion = motion_source(cfg, self.grid, self.stride, truth_flow)
+        self.fusion = Fusion(correction, cfg, self.grid)
+        self.rgc = RegionCorrection(cfg, self.size, geometry.stride, self._features)
+        self.modules = frozenset({Module.FUSION} if self.fusion.enabled else ()) | ({Module.RGC} if cfg.rgc else set())
+        self.selector = RateSelector(cfg.rgfs_share) if cfg.rgfs_by_rate else None
+        self.anchors = Anchors(self.grid)
+        self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
+        self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
+        self.last_logits: torch.Tensor | None = None  # the last result's logits (run(logits=True))
+
+    # -- in the decoding thread: compute what this frame will need, overlapped with inference
+    def prepare(self, item: tuple[Frame, dict]) -> None:
+        frame, prep = item
+        warpable = self.warpable(frame)
+        if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details):
+            start = time.perf_counter()
+            frame.residual  # noqa: B018 - cached on the frame
+            prep["residual"] = time.perf_counter() - start
+        if not warpable or self.cfg.rgc or self.fusion.enabled or self.motion.needs_images or self.want_images:
+            start = time.perf_counter()
+            frame.image  # noqa: B018
+            prep["decode"] += time.perf_counter() - start
+
+    def warpable(self, frame: Frame) -> bool:
+        """Whether the frame can be warped: it has past motion, and is a P-frame, or a B-frame where B-frames are
+        warped (``b_frames="past"``, or under a latency budget)."""
+        if not self.cfg.ffw or frame.pict_type == "I" or not self.motion.available(frame):
+            return False
+        return frame.pict_type == "P" or self.cfg.b_frames == "past" or self.cfg.latency_budget is not None
+
+    def close(self) -> None:
+        self.keys.close()
+
+    # -- in the consumer: decide and do
+    @torch.inference_mode()
+    def step(self, frame: Frame, prep: dict, arrival: float | None = None, newer: bool = False) -> FrameResult:
+        """Segment one frame. ``arrival``: when it arrived (``perf_counter``), from which a latency budget
+        counts; ``newer``: whether a later frame has already arrived (a late frame is then skipped)."""
+        timings = dict(prep)
+        deadline = self.policy.deadline(arrival)
+        self._adopt()
+        facts = FrameFacts(frame.pict_type, self.warpable(frame), self.anchors.has_source or self.keys.busy,
+                           self.anchors.key_features is not None, deadline is not None, self.keys.busy,
+                           self.policy.late(deadline, newer), self.modules)
+        score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs) else None
+        decision = decide(facts, score is not None and self._rgfs_selects(score))
+        shed = list(decision.shed)
+        result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
+        if decision.kind.is_key:
+            result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
+        elif decision.kind is Kind.SKIP:
+            if facts.warpable and frame.pict_type != "B":  # keep the motion chain intact for the next output
+                self.anchors.extend(self._flow(frame, timings))
+        else:
+            result.kind = self._warp(frame, result, decision.modules, deadline, shed)
+        self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
+        self.last_logits = None
+        if result.kind.kind is not Kind.SKIP:
+            start = time.perf_counter()
+            self.last_logits = self._logits(self.anchors.features)
+            result.labels = labels_from_logits(self.last_logits, self.size, self.cfg.labels)
+            timings["labels"] = time.perf_counter() - start
+            result.key_index = frame.index if result.is_key else self.anchors.key_index
+            self.policy.measure("labels", timings["labels"])
+        result.shed = tuple(shed)
+        return result
+
+    def _rgfs_selects(self, score: float) -> bool:
+        return self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
+
+    def _key(self, frame: Frame, kind: Kind, deadline: float | None, timings: dict) -> Kind:
+        """The CNN on a key frame: in line; or, with a latency budget, in the background thread, waited for while
+        it can still finish within the budget. A key frame over budget shows a stand-in meanwhile: the current
+        key frame's features carried to it (through its own vectors where it has them, else to the last
+        anchor: the last output without its corrections) (``hold``; ``skip`` before the first key frame's
+        features exist); the stand-in becomes the key frame that the following frames' motion accumulates
+        to, until the CNN's features replace it (:meth:`_adopt`)."""
+        if deadline is None:
+            start = time.perf_counter()
+            features = self._features(frame.image)
+            timings["cnn_full"] = self.policy.cnn_seconds = time.perf_counter() - start
+            self.anchors.set_key(features, frame.index, anchor=frame.pict_type != "B")
+            return kind
+        to_key = compose(self._flow(frame, timings), self.anchors.motion_to_key) if self.warpable(frame) \
+            else self.anchors.motion_to_key  # no vectors (an I-frame): as the last anchor saw the key frame
+        job = self.keys.submit(frame.index, frame.image, to_key)
+        wait = self.policy.key_wait(deadline)
+        done = None if wait is None else self.keys.wait(job, wait)
+        if done is not None:
+            features, timings["cnn_full"] = done
+            self.policy.cnn_seconds = timings["cnn_full"]
+            self.anchors.set_key(features, frame.index, anchor=True)
+            return kind
+        stand_in = None  # before the first key frame's features: nothing to show
+        if self._adopt():  # an older key frame's CNN finished meanwhile: already carried to this frame
+            stand_in = self.anchors.key_features
+        elif self.anchors.key_features is not None:
+            start = time.perf_counter()
+            stand_in, _ = warp(self.anchors.key_features, to_key, self.cfg.warp_sampling)
+            timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
+        self.anchors.hold(stand_in)
+        return Kind.HOLD if stand_in is not None else Kind.SKIP
+
+    def _adopt(self) -> bool:
+        """Take the features of the background key frames that finished in place of the current key frame's
+        stand-in; the motion accumulated since then carries them to the current frame at the next warp."""
+        done = self.keys.finished()
+        if done is None:
+            return False
+        features, index, self.policy.cnn_seconds = done
+        self.anchors.adopt(features, index)
+        return True
+
+    def _warp(self, frame: Frame, result: FrameResult, modules: frozenset[Module], deadline: float | None,
+              shed: list[str]) -> FrameKind:
+        """FFW, then fusion and RGC where they fit in the budget (else named in ``shed``)."""
+        timings = result.timings
+        features, mask = self._ffw(frame, timings)
+        result.distorted = float(mask.float().mean())
+        applied: set[Module] = set()
+        fusing = Module.FUSION in modules and self._admit(self.fusion, deadline, shed)
+        if fusing or self.details:
+            start = time.perf_counter()
+            warped = self._logits(features)
+            accumulate = self.cfg.propagation == "accumulate"
+            coarse = self.fusion.coarse(frame, warped, self.anchors.reference_labels(self._logits, accumulate), mask)
+            if fusing:
+                features, distortion = self.fusion(frame, warped, coarse)
+                applied.add(Module.FUSION)
+            else:
+                warped, distortion = warped.clone(), coarse  # RGC blends into the features in place
+            # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
+            timings["fusion" if fusing else "details"] = time.perf_counter() - start
+            if fusing:
+                self.policy.measure("fusion", timings["fusion"])
+            if self.details:
+                result.warped, result.distortion = warped, distortion
+        if Module.RGC in modules and self._admit(self.rgc, deadline, shed):
+            start = time.perf_counter()
+            region, count = self.rgc.select(frame)
+            if count > 0:
+                self.rgc(features, frame, region)
+                applied.add(Module.RGC)
+                result.region = region
+            timings["cnn_region"] = time.perf_counter() - start
+            if count > 0:
+                self.policy.measure("cnn_region", timings["cnn_region"])
+        self.anchors.features = features
+        return FrameKind(Kind.WARP, applied)
+
+    def _admit(self, stage, deadline: float | None, shed: list[str]) -> bool:
+        """Whether a correction stage fits in the budget; if not it is named in ``shed``."""
+        if self.policy.fits(stage.stage, deadline, self.keys.busy):
+            return True
+        shed.append(stage.module.value)
+        return False
+
+    def _ffw(self, frame: Frame, timings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """FFW: the frame's features warped from the key frame's (accumulate) or the last anchor's (chain), and
+        the mask of cells the warp could not fill. Accumulated motion advances on anchors."""
+        cfg, anchors = self.cfg, self.anchors
+        if self.motion.blocks and cfg.propagation == "chain" and cfg.motion_resampling == "nearest":
+            start = time.perf_counter()  # straight from the block field, in one pass of the native kernel
+            m = frame.motion
+            features, mask = warp_blocks(anchors.anchor_features, m.vectors, m.valid, m.block, self.stride,
+                                         cfg.warp_sampling)
+        else:
+            flow = self._flow(frame, timings)
+            start = time.perf_counter()
+            if cfg.propagation == "accumulate":
+                to_key = anchors.extend(flow) if frame.pict_type != "B" else compose(flow, anchors.motion_to_key)
+                features, mask = warp(anchors.key_features, to_key, cfg.warp_sampling)
+            else:
+                features, mask = warp(anchors.anchor_features, flow, cfg.warp_sampling)
+        timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
+        return features, mask
+
+    def _flow(self, frame: Frame, timings: dict) -> GridFlow:
+        """The frame's motion to the last anchor on the feature grid, timed in the source's stage."""
+        start = time.perf_counter()
+        flow = self.motion.flow(frame, self.anchors)
+        timings[self.motion.stage] = timings.get(self.motion.stage, 0.0) + time.perf_counter() - start
+        return flow
+
+    def _features(self, image: np.ndarray) -> torch.Tensor:
+        """What the run warps for an RGB frame: the model's logits, or its ``features()`` (``warp_layer``)."""
+        x = to_tensor(image)
+        out = self.model.features(x) if self.cfg.warp_layer == "features" else self.model.logits(x)
+        return out[0].float().contiguous()
+
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.head(features[None])[0] if self.cfg.warp_layer == "features" else features

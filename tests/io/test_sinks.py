@@ -1,0 +1,98 @@
+"""The sinks alone, fed FrameResults made by the test: files, the log, the summary, the overlay video's legend."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from taplab.codec import open_video
+from taplab.errors import ConfigError
+from taplab.io import FORMATS, FrameLog, OverlayVideo, RunSummary
+from taplab.io.overlay import Legend
+from taplab.runtime import FrameResult
+
+COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70)]
+NAMES = ["road", "sidewalk", "building"]
+
+
+def result(index, kind="warp", labels=True, **values):
+    lab = np.zeros((8, 16), np.uint8)
+    lab[:, 8:] = 2
+    return FrameResult(index, "P", kind, lab if labels else None, **values)
+
+
+def test_per_frame_files_write_only_frames_with_output(tmp_path):
+    sinks = [FORMATS[name](tmp_path, COLORS) for name in ("labels", "color", "npz")]
+    for r in (result(0, "key-I"), result(1, "skip", labels=False), result(2)):
+        for sink in sinks:
+            sink.write(r)
+    assert sorted(p.name for p in tmp_path.glob("frame_*.png")) == ["frame_000000.png", "frame_000002.png"]
+    color = cv2.cvtColor(cv2.imread(str(tmp_path / "color" / "frame_000002.png")), cv2.COLOR_BGR2RGB)
+    assert tuple(color[0, 0]) == COLORS[0] and tuple(color[0, 15]) == COLORS[2]
+    assert np.load(tmp_path / "npz" / "frame_000000.npz")["labels"][0, 15] == 2
+    assert not list(tmp_path.rglob(".taplab-*"))
+
+
+def test_the_log_holds_every_frame_skipped_ones_too(tmp_path):
+    log = FrameLog(tmp_path)
+    log.write(result(0, "key-I", timings={"cnn_full": 0.2}, latency=0.25))
+    log.write(result(1, "skip", labels=False, latency=0.01))
+    log.close(complete=False)
+    records = json.loads((tmp_path / "frames.json").read_text())
+    assert [r["kind"] for r in records] == ["key-I", "skip"] and records[0]["ms"]["cnn_full"] == 200.0
+    rows = (tmp_path / "frames.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].startswith("1,P,skip")
+
+
+def test_the_summary_shows_latency_only_for_live_runs():
+    summary = RunSummary(live=False, outputs={"overlay video": "o.mp4"})
+    for r in (result(0, "key-I", latency=0.3), result(1, latency=0.01)):
+        summary.add(r)
+    text = summary.format()
+    assert "latency" not in text and "overlay video: o.mp4" in text and summary.key_share == 0.5
+    summary.live = True
+    assert "latency (arrival to result, frames with output): p50" in summary.format()
+
+
+def test_the_legend_lists_the_classes_seen_so_far_in_class_order():
+    legend = Legend(NAMES, COLORS)
+    image = np.full((200, 300, 3), 255, np.uint8)
+    legend.draw(image)
+    assert (image == 255).all()  # nothing seen yet: no legend
+    labels = np.full((10, 10), 2, np.uint8)
+    legend.update(labels)
+    legend.update(np.zeros((10, 10), np.uint8))
+    legend.draw(image)
+    row = max(10, round(200 / 36))
+    pad = max(2, row // 4)
+    swatches = [tuple(image[pad + i * row + row // 2, pad + 2]) for i in range(2)]
+    assert swatches == [COLORS[0], COLORS[2]]  # road then building: class order, not the order seen
+    assert (image[pad + 2 * row + pad:, :] == 255).all()  # two rows only
+    small = np.full((64, 128, 3), 255, np.uint8)
+    legend.draw(small)
+    assert (small == 255).all()  # too low to read: none
+
+
+def test_an_overlay_video_keeps_the_frame_size_and_shows_skipped_frames_bare(tmp_path):
+    path = tmp_path / "o.mp4"
+    video = OverlayVideo(path, COLORS, 25.0, names=NAMES)
+    image = np.full((128, 256, 3), 200, np.uint8)
+    labels = np.zeros((128, 256), np.uint8)
+    for k in range(4):
+        video.add(image, None if k == 1 else labels)
+    video.close()
+    with open_video(path) as v:
+        frames = [f.image for f in v]
+    assert len(frames) == 4 and frames[0].shape == (128, 256, 3)
+    assert np.abs(frames[1].astype(int) - 200).mean() < 4  # the skipped frame: the image alone
+
+
+def test_an_interrupted_overlay_leaves_no_file(tmp_path):
+    path = tmp_path / "o.mp4"
+    video = OverlayVideo(path, COLORS, 25.0)
+    video.add(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
+    video.close(complete=False)
+    assert not path.exists() and not list(tmp_path.glob(".taplab-*"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        OverlayVideo(tmp_path / "nowhere" / "o.mp4", COLORS, 25.0)

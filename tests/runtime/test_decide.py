@@ -1,0 +1,65 @@
+"""The per-frame decision (taplab.runtime.decide) alone: facts in, a Decision out, no video, no model."""
+
+import pytest
+
+from taplab.runtime.decide import Decision, FrameFacts, decide, rgfs_candidate
+from taplab.runtime.result import Kind, Module
+
+BOTH = frozenset({Module.FUSION, Module.RGC})
+
+
+def facts(pict_type="P", **values) -> FrameFacts:
+    return FrameFacts(pict_type, **{"warpable": True, "has_source": True, "modules": BOTH, **values})
+
+
+@pytest.mark.parametrize("given, selected, expected", [
+    (facts("I"), False, Decision(Kind.KEY_I)),
+    (facts("I", budget=True, cnn_busy=True), False, Decision(Kind.KEY_I)),  # an I-frame is always a key frame
+    (facts(warpable=False), False, Decision(Kind.KEY)),  # no past motion
+    (facts(has_source=False), False, Decision(Kind.KEY)),  # nothing to warp from
+    (facts(), True, Decision(Kind.KEY_RGFS)),
+    (facts(), False, Decision(Kind.WARP, BOTH)),
+    (facts(modules=frozenset()), False, Decision(Kind.WARP)),  # the run's modules, as given
+    (facts("B", warpable=False), False, Decision(Kind.KEY)),  # b_frames="key"
+    (facts("B"), False, Decision(Kind.WARP, BOTH)),  # b_frames="past"
+])
+def test_without_a_budget(given, selected, expected):
+    assert decide(given, selected) == expected
+
+
+@pytest.mark.parametrize("given, selected, expected", [
+    # one CNN at a time: a P-frame selected while one runs is warped, and says why
+    (facts(budget=True, cnn_busy=True), True, Decision(Kind.WARP, BOTH, ("rgfs",))),
+    (facts(budget=True), True, Decision(Kind.KEY_RGFS)),
+    # a B-frame has vectors to warp with, and its CNN could not be carried forward
+    (facts("B", budget=True), True, Decision(Kind.WARP, BOTH, ("rgfs",))),
+    (facts("B", budget=True, warpable=False), False, Decision(Kind.SKIP)),
+    (facts("P", budget=True, warpable=False), False, Decision(Kind.KEY)),
+    # the first key frame's CNN still runs: nothing to warp yet
+    (facts(budget=True, has_features=False, cnn_busy=True), False, Decision(Kind.SKIP)),
+    # late with a newer frame waiting: skipped (its motion still extends the chain)
+    (facts(budget=True, late=True), False, Decision(Kind.SKIP)),
+    (facts(budget=True, late=True, cnn_busy=True), True, Decision(Kind.SKIP, shed=("rgfs",))),
+    (facts(budget=False, late=True), False, Decision(Kind.WARP, BOTH)),  # lateness needs a budget to matter
+])
+def test_under_a_latency_budget(given, selected, expected):
+    assert decide(given, selected) == expected
+
+
+@pytest.mark.parametrize("given, rgfs, expected", [
+    (facts(), True, True),
+    (facts(), False, False),
+    (facts("I"), True, False),
+    (facts(warpable=False), True, False),
+    (facts(has_source=False), True, False),
+    (facts("B"), True, True),
+])
+def test_rgfs_scores_only_frames_that_would_be_warped(given, rgfs, expected):
+    assert rgfs_candidate(given, rgfs) is expected
+
+
+def test_a_key_decision_never_carries_correction_modules():
+    for pict_type in "IPB":
+        for selected in (False, True):
+            decision = decide(facts(pict_type, warpable=pict_type != "I"), selected)
+            assert decision.kind is Kind.WARP or decision.modules == frozenset()

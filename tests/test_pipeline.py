@@ -1,0 +1,94 @@
+"""taplab.segment (reader -> runtime -> sinks) and the command line generated from RuntimeConfig."""
+
+import json
+
+import numpy as np
+import pytest
+
+import taplab
+from taplab.cli import main
+from taplab.data.synth import SynthConfig, write_clip
+from taplab.runtime import RuntimeConfig, Segmenter
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A synthetic street clip, 128x256, 9 frames, MPEG-4 GOP 9 (one I-frame, then P-frames)."""
+    return write_clip(tmp_path_factory.mktemp("clip"), SynthConfig(height=128, width=256, frames=9, seed=5), gop=9)
+
+
+def test_segment_from_python_writes_what_the_cli_writes(clip, tmp_path):
+    summary = taplab.segment(clip, tmp_path / "api", formats=("color",), overlay=tmp_path / "o.mp4", rgc=False)
+    main(["segment", str(clip), "--out", str(tmp_path / "cli"), "--format", "color", "--no-rgc"])
+    api = sorted(p.name for p in (tmp_path / "api").rglob("*.png"))
+    assert api == sorted(p.name for p in (tmp_path / "cli").rglob("*.png")) and len(api) == 9
+    assert not list((tmp_path / "api").glob("frame_*.png"))  # --format color writes color/ only
+    kinds = [r["kind"] for r in json.loads((tmp_path / "api" / "frames.json").read_text())]
+    assert kinds == [r["kind"] for r in json.loads((tmp_path / "cli" / "frames.json").read_text())]
+    assert summary.frames == 9 and (tmp_path / "o.mp4").is_file() and f"overlay video: {tmp_path / 'o.mp4'}" in summary.format()
+
+
+def test_every_runtime_field_is_a_segment_option():
+    import click
+
+    from taplab.cli import segment
+
+    with click.Context(segment) as ctx:
+        names = {p.name for p in segment.get_params(ctx)}
+    assert set(RuntimeConfig.field_names()) <= names
+
+
+def test_a_rate_means_rate_mode_in_the_api_as_on_the_command_line(clip, tmp_path):
+    """With a threshold no frame reaches, absolute mode selects none; a rate given selects by rate, both ways."""
+    model = "default"
+    api = [r.kind for r in Segmenter(model, rgc=False, fusion=False, rgfs_threshold=255, rgfs_rate=0.4).run(clip)]
+    main(["segment", str(clip), "--out", str(tmp_path / "m"), "--no-rgc", "--no-fusion", "--rgfs-threshold", "255",
+          "--rgfs-rate", "0.4"])
+    cli = [r["kind"] for r in json.loads((tmp_path / "m" / "frames.json").read_text())]
+    absolute = [r.kind for r in Segmenter(model, rgc=False, fusion=False, rgfs_threshold=255).run(clip)]
+    assert api == cli and api.count("key-RGFS") >= 2 and absolute.count("key-RGFS") == 0
+
+
+def test_config_file_values_hold_where_no_flag_overrides_them(clip, tmp_path):
+    config = tmp_path / "runtime.json"
+    config.write_text(json.dumps({"rgc": False, "fusion": False, "rgfs": False, "labels": "nearest"}))
+    main(["segment", str(clip), "--out", str(tmp_path / "m"), "--config", str(config), "--rgfs", "--limit", "3"])
+    log = json.loads((tmp_path / "m" / "frames.json").read_text())
+    assert all("RGC" not in r["kind"] and "fused" not in r["kind"] for r in log)  # RGC and fusion stay off
+    assert all(r["residual_score"] is not None for r in log[1:])  # RGFS, back on, scores the P-frames
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--out", "B", "--set", "rgc_alpha=0.5,high"], "rgc_alpha must be a number, got 'high'"),
+    (["bench", "--out", "B", "--set", "alpha=0.5"], "unknown runtime option 'alpha'"),
+    (["bench", "--out", "B", "--set", "rgc_alpha"], "--set: expected FIELD=V1,V2"),
+    (["segment", "VIDEO", "--out", "B", "--source-option", "udp"], "--source-option: expected KEY=VALUE"),
+])
+def test_option_text_errors_are_one_line(clip, tmp_path, args, message, capsys):
+    args = [str(clip) if a == "VIDEO" else str(tmp_path / "b") if a == "B" else a for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_progress_on_a_file_shows_an_eta(clip, tmp_path, capsys):
+    from taplab.cli import _SegmentProgress
+    from taplab.io import RunSummary
+
+    progress, summary = _SegmentProgress(), RunSummary(total=100, seconds=2.0)
+    for _ in range(50):
+        summary.frames += 1
+        progress(None, summary)
+    progress.close()
+    assert "segmenting: 50/100 frames  25.0 frames/s" in capsys.readouterr().err and "ETA 2 s" in progress.text
+
+
+def test_predict_takes_an_image_file(tmp_path):
+    import cv2
+
+    model = taplab.load_model("default", device="auto")
+    image = np.zeros((64, 128, 3), np.uint8)
+    image[32:] = (128, 64, 128)
+    cv2.imwrite(str(tmp_path / "x.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(model.predict(str(tmp_path / "x.png")), model.predict(image))
