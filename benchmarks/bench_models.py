@@ -66,7 +66,7 @@ def main() -> None:
     for name in args.models.split(","):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "untrained network": irrelevant for latency
-            model = load_model(name)
+            model = load_model(name, device="cpu")  # these are CPU figures (channels-last vs NCHW)
             baseline = Model(copy.deepcopy(model.module).to(memory_format=torch.contiguous_format), name,
                              channels_last=False)
         params = sum(p.numel() for p in model.module.parameters()) / 1e6

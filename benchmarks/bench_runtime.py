@@ -34,14 +34,14 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 COMBINATIONS = MODULES
 
 
-def speed(frames: int, labels: str, combinations: dict[str, dict]) -> None:
+def speed(frames: int, labels: str, combinations: dict[str, dict], device: str) -> None:
     clip = REAL / "vid_mpeg4_part2.mp4"
     print(f"## Speed: {clip.name}, first {frames} frames, labels={labels}\n")
     print("| modules | frames/s | speed-up | key frames | ms/frame by stage | T_I ms | T_P ms | speed model frames/s |")
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     base = None
     for name, options in combinations.items():
-        seg = Segmenter("default", labels=labels, **options)
+        seg = Segmenter("default", device=device, labels=labels, **options)
         stage: dict[str, float] = {}
         key_t, warp_t, n, keys = [], [], 0, 0
         start = time.perf_counter()
@@ -66,7 +66,7 @@ def speed(frames: int, labels: str, combinations: dict[str, dict]) -> None:
     print()
 
 
-def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
+def accuracy(clips: int, labels: str, combinations: dict[str, dict], device: str) -> None:
     from taplab.data.synth import SynthConfig, write_clip
 
     print(f"## Accuracy: {clips} held-out synthetic clips, 512x1024, 30 frames, MPEG-4 GOP 12, labels={labels}\n")
@@ -81,7 +81,7 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict]) -> None:
         print("| modules | mIoU % | fidelity mIoU % | key frames |")
         print("|---|---:|---:|---:|")
         for name, options in {"per-frame": dict(ffw=False), **combinations}.items():
-            seg = Segmenter("default", labels=labels, **options)
+            seg = Segmenter("default", device=device, labels=labels, **options)
             cm, fid, keys, n = ConfusionMatrix(19), ConfusionMatrix(19), 0, 0
             for k, (video, truth) in enumerate(videos):
                 outputs = [r for r in seg.run(video)]
@@ -127,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (the figures docs/runtime.md quotes), cuda or auto")
     parser.add_argument("--labels", choices=["bilinear", "exact", "nearest"], default="bilinear")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
@@ -142,10 +143,11 @@ def main() -> None:
         combinations = {k: {**v, "correction": args.correction} for k, v in combinations.items()}
         fusion_weights = {k: {**v, "correction": args.correction} for k, v in fusion_weights.items()}
     if not args.skip_speed:
-        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations)
+        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations,
+              args.device)
     if not args.skip_accuracy:
         variants = WARPING if args.warping else fusion_weights if args.fusion_weights else MOTION if args.motion else combinations
-        accuracy(args.clips, args.labels, variants)
+        accuracy(args.clips, args.labels, variants, args.device)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--budget", type=float, default=0.1)
+    parser.add_argument("--device", default="cpu", help="cpu (the figures docs/live.md quotes), cuda or auto")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="tcp")
     parser.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
     parser.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
@@ -71,7 +72,7 @@ def main() -> None:
         path = Path(tmp) / "stream.ts"
         path.write_bytes(clip.data)
         start = time.perf_counter()
-        per_frame = [r.labels for r in Segmenter("default", ffw=False).run(path)]
+        per_frame = [r.labels for r in Segmenter("default", device=args.device, ffw=False).run(path)]
         cnn_ms = 1000 * (time.perf_counter() - start) / len(per_frame)
     print(f"## {len(frames)} frames of {REAL.name} at 1280x720, {args.codec} GOP 12, 25 frames/s over loopback {args.protocol}, "
           f"latency budget {args.budget * 1000:.0f} ms; the per-frame CNN alone: {cnn_ms:.0f} ms a frame; "
@@ -83,7 +84,7 @@ def main() -> None:
         url, source_options = connect(clip, args.protocol, args.source_option)
         results, start = [], time.perf_counter()
         with taplab.stream(url, latency_budget=args.budget, reconnect=False, source_options=source_options,
-                           **options) as s:
+                           device=args.device, **options) as s:
             results = list(s)
         elapsed = time.perf_counter() - start
         shown = [r for r in results if r.labels is not None]  # skipped frames have no output

@@ -342,14 +342,46 @@ def _runtime_options() -> list[click.Option]:
         info = RuntimeConfig.describe(name)
         default = {True: "on", False: "off"}.get(info.default, info.default)
         shown = f"{default:.3g}" if isinstance(default, float) else default
-        text = info.help if "default:" in info.help else f"{info.help} [default: {shown}]"  # else it says itself
-        if info.kind is bool:
+        text = info.help if "default:" in info.help else f"{info.help}  [default: {shown}]"  # else it says itself
+        if info.value_type is bool:
             options.append(click.Option([f"{info.flag}/--no-{info.flag[2:]}", name], default=None, help=text))
-            continue
-        kind = click.Choice(info.choices) if info.choices else \
-            click.Path(dir_okay=False, exists=True) if info.path else info.kind
-        options.append(click.Option([info.flag, name], type=kind, default=None, help=text))
+        else:
+            options.append(click.Option([info.flag, name], type=_FieldValue(info), default=None, help=text))
     return options
+
+
+#: what ``--field none`` gives: the field set to None over a --config file (None itself means "not given")
+_UNSET = object()
+
+
+class _FieldValue(click.ParamType):
+    """A RuntimeConfig field's value from its text, read by ``RuntimeConfig.parse`` as ``bench --set`` reads it
+    (``none`` unsets an optional field over a --config file); the choices the command line can use."""
+
+    def __init__(self, info):
+        self.info = info
+        self.choices = tuple(c for c in info.choices if c not in info.api_only) if info.choices else None
+        self.name = info.value_type.__name__
+
+    def get_metavar(self, param, ctx=None) -> str:
+        if self.choices:
+            return f"[{'|'.join(self.choices)}]"
+        return "FILE" if self.info.path else self.name.upper()
+
+    def convert(self, value, param, ctx):
+        from taplab.runtime import RuntimeConfig
+
+        if not isinstance(value, str):
+            return value
+        if self.choices and value not in self.choices:
+            self.fail(f"{value!r} is not one of {', '.join(self.choices)}", param, ctx)
+        try:
+            parsed = RuntimeConfig.parse(self.info.name, value)
+        except TapLabError as exc:
+            self.fail(str(exc), param, ctx)
+        if self.info.path and parsed is not None and not Path(parsed).is_file():
+            self.fail(f"no such file: {parsed}", param, ctx)
+        return _UNSET if parsed is None else parsed
 
 
 @cli.command(cls=_ConfigCommand)
@@ -389,19 +421,18 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     fused with a light correction network where warping failed, and corrected by the CNN in the
     region with the most residual. Every runtime option below is a field of taplab.RuntimeConfig.
     """
-    from taplab.codec import open_video
     from taplab.pipeline import segment as run_segment
     from taplab.runtime import RuntimeConfig
 
     config = RuntimeConfig.from_file(config_file) if config_file else RuntimeConfig()
-    config = config.replace(**{k: v for k, v in options.items() if v is not None})
-    source = click.get_binary_stream("stdin") if video == "-" else video
+    config = config.replace(**{k: None if v is _UNSET else v for k, v in options.items() if v is not None})
     progress = _SegmentProgress()
     try:
-        with open_video(source, timeout=timeout, follow=follow,
-                        options=parse_assignments(source_options, "--source-option")) as opened:
-            summary = run_segment(opened, out, model, formats, overlay, side_by_side, overwrite, limit, live, reconnect,
-                                  device, config, progress)
+        summary = run_segment(click.get_binary_stream("stdin") if video == "-" else video, out, model,
+                              formats=formats, overlay=overlay, side_by_side=side_by_side, overwrite=overwrite,
+                              limit=limit, live=live, reconnect=reconnect, follow=follow, timeout=timeout,
+                              source_options=parse_assignments(source_options, "--source-option"), device=device,
+                              config=config, progress=progress)
     finally:
         progress.close()
     click.echo(summary.format())
@@ -461,9 +492,10 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
 @click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True)
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
 def bench(data: str | None, out: Path, gops: str | None, modules: str | None, motion: str | None,
           sweeps: tuple[str, ...], models: str, scales: str, frames: int, key_distance: int | None, codec: str,
-          quick: bool) -> None:
+          quick: bool, device: str) -> None:
     """Sweep GOPs, module combinations, motion sources and thresholds: accuracy against speed.
 
     Writes OUT/results.csv, results.md, results.json (machine, versions, configuration) and
@@ -489,7 +521,7 @@ def bench(data: str | None, out: Path, gops: str | None, modules: str | None, mo
              for name, values in parse_assignments(sweeps, "--set", "FIELD=V1,V2").items()}
     config = BenchConfig(**options, sweep=sweep, models=tuple(parse_list(models, str, "--model")),
                          scales=tuple(parse_list(scales, float, "--scale")), frames=frames, key_distance=key_distance,
-                         codec=codec)
+                         codec=codec, device=device)
     points = config.points()
     with _progress(len(points), "bench") as update:
         records = run_sweep(config, progress=lambda done, total, point: update(1))

@@ -15,7 +15,7 @@ import numpy as np
 
 from taplab.data.datasets import LabelledImages
 from taplab.errors import ModelError
-from taplab.metrics import ConfusionMatrix
+from taplab.metrics import ConfusionMatrix, percent
 from taplab.nets.loader import Model
 
 #: the unit of :meth:`EvalResult.to_dict`'s accuracies
@@ -49,11 +49,6 @@ class EvalResult:
         lines += ["", f"mIoU {100 * self.miou:.1f}%   pixel accuracy {100 * self.pixel_accuracy:.1f}%   "
                       f"({self.images} images, {self.images / max(self.seconds, 1e-9):.1f} images/s)"]
         return "\n".join(lines)
-
-
-def percent(fraction: float) -> float | None:
-    """A fraction in [0, 1] -> percent rounded to two decimals (as ``taplab bench`` reports); NaN -> None."""
-    return None if np.isnan(fraction) else round(100 * float(fraction), 2)
 
 
 def evaluate(model: Model, data: LabelledImages, limit: int | None = None,

@@ -2,8 +2,7 @@
 
 A file is written under a temporary name beside its final one and renamed when complete, so a
 failed or interrupted write leaves no half-written file behind. Images follow OpenCV's
-conventions on disk and taplab's in memory: colour arrays are RGB uint8 ``(H, W, 3)``; what
-:func:`write_image` is given is written as OpenCV writes it (BGR order for three channels).
+conventions on disk and taplab's in memory: colour arrays are RGB uint8 ``(H, W, 3)``, both ways.
 """
 
 from __future__ import annotations
@@ -42,9 +41,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """``cv2.imwrite`` atomically: the format follows ``path``'s suffix, channels are written as given
-    (BGR order for a colour image, as OpenCV expects). :class:`OSError` naming ``path`` when OpenCV
-    cannot write it (no writer for the suffix, an array the format cannot hold, a failed write)."""
+    """An image file written atomically, the format following ``path``'s suffix: a single-channel array (label
+    ids) as it is, a colour array ``(H, W, 3)`` taken as RGB, as :func:`read_image` gives it back.
+    :class:`OSError` naming ``path`` when OpenCV cannot write it (no writer for the suffix, an array the
+    format cannot hold, a failed write)."""
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR
     with atomic_path(path) as tmp:  # the temporary name keeps the suffix, which tells OpenCV the format
         try:
             written = cv2.imwrite(tmp, array)

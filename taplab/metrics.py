@@ -55,6 +55,12 @@ class ConfusionMatrix:
         return float(np.trace(self.counts) / total) if total else float("nan")
 
 
+def percent(fraction: float) -> float | None:
+    """A fraction in [0, 1] -> percent rounded to two decimals: how taplab reports accuracy to people and in
+    JSON (``taplab eval``, ``taplab bench``, ``taplab demo``); NaN (nothing to score) -> None."""
+    return None if np.isnan(fraction) else round(100 * float(fraction), 2)
+
+
 def miou(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
     """mIoU of one prediction against one ground truth (a convenience over :class:`ConfusionMatrix`)."""
     cm = ConfusionMatrix(num_classes)

@@ -8,42 +8,56 @@ The runtime (:class:`~taplab.runtime.Segmenter`, or :class:`~taplab.runtime.Stre
 is reopened when it drops) yields results; the sinks of :mod:`taplab.io` write them: per-frame files
 (:data:`~taplab.io.sinks.FORMATS`), ``frames.json``/``frames.csv`` (also when interrupted), the
 overlay video (only when the run completes) and the :class:`~taplab.io.summary.RunSummary`.
+
+Bad input fails before anything is written: the source is opened, the segmenter checked against it,
+the formats and the overlay's folder checked, and only then is the output folder made. A run that
+fails before its first frame leaves the folder as it found it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from taplab.codec import open_video
-from taplab.codec.reader import Video
+from taplab.codec.reader import DEFAULT_TIMEOUT, Video
 from taplab.errors import ConfigError
 from taplab.io.overlay import OverlayVideo
-from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output
+from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output
 from taplab.io.summary import RunSummary
 from taplab.runtime import FrameResult, RuntimeConfig, Segmenter, Stream
 
 
-def segment(video, out: str | Path, model="default", formats: Sequence[str] = ("labels",), overlay: str | Path | None = None,
-            side_by_side: bool = False, overwrite: bool = False, limit: int | None = None, live: bool = False,
-            reconnect: bool = False, device: str = "auto", config: RuntimeConfig | dict | None = None,
+def segment(video, out: str | Path, model="default", *, formats: Sequence[str] = ("labels",),
+            overlay: str | Path | None = None, side_by_side: bool = False, overwrite: bool = False,
+            limit: int | None = None, live: bool = False, reconnect: bool = False, follow: bool = False,
+            timeout: float | None = DEFAULT_TIMEOUT, source_options: dict[str, str] | None = None,
+            device: str = "auto", config: RuntimeConfig | dict | None = None,
             progress: Callable[[FrameResult, RunSummary], None] | None = None, **options) -> RunSummary:
-    """Segment ``video`` (a path, URL, binary file object or open :class:`~taplab.codec.reader.Video`) with
-    ``model`` into the folder ``out``; returns the run's :class:`RunSummary`.
+    """Segment ``video`` with ``model`` into the folder ``out``; returns the run's :class:`RunSummary`.
 
-    ``formats``: per-frame files, any of ``"labels"`` (``frame_000000.png``: label ids), ``"color"``
-    (``color/``) and ``"npz"`` (``npz/``); ``overlay``: also an H.264 video of the frames blended with
-    their masks and a class legend (``side_by_side``: the mask next to the frame). Any other keyword is a
-    :class:`RuntimeConfig` field (``rgc=False``, ``latency_budget=0.1``), over ``config``. See
-    :func:`segment_to_folder` for the rest.
+    ``video`` is anything :func:`taplab.open_video` opens (a path, a URL, a binary file object such as
+    a pipe), opened with ``follow``, ``timeout`` and ``source_options`` (FFmpeg's options), or a
+    :class:`~taplab.codec.reader.Video` already open. ``formats``: per-frame files, any of
+    ``"labels"`` (``frame_000000.png``: label ids), ``"color"`` (``color/``) and ``"npz"`` (``npz/``);
+    ``overlay``: also an H.264 video of the frames blended with their masks and a class legend
+    (``side_by_side``: the mask next to the frame). Any other keyword is a :class:`RuntimeConfig`
+    field (``rgc=False``, ``latency_budget=0.1``), over ``config``. See :func:`segment_to_folder` for the rest.
     """
     segmenter = Segmenter(model, device=device, config=config, **options)
-    return segment_to_folder(segmenter, video, out, formats, overwrite, limit, progress, overlay, side_by_side, live,
-                             reconnect)
+    if isinstance(video, Video):
+        return segment_to_folder(segmenter, video, out, formats=formats, overwrite=overwrite, limit=limit,
+                                 progress=progress, overlay=overlay, side_by_side=side_by_side, live=live,
+                                 reconnect=reconnect)
+    with open_video(video, timeout=timeout, follow=follow, options=source_options) as opened:
+        return segment_to_folder(segmenter, opened, out, formats=formats, overwrite=overwrite, limit=limit,
+                                 progress=progress, overlay=overlay, side_by_side=side_by_side, live=live,
+                                 reconnect=reconnect)
 
 
-def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Sequence[str] = ("labels",),
+def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Sequence[str] = ("labels",), *,
                       overwrite: bool = False, limit: int | None = None,
                       progress: Callable[[FrameResult, RunSummary], None] | None = None,
                       overlay: str | Path | None = None, side_by_side: bool = False, live: bool = False,
@@ -51,45 +65,63 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
     """Segment ``source`` (as :meth:`Segmenter.run` takes it) with ``segmenter`` and write every result into
     the folder ``out`` through the sinks (module docstring).
 
-    A non-empty ``out`` is refused unless ``overwrite``; a bad source fails before the folder is
-    touched. ``limit`` stops after so many frames; ``progress(result, summary)`` is called after each
-    frame; ``live`` paces a file at its frame rate (see :meth:`Segmenter.run`); ``reconnect`` reopens a
-    URL that ends, disconnects or fails, as :func:`taplab.stream` does, until ``limit`` or an interrupt
-    (frame indices continue across reconnections).
+    A non-empty ``out`` is refused unless ``overwrite``. ``limit`` stops after so many frames;
+    ``progress(result, summary)`` is called after each frame; ``live`` paces a file at its frame rate
+    (see :meth:`Segmenter.run`); ``reconnect`` reopens a URL that ends, disconnects or fails, as
+    :func:`taplab.stream` does, until ``limit`` or an interrupt (frame indices continue across reconnections).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
     owned = not isinstance(source, Video)
-    video = open_video(source) if owned else source  # a bad source fails before the folder is touched
-    try:
+    video = open_video(source) if owned else source
+    with ExitStack() as stack:
+        if owned:
+            stack.callback(video.close)
         if reconnect and not video.reopenable:
             raise ConfigError(f"reconnect is for a stream URL; {video.name} is not one")
+        segmenter.check(video)
+        if overlay is not None:
+            OverlayVideo.check_path(overlay)
+        made = not out.exists()
         prepare_output(out, overwrite)
-        model = segmenter.model
-        sinks: list[Sink] = [FORMATS[f](out, model.colors) for f in dict.fromkeys(formats)]
-        overlay_video = None if overlay is None else \
-            OverlayVideo(overlay, model.colors, video.fps or 25.0, side_by_side, names=model.class_names)
-    except BaseException:
-        if owned:
-            video.close()
-        raise
-    log = FrameLog(out)
-    summary = RunSummary(total=min(video.frame_count, limit) if video.frame_count and limit else video.frame_count or limit,
-                         live=live or video.live or segmenter.config.latency_budget is not None,
-                         outputs={"masks": str(out)} | ({"overlay video": str(overlay)} if overlay else {}))
-    images = overlay_video is not None
-    results = iter(Stream(segmenter, video, live=live, reconnect=True, images=images)) if reconnect \
-        else segmenter.run(video, images=images, live=live)
-    start, complete = time.perf_counter(), False
-    try:
+        summary = RunSummary(total=min(video.frame_count, limit) if video.frame_count and limit else video.frame_count or limit,
+                             live=live or video.live or segmenter.config.latency_budget is not None,
+                             outputs={"masks": str(out)} | ({"overlay video": str(overlay)} if overlay else {}))
+        try:
+            _run(segmenter, video, out, formats, summary, limit, progress, overlay, side_by_side, live, reconnect)
+        except BaseException:
+            if summary.frames == 0:  # nothing was segmented: leave the folder as it was found
+                undo_output(out, made)
+            raise
+    return summary
+
+
+def _run(segmenter: Segmenter, video: Video, out: Path, formats: Sequence[str], summary: RunSummary,
+         limit: int | None, progress, overlay, side_by_side: bool, live: bool, reconnect: bool) -> None:
+    """The run itself: results into the sinks, every sink closed however it ends (complete or not)."""
+    model, complete = segmenter.model, False
+    with ExitStack() as sinks:
+        def opened(sink):
+            sinks.callback(lambda: sink.close(complete))  # closed in reverse order, the log last
+            return sink
+
+        log = opened(FrameLog(out))
+        files: list[Sink] = [opened(FORMATS[f](out, model.colors)) for f in dict.fromkeys(formats)]
+        video_sink = None if overlay is None else opened(
+            OverlayVideo(overlay, model.colors, video.fps or 25.0, side_by_side, names=model.class_names))
+        images = video_sink is not None
+        results = iter(Stream(segmenter, video, live=live, reconnect=True, images=images)) if reconnect \
+            else segmenter.run(video, images=images, live=live)
+        sinks.callback(results.close)  # its threads end here, not whenever the generator is collected
+        start = time.perf_counter()
         for result in results:
             start_write = time.perf_counter()
-            for sink in sinks:
+            for sink in files:
                 sink.write(result)
-            if overlay_video is not None:
-                overlay_video.write(result)
+            if video_sink is not None:
+                video_sink.write(result)
             result.timings["write"] = time.perf_counter() - start_write
             log.write(result)
             summary.add(result)
@@ -99,13 +131,3 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
             if limit is not None and summary.frames >= limit:
                 break
         complete = True
-    finally:
-        results.close()  # its threads end here, not whenever the generator is collected
-        if owned:
-            video.close()
-        log.close(complete)
-        for sink in sinks:
-            sink.close(complete)
-        if overlay_video is not None:
-            overlay_video.close(complete)
-    return summary

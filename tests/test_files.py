@@ -29,7 +29,7 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
 
 def test_images_round_trip_in_rgb_and_as_stored(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 10, 3), np.uint8)
-    write_image(tmp_path / "colour.png", rgb[..., ::-1])  # OpenCV writes BGR
+    write_image(tmp_path / "colour.png", rgb)
     np.testing.assert_array_equal(read_image(tmp_path / "colour.png"), rgb)
     labels = np.arange(60, dtype=np.uint8).reshape(6, 10)
     write_image(tmp_path / "labels.png", labels)

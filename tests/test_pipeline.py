@@ -92,3 +92,64 @@ def test_predict_takes_an_image_file(tmp_path):
     image[32:] = (128, 64, 128)
     cv2.imwrite(str(tmp_path / "x.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     np.testing.assert_array_equal(model.predict(str(tmp_path / "x.png")), model.predict(image))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--motion-source", "truth"], "'truth' is not one of"),  # needs run(truth_flow=...): the API only
+    (["--overlay", "NOWHERE/o.mp4"], "overlay video folder does not exist"),
+    (["--format", "color", "--config", "CONFIG"], "rgc_alpha must be a number, got '0.5'"),
+    (["--rgc-size", "1.5"], "rgc_size must be an integer"),
+])
+def test_bad_options_fail_before_the_output_folder_exists(clip, tmp_path, args, message, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"rgc_alpha": "0.5"}))
+    args = [str(tmp_path / "config.json") if a == "CONFIG" else a.replace("NOWHERE", str(tmp_path / "nowhere"))
+            for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(clip), "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_run_that_fails_before_its_first_frame_leaves_no_trace(tmp_path):
+    """A file that opens but holds no decodable frame: the output folder is removed again, so a second try
+    is not refused as 'not empty'."""
+    from taplab.errors import DecodeError
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x01\xb3" + bytes(4000))  # an MPEG video start code, then nothing decodable
+    with pytest.raises((DecodeError, taplab.VideoOpenError)):
+        taplab.segment(broken, tmp_path / "out", formats=("labels", "color"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_optional_fields_can_be_unset_over_a_config_file(clip, tmp_path):
+    config = tmp_path / "runtime.json"
+    config.write_text(json.dumps({"rgc_size": 32, "fusion": False, "rgfs": False}))
+    regions = {}
+    for name, extra in (("file", []), ("unset", ["--rgc-size", "none"])):
+        main(["segment", str(clip), "--out", str(tmp_path / name), "--config", str(config), *extra])
+        log = json.loads((tmp_path / name / "frames.json").read_text())
+        regions[name] = {r["region"][2] for r in log if r["region"]}
+    assert regions == {"file": {32}, "unset": {64}}  # the default: half the frame's height
+
+
+def test_the_lists_bench_help_shows_without_torch_are_the_librarys():
+    import re
+
+    from taplab.bench.sweep import BASELINES, MODULES
+    from taplab.cli import MODULES_NAMES, bench
+
+    assert MODULES_NAMES == (*MODULES, *BASELINES)
+    motion = next(p for p in bench.params if p.name == "motion").help
+    listed = re.findall(r"[a-z][a-z-]+", motion.split(":", 1)[1].split("(")[0])
+    assert tuple(listed) == RuntimeConfig.describe("motion_source").choices
+
+
+def test_the_demo_fails_before_writing_anything_on_a_bad_device(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--out", str(tmp_path / "d"), "--device", "cuda", "--frames", "4", "--size", "128x256"])
+    assert exit_.value.code == 2 and "torch has no CUDA" in capsys.readouterr().err and not (tmp_path / "d").exists()

@@ -70,6 +70,7 @@ class BenchConfig:
             annotated one (None: drawn per snippet from ``seed``).
         codec: the encoder for the clips (``mpeg4`` as the papers, or ``h264``).
         seed: the synthetic clips' seed.
+        device: where the models run (``"auto"``: the GPU where torch sees one); each record names it.
     """
 
     data: str = "synth:clips=2,frames=30,size=512x1024"
@@ -83,6 +84,7 @@ class BenchConfig:
     key_distance: int | None = None
     codec: str = "mpeg4"
     seed: int = 700001
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         from taplab.runtime.config import RuntimeConfig
@@ -254,7 +256,7 @@ def run_sweep(config: BenchConfig, progress: Callable[[int, int, Point], None] |
     from taplab.nets.loader import load_model
     from taplab.runtime import Segmenter
 
-    models = {name: load_model(name) for name in config.models}
+    models = {name: load_model(name, device=config.device) for name in config.models}
     points = config.points()
     for point in points:  # fail before minutes of work: e.g. fusion asked of a model without a correction network
         if point.modules not in BASELINES:
@@ -283,7 +285,7 @@ def _per_frame(model, clips: list[Clip]) -> list[list[np.ndarray]]:
 def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndarray]]) -> dict:
     """One point over all clips: accuracy, fidelity, TC, CL, key frames, speed, stages, by distance."""
     from taplab.bench.baselines import interpolate_keys
-    from taplab.metrics import AccuracyByDistance, ConfusionMatrix, corrected_labels, speed_model, temporal_consistency
+    from taplab.metrics import AccuracyByDistance, ConfusionMatrix, corrected_labels, percent, speed_model, temporal_consistency
     from taplab.ops.labels import upsample_labels
     from taplab.runtime import Segmenter
 
@@ -330,17 +332,13 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
     t_p = float(np.mean(warp_t)) if warp_t else 0.0
     return {
         **{k: v for k, v in asdict(point).items() if k != "options"}, "label": point.label,
-        "miou": _pct(truth_cm.miou()) if truth_cm.counts.any() else None,
-        "fidelity": _pct(fid_cm.miou()), "tc": _pct(float(np.nanmean(tc))),
+        "miou": percent(truth_cm.miou()) if truth_cm.counts.any() else None,
+        "fidelity": percent(fid_cm.miou()), "tc": percent(float(np.nanmean(tc))),
         "cl": round(100 * float(np.mean(cl)), 2) if cl else 0.0,
-        "size": "x".join(map(str, size)),
+        "size": "x".join(map(str, size)), "device": str(model.device),
         "key_share": round(100 * keys / frames, 1), "frames": frames, "fps": round(frames / seconds, 2),
         "speed_model_fps": round(speed_model(t_i, t_p, g), 2) if key_t else None,
         "t_key_ms": round(1000 * t_i, 1), "t_warp_ms": round(1000 * t_p, 2) if warp_t else None,
         "stages_ms": {k: round(1000 * v / frames, 2) for k, v in stages.items()},
-        "miou_by_distance": {d: _pct(v) for d, v in by_distance.miou().items()},
+        "miou_by_distance": {d: percent(v) for d, v in by_distance.miou().items()},
     }
-
-
-def _pct(x: float) -> float | None:
-    return None if x != x else round(100 * x, 2)

@@ -674,7 +674,7 @@ def write_clip(
             t = frame.index
             write_image(layout.clip_label_path(out, name, t), frame.labels)
             if images:
-                write_image(layout.clip_image_path(out, name, t), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+                write_image(layout.clip_image_path(out, name, t), frame.image)
             flow[t] = frame.flow
             yield frame.image
             if progress is not None:

@@ -70,9 +70,7 @@ class OverlayVideo:
 
     def __init__(self, path: str | Path, colors: Sequence[tuple[int, int, int]], fps: float,
                  side_by_side: bool = False, alpha: float = 0.5, names: Sequence[str] | None = None):
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ConfigError(f"overlay video folder does not exist: {self.path.parent}")
+        self.path = self.check_path(path)
         self.lut, self.side_by_side, self.alpha = palette_lut(colors), side_by_side, alpha
         self.legend = Legend(names, colors) if names is not None else None
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -95,6 +93,14 @@ class OverlayVideo:
 
         self._thread = threading.Thread(target=run, name="taplab-overlay", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def check_path(path: str | Path) -> Path:
+        """``path`` as a :class:`Path`; :class:`ConfigError` where its folder does not exist."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ConfigError(f"overlay video folder does not exist: {path.parent}")
+        return path
 
     def write(self, result: FrameResult) -> None:
         self.add(result.image, result.labels)

@@ -74,7 +74,7 @@ class ColorFiles(LabelFiles):
 
     def __init__(self, out: Path, colors: Sequence[tuple[int, int, int]]):
         super().__init__(out, colors)
-        self.lut = palette_lut(colors)[:, ::-1].copy()  # BGR for OpenCV
+        self.lut = palette_lut(colors)
 
     def save(self, path: Path, labels: np.ndarray) -> None:
         write_image(path, self.lut[labels])
@@ -148,3 +148,16 @@ def prepare_output(out: Path, overwrite: bool) -> None:
             for old in out.glob(pattern):
                 old.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def undo_output(out: Path, made: bool) -> None:
+    """Remove what a run that failed before its first frame created in ``out``: the log, the sinks' empty
+    folders, and ``out`` itself where the run ``made`` it and it is empty now."""
+    for name in (LOG_NAME, CSV_NAME):
+        (out / name).unlink(missing_ok=True)
+    for sink in FORMATS.values():
+        folder = out / sink.subdir
+        if sink.subdir and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if made and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()

@@ -11,11 +11,12 @@ from taplab.runtime.result import KINDS, FrameResult, Kind
 
 @dataclass
 class RunSummary:
-    """Totals of a run, kept as a sink: frames by kind, wall time, seconds per stage (summed over frames), latencies.
+    """Totals of a run: frames by kind, wall time, seconds per stage (summed over frames), latencies.
 
-    ``live``: the frames arrived in real time (a live source, or a file paced at its frame rate), so
-    latency, from a frame's arrival to its result, means something and is reported; on a file read as
-    fast as it decodes it is mostly queueing. ``outputs`` names what was written (``{"masks": folder,
+    ``live``: whether latency, from a frame's arrival to its result, means something and is reported:
+    :func:`taplab.segment` sets it for live sources, files paced at their frame rate and runs under a
+    latency budget (on a file read as fast as it decodes, latency is mostly queueing); a summary made
+    by hand reports what it is given. ``outputs`` names what was written (``{"masks": folder,
     "overlay video": path}``).
     """
 
@@ -28,12 +29,6 @@ class RunSummary:
     shed: int = 0  # frames that left modules out to keep a latency budget
     live: bool = True
     outputs: dict[str, str] = field(default_factory=dict)
-
-    def write(self, result: FrameResult) -> None:
-        self.add(result)
-
-    def close(self, complete: bool = True) -> None:
-        pass
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1

@@ -16,8 +16,8 @@ resolution (:data:`IMAGE_SCALE`; area-downsampled by :func:`correction_image`), 
 convolution brings it to the grid, where it is concatenated with the softmax of the warped logits
 and the coarse map; a two-level encoder-decoder of depthwise-separable convolutions (the lower level
 dilated, for a receptive field of a few cells' motion) follows, then two 1x1 heads. 15.8 k parameters
-for 19 classes at width 32. At 1280x720 (a 180x320 grid) it takes 15 ms on this 2-core CPU (``benchmarks/bench_conet.py``; 12-27 ms
-across runs), memory-bound: a 32-channel map of the grid is 7 MB, and every layer reads and writes one.
+for 19 classes at width 32. It is memory-bound: at 1280x720 a 32-channel map of the 180x320 grid is
+7 MB, and every layer reads and writes one (its cost: ``benchmarks/bench_conet.py``, docs/runtime.md).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def _axis(out: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def upsample_labels(logits: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Logits ``(C, h, w)`` -> uint8 labels ``(H, W)`` as bilinear upsampling then arg-max would give them
-    (see the module docstring for the one approximation). Uses the C kernel (``native/cpu/labels.c``,
-    1-3 ms at 720p) where it is built, else :func:`upsample_labels_reference`."""
+    (see the module docstring for the one approximation). Uses the C kernel (``native/cpu/labels.c``) where
+    it is built, else :func:`upsample_labels_reference`."""
     kernels = bind("labels")
     t = torch.as_tensor(logits).detach().float().cpu()
     if kernels is None or t.shape[0] > kernels.max_classes:

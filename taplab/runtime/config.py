@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from taplab.errors import ConfigError
 from taplab.ops.flow import METHODS as FLOW_METHODS
@@ -24,16 +24,17 @@ from taplab.ops.regions import PAPER_RGFS_THRESHOLD
 DEFAULT_RGFS_RATE = 0.1
 
 
-def option(default: Any, help: str, choices: tuple | None = None, path: bool = False) -> Any:
-    """A config field with its help text (one line, no default: the CLI adds it) and choices."""
-    return field(default=default, metadata={"help": help, "choices": choices, "path": path})
+def option(default: Any, help: str, choices: tuple | None = None, path: bool = False, api_only: tuple = ()) -> Any:
+    """A config field with its help text (one line, no default: the CLI adds it), its choices, whether it
+    names a file, and the choices that only the Python API can use (they need arguments of ``run``)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "path": path, "api_only": api_only})
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How taplab treats each frame (TapLab's Algorithm 1). Every module can be switched off; with
-    ``ffw=False`` every frame is a key frame: the per-frame baseline. Each field's meaning is its
-    ``help`` (``RuntimeConfig.help(name)``, ``taplab segment --help``); conventions in detail:
+    ``ffw=False`` every frame is a key frame: the per-frame baseline. Each field's meaning is its help
+    text (``RuntimeConfig.describe(name).help``, ``taplab segment --help``); conventions in detail:
 
     - Motion (``motion_source``): the codec's vectors, or a dense flow from the decoded frames
       (OpenCV's DIS presets or Farneback, :class:`taplab.ops.flow.OpticalFlow`), area-averaged onto the
@@ -51,29 +52,10 @@ class RuntimeConfig:
       levels; the paper's 3.6e7 summed over a 1024x2048x3 residual is
       :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7. Rate mode selects about
       ``rgfs_rate`` of the P-frames, adapting online (:class:`~taplab.ops.regions.RateSelector`).
-    - ``latency_budget``: seconds from a frame's arrival (decoded) to its result. Meant for live
-      sources, whose frames arrive in real time. The policy, in order
-      (:mod:`taplab.runtime.latency`; docs/live.md has the decisions and measurements):
-
-      1. Key frames: the CNN runs in a background thread and is waited for while it can still
-         finish within the budget (known once it has run: its measured time). A key frame over
-         budget shows a stand-in meanwhile, the current key frame's features carried to it
-         (``kind="hold"``); the frames that follow warp from the stand-in, and when the key frame's
-         features are ready, the motion accumulated since the key frame carries them to the current
-         frame at once. One CNN runs at a time: a P-frame that RGFS selects while one runs is warped
-         instead (``shed`` names ``"rgfs"``); an I-frame queues behind it, and the running CNN's
-         features, when ready, are carried to the I-frame in place of its stand-in.
-      2. Warped frames: fusion and RGC run only where their expected time (the running mean of their
-         measured times; before RGC's first pass, the CNN's time scaled by the region's share of the
-         frame) and the labels' still fit in the budget, and never while a key frame's CNN runs (it
-         takes the cores they need); ``FrameResult.shed`` names what was left out.
-      3. Frames: a warped frame already past its budget when a newer frame has arrived, and the
-         frames before the first key frame's features exist, are skipped (``kind="skip"``, no
-         labels): their vectors still extend the motion chain, so the next output is exact.
-         Decoding is never skipped, nor is a key frame's CNN.
-
-      So every output frame's latency stays within the budget plus the cost of a warped frame.
-      B-frames are warped with their past vectors, or skipped without them (never run in line).
+    - ``latency_budget``: seconds from a frame's arrival (decoded) to its result, for live sources,
+      whose frames arrive in real time. The policy that keeps it (key frames in the background, then
+      modules shed, then late frames skipped) is described in :mod:`taplab.runtime.latency`, with its
+      measurements in docs/live.md.
     - Labels (``labels``): ``"bilinear"`` gives what bilinear upsampling of the logits and an arg-max
       give, computed only near class boundaries (:func:`taplab.ops.labels.upsample_labels`);
       ``"exact"`` is the full computation, ``"nearest"`` the arg-max on the feature grid, upsampled.
@@ -86,8 +68,8 @@ class RuntimeConfig:
     motion_resampling: str = option("nearest", "Block vectors onto the feature grid: the block holding each cell's "
                                     "centre, or interpolated between valid blocks.", ("nearest", "bilinear"))
     motion_source: str = option("codec", "Motion for FFW: the codec's vectors, a dense optical flow (the baseline), "
-                                "or a synthetic clip's ground truth (API only: run(truth_flow=...)).",
-                                ("codec", *FLOW_METHODS, "truth"))
+                                "or a synthetic clip's ground truth (Python API only: run(truth_flow=...)).",
+                                ("codec", *FLOW_METHODS, "truth"), api_only=("truth",))
     warp_layer: str = option("logits", "Warp the logits (any model) or the model's features() before its head() "
                              "(the Tamed Warping Network's interior layer).", ("logits", "features"))
     rgc: bool = option(True, "Residual-guided correction: re-run the CNN on the region with the most residual.")
@@ -103,7 +85,7 @@ class RuntimeConfig:
     rgfs_threshold: float = option(PAPER_RGFS_THRESHOLD, "Mean residual per pixel (8-bit levels) above which a "
                                    "P-frame becomes a key frame (the paper's, about 5.7).")
     rgfs_rate: float | None = option(None, f"Select about this share of P-frames instead of a threshold: rate mode "
-                                     f"(default: none; {DEFAULT_RGFS_RATE} where rgfs_mode is rate).")
+                                     f"(default: none; {DEFAULT_RGFS_RATE} where the RGFS mode is rate).")
     fusion: bool | None = option(None, "Distortion-map fusion with the model's correction network where warping "
                                  "failed (default: on where the model has one).")
     fusion_weight: float = option(0.5, "w_f in M = w_f M_coarse + (1 - w_f) M_edge (DMNet).")
@@ -120,11 +102,10 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            _check_type(self.describe(f.name), getattr(self, f.name))
             allowed = f.metadata["choices"]
             if allowed and getattr(self, f.name) not in allowed:
                 raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
-        if self.fusion is not None and not isinstance(self.fusion, bool):  # 0 == False would slip through `in`
-            raise ConfigError(f"fusion must be true, false or null (auto), got {self.fusion!r}")
         if self.fusion and self.warp_layer != "logits":
             raise ConfigError("fusion corrects logits; it needs warp_layer='logits'")
         if not 0 <= self.fusion_weight <= 1:
@@ -132,7 +113,7 @@ class RuntimeConfig:
         if not 0 <= self.fusion_threshold <= 255:
             raise ConfigError(f"fusion_threshold is an 8-bit residual level in 0..255, got {self.fusion_threshold}")
         if self.latency_budget is not None:
-            if isinstance(self.latency_budget, bool) or not self.latency_budget > 0:
+            if not self.latency_budget > 0:
                 raise ConfigError(f"latency_budget must be > 0 seconds (or None), got {self.latency_budget!r}")
             if self.propagation != "accumulate":
                 raise ConfigError("latency_budget needs propagation='accumulate' (a late key frame is carried "
@@ -143,7 +124,7 @@ class RuntimeConfig:
             raise ConfigError(f"rgc_alpha must be in 0..1, got {self.rgc_alpha}")
         for name in ("rgc_size", "rgc_stride"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 16):
+            if v is not None and v < 16:
                 raise ConfigError(f"{name} must be an integer >= 16 pixels (or None), got {v!r}")
         if not (0 <= self.rgfs_threshold <= 255) or math.isnan(self.rgfs_threshold):
             raise ConfigError(f"rgfs_threshold is a mean residual per pixel in 0..255, got {self.rgfs_threshold}")
@@ -151,7 +132,8 @@ class RuntimeConfig:
             if not 0 < self.rgfs_rate < 1:
                 raise ConfigError(f"rgfs_rate must be in (0, 1), got {self.rgfs_rate}")
             if self.rgfs_mode == "absolute":
-                raise ConfigError("rgfs_rate selects P-frames by rate; it contradicts rgfs_mode='absolute'")
+                raise ConfigError("rgfs_rate selects P-frames by rate; it contradicts rgfs_mode='absolute' "
+                                  "(set rgfs_mode to auto or rate, or rgfs_rate to none)")
 
     @property
     def rgfs_by_rate(self) -> bool:
@@ -167,8 +149,8 @@ class RuntimeConfig:
         return asdict(self)
 
     def replace(self, **values) -> RuntimeConfig:
-        """A copy with ``values`` changed (validated as a whole)."""
-        return RuntimeConfig.from_dict({**self.to_dict(), **values})
+        """A copy with ``values`` changed (validated as a whole; unknown names refused)."""
+        return type(self).from_dict({**self.to_dict(), **values})
 
     @classmethod
     def from_dict(cls, values: dict) -> RuntimeConfig:
@@ -199,10 +181,11 @@ class RuntimeConfig:
     def describe(cls, name: str) -> FieldInfo:
         """What the command line needs to know of one field."""
         f = _field(cls, name)
-        text = str(f.type)  # annotations are text here (``from __future__ import annotations``)
-        optional = text.endswith(" | None")
-        return FieldInfo(f.name, _TYPES[text.removesuffix(" | None")], optional, f.default, f.metadata["help"],
-                         f.metadata["choices"], f.metadata["path"])
+        hint = get_type_hints(cls)[name]
+        args = get_args(hint)  # (T, NoneType) for "T | None"
+        value_type = next(a for a in args if a is not type(None)) if args else hint
+        return FieldInfo(f.name, value_type, type(None) in args, f.default, f.metadata["help"], f.metadata["choices"],
+                         f.metadata["path"], f.metadata["api_only"])
 
     @classmethod
     def parse(cls, name: str, text: str) -> Any:
@@ -212,32 +195,33 @@ class RuntimeConfig:
         low = text.strip().lower()
         if info.optional and low in ("none", "null", "auto"):
             return None
-        if info.kind is bool:
+        if info.value_type is bool:
             if low in ("true", "on", "yes", "1"):
                 return True
             if low in ("false", "off", "no", "0"):
                 return False
             raise ConfigError(f"{name} is true or false{' (or auto)' if info.optional else ''}, got {text!r}")
-        if info.kind is str:
+        if info.value_type is str:
             return text.strip()
         try:
-            return info.kind(text)
+            return info.value_type(text)
         except ValueError:
-            raise ConfigError(f"{name} must be a{'n integer' if info.kind is int else ' number'}, got {text!r}") from None
+            raise ConfigError(f"{name} must be a{'n integer' if info.value_type is int else ' number'}, got {text!r}") from None
 
 
 @dataclass(frozen=True)
 class FieldInfo:
     """One field of :class:`RuntimeConfig`: its value type (bool, int, float or str), whether it may be None,
-    its default, help text and choices, and whether it names a file."""
+    its default, help text and choices, whether it names a file, and the choices only the API can use."""
 
     name: str
-    kind: type
+    value_type: type
     optional: bool
     default: Any
     help: str
     choices: tuple | None
     path: bool
+    api_only: tuple = ()
 
     @property
     def flag(self) -> str:
@@ -245,7 +229,19 @@ class FieldInfo:
         return "--" + self.name.replace("_", "-")
 
 
-_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+def _check_type(info: FieldInfo, value: Any) -> None:
+    """A value of the field's type: a bool for a switch (not 0 or "no"), an int (not a bool) for a count, a
+    number (not a bool) for a float, a string for a choice or a path; None where the field may be None."""
+    if value is None and info.optional:
+        return
+    expected = info.value_type
+    ok = isinstance(value, (int, float) if expected is float else expected) and \
+        (expected is bool or not isinstance(value, bool))
+    if not ok:
+        if expected is bool and info.optional:
+            raise ConfigError(f"{info.name} must be true, false or null (auto), got {value!r}")
+        what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[expected]
+        raise ConfigError(f"{info.name} must be {what}{' (or null)' if info.optional else ''}, got {value!r}")
 
 
 def _field(cls, name: str) -> Field:

@@ -2,14 +2,16 @@
 
 Each stage is a small object built once per run that the scheduler calls on a warped frame; the
 maths is in :mod:`taplab.ops` (``ops.fusion``, ``ops.regions``) and the networks in :mod:`taplab.nets`.
-A new stage is a class here with a :class:`~taplab.runtime.result.Module` of its own; the scheduler
-calls it after FFW, admits it through the latency policy under its timing ``stage`` name, and records
-it in the frame's kind (docs/architecture.md).
+A new stage is a class here with the members of :class:`CorrectionStage` and a
+:class:`~taplab.runtime.result.Module` of its own; the scheduler calls it after FFW, admits it through
+the latency policy under its timing ``stage`` name, and records it in the frame's kind
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +23,13 @@ from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_
 from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.result import Module
+
+
+class CorrectionStage(Protocol):
+    """What the scheduler and the latency policy know of every correction stage."""
+
+    module: Module  #: what the frame's kind records when it ran
+    stage: str  #: its timing and cost name (what ``FrameResult.timings`` and the latency policy call it)
 
 
 class Fusion:

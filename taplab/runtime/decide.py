@@ -33,8 +33,8 @@ class FrameFacts:
         pict_type: ``"I"``, ``"P"`` or ``"B"``.
         warpable: the frame has past motion and the policy warps its picture type (B-frames only with
             ``b_frames="past"`` or under a budget), and FFW is on.
-        has_source: the run holds features to warp from, or a key frame's CNN is computing them.
-        has_features: the run holds features to warp from now.
+        features_expected: the run holds features to warp from, or a key frame's CNN is computing them.
+        features_ready: the run holds the key frame's features (or a stand-in's) now.
         budget: a latency budget applies to this frame.
         cnn_busy: a key frame's CNN runs in the background.
         late: the frame is past its deadline and a newer frame is waiting.
@@ -43,8 +43,8 @@ class FrameFacts:
 
     pict_type: str
     warpable: bool
-    has_source: bool
-    has_features: bool = True
+    features_expected: bool
+    features_ready: bool = True
     budget: bool = False
     cnn_busy: bool = False
     late: bool = False
@@ -64,14 +64,14 @@ class Decision:
 def rgfs_candidate(facts: FrameFacts, rgfs: bool) -> bool:
     """Whether RGFS scores this frame: a frame that would be warped, with RGFS on. (The scores also feed
     rate mode's online threshold, so only candidates may be scored.)"""
-    return rgfs and facts.pict_type != "I" and facts.warpable and facts.has_source
+    return rgfs and facts.pict_type != "I" and facts.warpable and facts.features_expected
 
 
 def decide(facts: FrameFacts, rgfs_selected: bool = False) -> Decision:
     """The decision for a frame (see the module docstring); ``rgfs_selected``: RGFS picked this candidate."""
     if facts.pict_type == "I":
         kind = Kind.KEY_I
-    elif not facts.warpable or not facts.has_source:
+    elif not facts.warpable or not facts.features_expected:
         kind = Kind.KEY
     else:
         kind = Kind.KEY_RGFS if rgfs_selected else Kind.WARP
@@ -81,6 +81,6 @@ def decide(facts: FrameFacts, rgfs_selected: bool = False) -> Decision:
         kind, shed = Kind.WARP, ("rgfs",)
     if kind.is_key:
         return Decision(Kind.SKIP if facts.budget and not anchor else kind, shed=shed)
-    if not facts.has_features or (facts.budget and facts.late):
+    if not facts.features_ready or (facts.budget and facts.late):
         return Decision(Kind.SKIP, shed=shed)
     return Decision(Kind.WARP, facts.modules, shed)

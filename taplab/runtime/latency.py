@@ -1,12 +1,38 @@
-"""The latency budget: what each stage is expected to cost, what still fits, and key frames in the background.
+"""The latency budget (``RuntimeConfig.latency_budget``): the policy, what each stage is expected to cost, what
+still fits, and key frames in the background.
 
-The policy itself is described on :class:`~taplab.runtime.config.RuntimeConfig` (``latency_budget``)
-and in docs/live.md; this module holds its two parts with state:
+The budget is the seconds from a frame's arrival (decoded) to its result. It is meant for live sources,
+whose frames arrive in real time (a file read without ``live`` pacing arrives as fast as it decodes).
+The policy, in order:
 
-- :class:`LatencyPolicy`: each frame's deadline, the running mean of every stage's measured time
-  and whether a stage (or a key frame's CNN) still fits before the deadline;
+1. Key frames: the CNN runs in a background thread and is waited for while it can still finish
+   within the budget (known once it has run: its measured time). A key frame over budget shows a
+   stand-in meanwhile, the current key frame's features carried to it (``kind="hold"``); the frames
+   that follow warp from the stand-in, and when the key frame's features are ready, the motion
+   accumulated since the key frame carries them to the current frame at once. One CNN runs at a
+   time: a P-frame that RGFS selects while one runs is warped instead (``shed`` names ``"rgfs"``); an
+   I-frame queues behind it, and the running CNN's features, when ready, are carried to the I-frame
+   in place of its stand-in.
+2. Warped frames: fusion and RGC run only where their expected time (the running mean of their
+   measured times; before RGC's first pass, the CNN's time scaled by the region's share of the
+   frame) and the labels' still fit in the budget, and never while a key frame's CNN runs (it takes
+   the cores they need); ``FrameResult.shed`` names what was left out.
+3. Frames: a warped frame already past its budget when a newer frame has arrived, and the frames
+   before the first key frame's features exist, are skipped (``kind="skip"``, no labels): their
+   vectors still extend the motion chain, so the next output is exact. Decoding is never skipped,
+   nor is a key frame's CNN.
+
+So every output frame's latency stays within the budget plus the cost of a warped frame (tested with
+deliberately slow models). B-frames are warped with their past vectors, or skipped without them
+(never run in line). It needs ``propagation="accumulate"``. The rules that depend on the frame alone
+are in :func:`taplab.runtime.decide.decide`; those that depend on time are here:
+
+- :class:`LatencyPolicy`: each frame's deadline, the running mean of every stage's measured time and
+  whether a stage (or a key frame's CNN) still fits before the deadline;
 - :class:`KeyFrameWorker`: the key frames' CNNs in one background thread, and the carrying of a
   finished CNN's features to the current key frame through the motion between them.
+
+docs/live.md has the decisions and measurements.
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ cells), in taplab's convention (a vector points into the reference; see :mod:`ta
 - ``"truth"``: a synthetic clip's ground-truth flow to the previous frame (the upper bound of any
   warping), for I/P streams whose anchor is the previous frame.
 
-A new source is a class with the same four members, registered in :data:`SOURCES`.
+A new source is a class with the members of :class:`MotionSource`, registered in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -29,14 +30,29 @@ from taplab.runtime.anchors import Anchors
 from taplab.runtime.config import RuntimeConfig
 
 
+class MotionSource(Protocol):
+    """What the scheduler asks of a motion source."""
+
+    stage: str  #: the timing stage its cost is counted in (``warp`` or ``flow``)
+    needs_images: bool  #: it reads decoded RGB frames (the anchor's image is then kept)
+    blocks: bool  #: it holds the codec's block field (chained nearest warps use it in one kernel pass)
+
+    def available(self, frame: Frame) -> bool:
+        """Whether the frame has motion from this source (else it cannot be warped)."""
+
+    def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
+        """The frame's motion to the last anchor on the feature grid, in cells."""
+
+
 class CodecVectors:
     """The codec's block vectors: present on P-frames (and B-frames' past references) of codecs that export them."""
 
-    stage = "warp"  #: the timing stage its cost is counted in
-    needs_images = False  #: whether it reads decoded RGB frames (the anchor's image is then kept)
-    blocks = True  #: it holds the codec's block field (chained nearest warps use it in one kernel pass)
+    stage = "warp"
+    needs_images = False
+    blocks = True
 
-    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
+    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+                 truth_flow: Sequence[np.ndarray] | None = None):
         self.grid, self.stride, self.resampling = grid, stride, cfg.motion_resampling
 
     def available(self, frame: Frame) -> bool:
@@ -69,7 +85,8 @@ class OpticalFlowSource(_DenseFlow):
 
     needs_images = True
 
-    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
+    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+                 truth_flow: Sequence[np.ndarray] | None = None):
         estimator = OpticalFlow(cfg.motion_source)
         super().__init__(grid, stride, lambda frame, anchors: estimator(frame.image, anchors.anchor_image))
 
@@ -98,10 +115,12 @@ class GroundTruthFlow(_DenseFlow):
 
 
 #: ``motion_source`` -> its class, built as ``cls(config, grid, stride, truth_flow)``
-SOURCES: dict[str, type] = {"codec": CodecVectors, "truth": GroundTruthFlow,
+SOURCES: dict[str, Callable[..., MotionSource]] = {"codec": CodecVectors, "truth": GroundTruthFlow,
                             **{method: OpticalFlowSource for method in FLOW_METHODS}}
 
 
-def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int], truth_flow=None):
-    """The motion source ``cfg.motion_source`` names, for a feature grid of ``grid`` cells of ``stride`` pixels."""
+def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+                  truth_flow: Sequence[np.ndarray] | None = None) -> MotionSource:
+    """The motion source ``cfg.motion_source`` names, for a feature grid of ``grid`` cells of ``stride`` pixels
+    (``truth_flow``: a synthetic clip's flows, for ``"truth"``)."""
     return SOURCES[cfg.motion_source](cfg, grid, stride, truth_flow)

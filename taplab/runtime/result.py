@@ -56,12 +56,14 @@ def _text(kind: Kind, modules: frozenset[Module]) -> str:
     return base + ("+RGC" if Module.RGC in modules else "")
 
 
-_PARSED = {_text(Kind.WARP, frozenset(m)): (Kind.WARP, frozenset(m))
-           for m in ((), (Module.FUSION,), (Module.RGC,), (Module.FUSION, Module.RGC))}
-_PARSED.update({k.value: (k, frozenset()) for k in Kind if k is not Kind.WARP})
-
-#: every kind's string form, in the order summaries list them
-KINDS: tuple[str, ...] = ("key-I", "key", "key-RGFS", "hold", "warp", "warp+RGC", "fused", "fused+RGC", "skip", "interp")
+#: the correction modules a warped frame can have, in the order summaries list its forms
+_WARP_FORMS = ((), (Module.RGC,), (Module.FUSION,), (Module.FUSION, Module.RGC))
+#: string form -> (kind, modules), for every frame kind
+_PARSED = {_text(kind, frozenset(mods)): (kind, frozenset(mods))
+           for kind in Kind for mods in (_WARP_FORMS if kind is Kind.WARP else ((),))}
+#: every kind's string form, in the order summaries list them: "key-I", "key", "key-RGFS", "hold", "warp",
+#: "warp+RGC", "fused", "fused+RGC", "skip", "interp"
+KINDS: tuple[str, ...] = tuple(_PARSED)
 
 
 class FrameKind(str):

@@ -10,6 +10,7 @@ scheduler owns none of its own.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from taplab.ops.regions import RateSelector, residual_score
 from taplab.ops.warp import GridFlow, compose, warp, warp_blocks
 from taplab.runtime.anchors import Anchors
 from taplab.runtime.config import RuntimeConfig
-from taplab.runtime.corrections import Fusion, RegionCorrection
+from taplab.runtime.corrections import CorrectionStage, Fusion, RegionCorrection
 from taplab.runtime.decide import FrameFacts, decide, rgfs_candidate
 from taplab.runtime.latency import KeyFrameWorker, LatencyPolicy
 from taplab.runtime.motion import motion_source
@@ -34,7 +35,8 @@ class Scheduler:
     """The state of one run over a ``height x width`` video, and its :meth:`step` per frame."""
 
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
-                 correction: Correction | None = None, details: bool = False, truth_flow=None):
+                 correction: Correction | None = None, details: bool = False,
+                 truth_flow: Sequence[np.ndarray] | None = None):
         self.model, self.cfg, self.want_images, self.details = model, cfg, want_images, details
         self.size = (height, width)
         geometry = model.geometry(height, width)
@@ -82,9 +84,10 @@ class Scheduler:
         timings = dict(prep)
         deadline = self.policy.deadline(arrival)
         self._adopt()
-        facts = FrameFacts(frame.pict_type, self.warpable(frame), self.anchors.has_source or self.keys.busy,
-                           self.anchors.key_features is not None, deadline is not None, self.keys.busy,
-                           self.policy.late(deadline, newer), self.modules)
+        facts = FrameFacts(pict_type=frame.pict_type, warpable=self.warpable(frame),
+                           features_expected=self.anchors.has_source or self.keys.busy,
+                           features_ready=self.anchors.key_features is not None, budget=deadline is not None,
+                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules)
         score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs) else None
         decision = decide(facts, score is not None and self._rgfs_selects(score))
         shed = list(decision.shed)
@@ -191,7 +194,7 @@ class Scheduler:
         self.anchors.features = features
         return FrameKind(Kind.WARP, applied)
 
-    def _admit(self, stage, deadline: float | None, shed: list[str]) -> bool:
+    def _admit(self, stage: CorrectionStage, deadline: float | None, shed: list[str]) -> bool:
         """Whether a correction stage fits in the budget; if not it is named in ``shed``."""
         if self.policy.fits(stage.stage, deadline, self.keys.busy):
             return True

@@ -1,21 +1,9 @@
 """``Segmenter``: TapLab's Algorithm 1 over any video and any model.
 
-Per frame, in display order (:mod:`taplab.runtime.decide` decides, :mod:`taplab.runtime.scheduler`
-does it; the maths is in :mod:`taplab.ops`):
-
-- I-frames are key frames: the CNN runs on the whole frame (``kind = "key-I"``).
-- Frames without usable past vectors (the first frame, codecs that export none, B-frames under
-  the default policy) are key frames too (``"key"``).
-- P-frames whose residual score exceeds the RGFS threshold are key frames (``"key-RGFS"``).
-- Other P-frames: the key frame's features are warped along the frame's vectors (FFW, ``"warp"``);
-  with fusion, a correction network's output replaces the warped logits where the distortion map
-  says warping failed (``"fused"``); with RGC, the CNN re-runs on the candidate region with the most
-  residual and is blended in (``"warp+RGC"``, ``"fused+RGC"``).
-
-By default the motion is composed back to the last key frame and the key frame's features are
-warped once per frame (:func:`taplab.ops.warp.compose`), with bilinear sampling; chaining warps
-from frame to frame (``propagation="chain"``) loses accuracy with every step, most with nearest
-sampling, which drops each step's sub-cell motion. docs/runtime.md has the measurements.
+Per frame, in display order, :mod:`taplab.runtime.decide` decides what to do (a key frame: the CNN on
+the whole frame; or FFW: the key frame's features warped along the frame's motion, then corrected by
+fusion and RGC) and :mod:`taplab.runtime.scheduler` does it, with the maths of :mod:`taplab.ops`.
+docs/runtime.md lists the kinds of frames and the measurements behind the defaults.
 
 The segmenter yields results; writing them (files, logs, an overlay video) is for the sinks of
 :mod:`taplab.io` and :func:`taplab.segment`.
@@ -77,6 +65,13 @@ class Segmenter:
         correction.check(self.model)
         return correction
 
+    def check(self, video: Video, truth_flow=None) -> None:
+        """Raise what a run over the open ``video`` would raise before its first frame (the model's geometry at
+        this size, the motion source's needs), without reading a frame: so that writers fail before they
+        create anything."""
+        Scheduler(self.model, self.config, video.height, video.width, correction=self.correction,
+                  truth_flow=truth_flow).close()
+
     @property
     def fusion(self) -> bool:
         """Whether this segmenter fuses warped frames with a correction network."""
@@ -95,7 +90,7 @@ class Segmenter:
 
         ``live`` paces a file at its frame rate, as a camera would deliver it. Every result records
         its ``latency``, from the frame's arrival (decoded) to the result. A ``latency_budget`` is
-        kept by the policy :class:`RuntimeConfig` describes: key frames over budget in the background,
+        kept by the policy of :mod:`taplab.runtime.latency`: key frames over budget in the background,
         then modules shed, then late frames skipped (``FrameResult.shed``, ``kind="skip"``)."""
         owned = not isinstance(source, Video)
         video = open_video(source) if owned else source

@@ -16,8 +16,8 @@ file object fed by another process, a file still being written (``follow=True``)
 as a camera would deliver it (``live=None``, the default; ``live=False`` reads it as fast as it
 decodes, and a latency budget then skips the warped frames that fall behind).
 
-A stream is :meth:`Segmenter.run` with a latency budget, kept by the policy that
-:class:`~taplab.runtime.RuntimeConfig` describes: key frames over budget in the background, then
+A stream is :meth:`Segmenter.run` with a latency budget, kept by the policy of
+:mod:`taplab.runtime.latency`: key frames over budget in the background, then
 fusion and RGC shed, then late frames skipped (``kind="skip"``, no labels; their vectors still carry
 the features on). ``stop()`` (or leaving the ``with`` block) ends the stream after the frame in hand
 and joins every thread; for a network source that blocks, after its read returns or times out.

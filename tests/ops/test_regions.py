@@ -83,3 +83,17 @@ def test_rate_selector_at_high_rates_selects_from_the_first_frame_without_failin
     selector = RateSelector(rate)
     chosen = [selector(s) for s in rng.gamma(2.0, 3.0, 400)]
     assert chosen[0] and abs(np.mean(chosen) - rate) < 0.05
+
+
+def test_blend_region_mixes_the_crops_features_into_its_cells_only():
+    """TapLab Eq. 3 in place: F = (1 - a) F_warped + a F_cnn on the region's cells; the overhang is dropped."""
+    import torch
+
+    from taplab.ops.regions import Region, blend_region
+
+    features = torch.zeros(2, 6, 8)
+    crop = torch.ones(2, 4, 4)  # a region of 16x16 pixels at stride 4, its corner at pixel (8, 24)
+    blend_region(features, crop, Region(8, 24, 16, 16), (4, 4), 0.75)
+    inside = features[:, 2:6, 6:8]
+    assert torch.equal(inside, torch.full_like(inside, 0.75))  # rows 2-5, columns 6-7: the rest overhangs
+    assert features.sum() == 0.75 * inside.numel()

@@ -9,14 +9,14 @@ BOTH = frozenset({Module.FUSION, Module.RGC})
 
 
 def facts(pict_type="P", **values) -> FrameFacts:
-    return FrameFacts(pict_type, **{"warpable": True, "has_source": True, "modules": BOTH, **values})
+    return FrameFacts(pict_type, **{"warpable": True, "features_expected": True, "modules": BOTH, **values})
 
 
 @pytest.mark.parametrize("given, selected, expected", [
     (facts("I"), False, Decision(Kind.KEY_I)),
     (facts("I", budget=True, cnn_busy=True), False, Decision(Kind.KEY_I)),  # an I-frame is always a key frame
     (facts(warpable=False), False, Decision(Kind.KEY)),  # no past motion
-    (facts(has_source=False), False, Decision(Kind.KEY)),  # nothing to warp from
+    (facts(features_expected=False), False, Decision(Kind.KEY)),  # nothing to warp from
     (facts(), True, Decision(Kind.KEY_RGFS)),
     (facts(), False, Decision(Kind.WARP, BOTH)),
     (facts(modules=frozenset()), False, Decision(Kind.WARP)),  # the run's modules, as given
@@ -36,7 +36,7 @@ def test_without_a_budget(given, selected, expected):
     (facts("B", budget=True, warpable=False), False, Decision(Kind.SKIP)),
     (facts("P", budget=True, warpable=False), False, Decision(Kind.KEY)),
     # the first key frame's CNN still runs: nothing to warp yet
-    (facts(budget=True, has_features=False, cnn_busy=True), False, Decision(Kind.SKIP)),
+    (facts(budget=True, features_ready=False, cnn_busy=True), False, Decision(Kind.SKIP)),
     # late with a newer frame waiting: skipped (its motion still extends the chain)
     (facts(budget=True, late=True), False, Decision(Kind.SKIP)),
     (facts(budget=True, late=True, cnn_busy=True), True, Decision(Kind.SKIP, shed=("rgfs",))),
@@ -51,7 +51,7 @@ def test_under_a_latency_budget(given, selected, expected):
     (facts(), False, False),
     (facts("I"), True, False),
     (facts(warpable=False), True, False),
-    (facts(has_source=False), True, False),
+    (facts(features_expected=False), True, False),
     (facts("B"), True, True),
 ])
 def test_rgfs_scores_only_frames_that_would_be_warped(given, rgfs, expected):

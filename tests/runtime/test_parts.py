@@ -83,7 +83,7 @@ def test_bad_text_values_say_what_is_expected(name, text, message):
 def test_every_field_describes_itself_for_the_command_line():
     for name in RuntimeConfig.field_names():
         info = RuntimeConfig.describe(name)
-        assert info.help and info.kind in (bool, int, float, str) and info.flag == "--" + name.replace("_", "-")
+        assert info.help and info.value_type in (bool, int, float, str) and info.flag == "--" + name.replace("_", "-")
         default = getattr(RuntimeConfig(), name)
         assert info.default == default and (default is None) <= info.optional
         if info.choices:
@@ -225,3 +225,71 @@ def test_codec_vectors_on_the_grid_are_motion_to_grid(translation_clip):
     flow = source.flow(frames[1], Anchors((32, 64)))
     expected = motion_to_grid(m.vectors, m.valid, m.block, (32, 64), (4, 4))
     assert torch.equal(flow.flow, expected.flow) and torch.equal(flow.valid, expected.valid)
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_motion_source_recovers_a_known_translation(name, translation_clip):
+    """The clip pans by (DX, DY) pixels per frame, current[y, x] = previous[y + DY, x + DX]: every source must
+    give that motion, in cells of the stride, on the frame's interior."""
+    from taplab.codec import open_video
+    from tests.conftest import DX, DY
+
+    with open_video(translation_clip) as video:
+        first, second = [f for _, f in zip(range(2), video)]
+    grid, stride = (32, 64), (4, 4)
+    truth = [None, np.broadcast_to(np.array([DX, DY], np.float32), (128, 256, 2))]
+    source = motion_source(RuntimeConfig(motion_source=name), grid, stride, truth_flow=truth)
+    anchors = Anchors(grid)
+    anchors.anchor_index, anchors.anchor_image = first.index, first.image
+    assert source.available(second) and source.stage in ("warp", "flow")
+    motion = source.flow(second, anchors)
+    interior = motion.flow[4:-4, 4:-4][motion.valid[4:-4, 4:-4]]
+    assert len(interior) > 0.9 * 24 * 56
+    median = interior.median(0).values
+    torch.testing.assert_close(median, torch.tensor([DX / 4, DY / 4]), atol=0.15, rtol=0)
+
+# ---------------------------------------------------------------- correction stages
+
+
+def test_fusion_with_an_identity_correction_network_keeps_the_warped_logits(translation_clip):
+    """An untrained CoNet starts as the identity (F_updated = F_warped), so the fused logits equal the warped
+    ones whatever the map; the map is DMNet's mix of M_coarse and the edge map, in [0, 1]."""
+    from taplab.codec import open_video
+    from taplab.nets.conet import CoNet, Correction
+    from taplab.ops.fusion import coarse_distortion, residual_map
+    from taplab.runtime.corrections import Fusion
+
+    with open_video(translation_clip) as video:
+        frame = [f for _, f in zip(range(2), video)][1]
+    grid = (32, 64)
+    stage = Fusion(Correction(CoNet(4), ("a", "b", "c", "d"), 4, "<identity>"), RuntimeConfig(), grid)
+    warped = torch.randn(4, *grid)
+    reference = torch.randint(0, 4, grid)
+    distorted = torch.zeros(grid, dtype=torch.bool)
+    coarse = stage.coarse(frame, warped, reference, distorted)
+    expected = coarse_distortion(warped, reference, distorted, residual_map(frame.residual, grid, 30.0))
+    assert torch.equal(coarse, expected)
+    fused, distortion = stage(frame, warped, coarse)
+    torch.testing.assert_close(fused, warped)
+    assert distortion.shape == grid and 0 <= distortion.min() and distortion.max() <= 1
+    assert not Fusion(None, RuntimeConfig(), grid).enabled and stage.enabled
+
+
+def test_region_correction_picks_the_region_of_most_residual_and_blends_its_cnn_output():
+    """With a stand-in CNN (constant features: the stage is a unit here) and a frame whose residual is large in
+    one corner only."""
+    from taplab.runtime.corrections import RegionCorrection
+
+    class Frame:  # the two fields the stage reads; a real Frame needs a decoder
+        residual = np.zeros((128, 256), np.uint8)
+        image = np.zeros((128, 256, 3), np.uint8)
+
+    Frame.residual[80:128, 200:256] = 200
+    stage = RegionCorrection(RuntimeConfig(rgc_alpha=0.5), (128, 256), 4, lambda crop: torch.ones(2, *[n // 4 for n in crop.shape[:2]]))
+    region, count = stage.select(Frame())
+    assert count == 48 * 56 and region.y + region.height == 128 and region.x + region.width == 256
+    features = torch.zeros(2, 32, 64)
+    stage(features, Frame(), region)
+    ys, xs = region.slices()
+    assert features[:, ys.start // 4:ys.stop // 4, xs.start // 4:xs.stop // 4].eq(0.5).all()
+    assert features.sum() == 0.5 * 2 * (region.height // 4) * (region.width // 4)
