@@ -18,6 +18,8 @@ from taplab.codec.reader import DEFAULT_TIMEOUT
 from taplab.errors import TapLabError, TapLabWarning
 from taplab.options import parse_assignments, parse_list, parse_range, parse_size, parse_value
 
+#: the encoders of taplab.codec.encoder.CODECS (listed here so that --help starts without PyAV; a test checks them)
+ENCODERS = ("mpeg4", "h264", "hevc", "vp9", "mpeg2")
 #: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
 MODULES_NAMES = ("per-frame", "FFW", "FFW+RGC", "FFW+RGFS", "FFW+RGC+RGFS", "FFW+fusion", "FFW+RGC+fusion",
                  "FFW+RGC+RGFS+fusion", "ITP")
@@ -62,9 +64,11 @@ def probe(video: str, as_json: bool, backend: str) -> None:
 @click.argument("source")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--gop", default=12, show_default=True, help="Frames per GOP (one I-frame, then P-frames).")
-@click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True, help="mpeg4 is MPEG-4 Part 2, the papers' format.")
+@click.option("--codec", type=click.Choice(ENCODERS), default="mpeg4", show_default=True,
+              help="mpeg4 is MPEG-4 Part 2, the papers' format; hevc and vp9 export no motion vectors (docs/codec.md).")
 @click.option("--bframes", default=0, show_default=True, help="B-frames between anchors (0: I/P only).")
-@click.option("--quality", type=int, default=None, help="mpeg4: quantiser 1-31 (default 4); h264: CRF 0-51 (default 23).")
+@click.option("--quality", type=int, default=None, help="mpeg4/mpeg2: quantiser 1-31 (default 4); h264: CRF 0-51 (default "
+                                                      "23); hevc: CRF 0-51 (default 28); vp9: CRF 0-63 (default 32).")
 @click.option("--fps", type=float, default=None, help="Frame rate (default: the source video's, else 25).")
 def encode(source: str, out: Path, gop: int, codec: str, bframes: int, quality: int | None, fps: float | None) -> None:
     """Encode SOURCE (an image folder or a video) to OUT with a fixed GOP.
@@ -82,7 +86,7 @@ def encode(source: str, out: Path, gop: int, codec: str, bframes: int, quality: 
 @click.option("--frames", default=30, show_default=True, help="Frames per clip.")
 @click.option("--size", default="512x1024", show_default=True, help="Frame size HxW (even numbers).")
 @click.option("--gop", default=12, show_default=True, help="Frames per GOP of the encoded clip.")
-@click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True)
+@click.option("--codec", type=click.Choice(ENCODERS), default="mpeg4", show_default=True)
 @click.option("--bframes", default=0, show_default=True, help="B-frames between anchors.")
 @click.option("--seed", default=0, show_default=True, help="Scene seed: the same seed gives the same clip.")
 @click.option("--name", default="synth", show_default=True, help="Clip name used in file names.")
@@ -477,7 +481,8 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
 @click.option("--gop", "gops", default=None, help="GOPs to encode the data with, e.g. 6,12,24 [12].")
 @click.option("--modules", default=None, help=f"Comma-separated module combinations [all]: {', '.join(MODULES_NAMES)}.")
 @click.option("--motion", default=None,
-              help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth (synthetic data) [codec].")
+              help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth, auto [codec]; truth "
+                   "(ground-truth flow) needs synthetic data.")
 @click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
               help="Sweep a runtime option (any `taplab segment` option, as its field name), e.g. rgc_alpha=0.5,0.8 "
                    "or rgfs_threshold=3,6,12 (repeatable).")
@@ -489,7 +494,7 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
 @click.option("--key-distance", type=int, default=None,
               help="For a Cityscapes sequence folder: frames from the key frame to the annotated 20th frame "
                    "[drawn per snippet].")
-@click.option("--codec", type=click.Choice(["mpeg4", "h264"]), default="mpeg4", show_default=True)
+@click.option("--codec", type=click.Choice(ENCODERS), default="mpeg4", show_default=True)
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")

@@ -88,7 +88,8 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
         prepare_output(out, overwrite)
         summary = RunSummary(total=min(video.frame_count, limit) if video.frame_count and limit else video.frame_count or limit,
                              live=live or video.live or segmenter.config.latency_budget is not None,
-                             outputs={"masks": str(out)} | ({"overlay video": str(overlay)} if overlay else {}))
+                             outputs={"masks": str(out)} | ({"overlay video": str(overlay)} if overlay else {}),
+                             notes=motion_notes(segmenter.config, video))
         try:
             _run(segmenter, video, out, formats, summary, limit, progress, overlay, side_by_side, live, reconnect)
         except BaseException:
@@ -96,6 +97,18 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
                 undo_output(out, made)
             raise
     return summary
+
+
+def motion_notes(config: RuntimeConfig, video: Video) -> list[str]:
+    """What a user should know of where the run's motion comes from: nothing for a codec that exports vectors."""
+    if video.exports_vectors or not config.ffw:
+        return []
+    if config.motion_source == "codec":
+        return [f"{video.codec} exports no motion vectors, and motion_source is codec: every frame ran the CNN"]
+    if config.motion_source == "auto":
+        return [f"{video.codec} exports no motion vectors: taplab estimated block vectors with "
+                f"{config.motion_fallback} optical flow"]
+    return []  # an optical flow or the ground truth, as asked
 
 
 def _run(segmenter: Segmenter, video: Video, out: Path, formats: Sequence[str], summary: RunSummary,

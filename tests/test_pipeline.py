@@ -137,11 +137,12 @@ def test_the_lists_bench_help_shows_without_torch_are_the_librarys():
     import re
 
     from taplab.bench.sweep import BASELINES, MODULES
-    from taplab.cli import MODULES_NAMES, bench
+    from taplab.cli import ENCODERS, MODULES_NAMES, bench
+    from taplab.codec import CODECS
 
-    assert MODULES_NAMES == (*MODULES, *BASELINES)
+    assert MODULES_NAMES == (*MODULES, *BASELINES) and ENCODERS == tuple(CODECS)
     motion = next(p for p in bench.params if p.name == "motion").help
-    listed = re.findall(r"[a-z][a-z-]+", motion.split(":", 1)[1].split("(")[0])
+    listed = re.findall(r"[a-z][a-z-]+", motion.split(":", 1)[1].split("[")[0])
     assert tuple(listed) == RuntimeConfig.describe("motion_source").choices
 
 
@@ -153,3 +154,19 @@ def test_the_demo_fails_before_writing_anything_on_a_bad_device(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["demo", "--out", str(tmp_path / "d"), "--device", "cuda", "--frames", "4", "--size", "128x256"])
     assert exit_.value.code == 2 and "torch has no CUDA" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_a_codec_without_vectors_is_noted_in_the_summary_the_log_and_probe(clip, tmp_path):
+    from taplab.codec import encode, probe
+    from tests.conftest import translation_frames
+
+    video = encode(translation_frames(8, 128, 256, 3, -2), tmp_path / "v.mp4", gop=8, codec="vp9")
+    summary = taplab.segment(video, tmp_path / "m", rgc=False, rgfs=False, fusion=False)
+    text = summary.format()
+    assert "note: vp9 exports no motion vectors: taplab estimated block vectors with dis-ultrafast" in text
+    assert "motion: optical flow (dis-ultrafast) on 7 frames" in text
+    log = json.loads((tmp_path / "m" / "frames.json").read_text())
+    assert [r["motion"] for r in log] == [None] + ["dis-ultrafast"] * 7
+    result = probe(video)
+    assert not result.exports_vectors and "vp9 exports no motion vectors" in result.format()
+    assert "note:" not in taplab.segment(clip, tmp_path / "n", rgc=False, limit=3).format()  # MPEG-4: vectors

@@ -60,7 +60,8 @@ class BenchConfig:
         modules: names from :data:`MODULES`.
         motion: motion sources (``codec``, ``dis-fast``, ...; :class:`~taplab.runtime.RuntimeConfig`'s
             ``motion_source``), for the warping modules.
-        sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``.
+        sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``. Points run with
+            ``key_interval=None`` unless it is swept: a GOP sweep measures the codec's GOP.
         models: the segmentation models (anything ``load_model`` accepts; their correction networks
             come with them).
         scales: resolution factors: the frames (and labels) are resized by each before encoding
@@ -119,7 +120,8 @@ class BenchConfig:
                 continue
             for motion, combo in itertools.product(self.motion, itertools.product(*values)):
                 swept = dict(zip(names, combo))
-                options = {**MODULES[module], "motion_source": motion, **swept}
+                # a GOP sweep measures the codec's GOP: no key-interval bound unless it is swept itself
+                options = {**MODULES[module], "motion_source": motion, "key_interval": None, **swept}
                 out.append(Point(gop, module, motion, swept, options, model, scale))
         return out
 

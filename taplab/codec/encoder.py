@@ -10,6 +10,12 @@ For H.264 the encoder is told to use one reference frame (``ref=1``) and no
 B-pyramid: FFmpeg's exported vectors carry no reference index, and with one
 reference every P-frame vector points into the frame just before it, which is
 what the reader assumes (see :mod:`taplab.codec.motion`).
+
+HEVC (libx265), VP9 (libvpx-vp9) and MPEG-2 encode the streams people have beside
+the papers' format, for tests and benchmarks; the same two decisions hold (no scene
+cuts, constant quality). HEVC and VP9 export no motion vectors through FFmpeg
+(:data:`taplab.codec.motion.VECTOR_CODECS`). VP9 has no B-frames; its hidden
+alternate-reference frames are turned off, so every packet is a shown frame.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class CodecSpec:
     quality_meaning: str
     options: Callable[[int, int, int], dict[str, str]]  # (gop, bframes, quality) -> AVOptions
     container: str = "mp4"
+    max_bframes: int | None = None  # None: any number below the GOP
 
 
 def _mpeg4_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
@@ -54,10 +61,29 @@ def _h264_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
     return {"crf": str(quality), "x264-params": params, "preset": "veryfast"}
 
 
+def _hevc_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+    params = (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:ref=1:bframes={bframes}:b-pyramid=0:"
+              "log-level=error")  # x265 reports to stderr at info level otherwise
+    return {"crf": str(quality), "x265-params": params, "preset": "veryfast"}
+
+
+def _vp9_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+    # b=0 with crf: constant quality; no alternate-reference frames (shown frames only, none reordered)
+    return {"crf": str(quality), "b": "0", "keyint_min": str(gop), "auto-alt-ref": "0", "lag-in-frames": "0",
+            "deadline": "good", "cpu-used": "8", "row-mt": "1"}
+
+
+def _mpeg2_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+    return {"qmin": str(quality), "qmax": str(quality), "sc_threshold": _NO_SCENECUT}
+
+
 #: codec name -> spec; add an entry to support another codec.
 CODECS: dict[str, CodecSpec] = {
     "mpeg4": CodecSpec("mpeg4", (1, 31), 4, "quantiser 1 (best) .. 31", _mpeg4_options),
     "h264": CodecSpec("libx264", (0, 51), 23, "CRF 0 (lossless) .. 51", _h264_options),
+    "hevc": CodecSpec("libx265", (0, 51), 28, "CRF 0 (lossless) .. 51", _hevc_options),
+    "vp9": CodecSpec("libvpx-vp9", (0, 63), 32, "CRF 0 (best) .. 63", _vp9_options, max_bframes=0),
+    "mpeg2": CodecSpec("mpeg2video", (1, 31), 4, "quantiser 1 (best) .. 31", _mpeg2_options),
 }
 
 
@@ -79,7 +105,8 @@ def encode(
             folder), or a video file to re-encode.
         out_path: the video to write (``.mp4``). It appears only once it is complete.
         gop: frames per GOP: one I-frame every ``gop`` frames.
-        codec: a key of :data:`CODECS` (``"mpeg4"``, the papers' format, or ``"h264"``).
+        codec: a key of :data:`CODECS`: ``"mpeg4"`` (the papers' format), ``"h264"``, ``"hevc"``,
+            ``"vp9"`` or ``"mpeg2"``.
         bframes: consecutive B-frames allowed between anchors (0: an I/P-only stream).
         quality: the codec's constant quality (see :data:`CODECS`); ``None`` for its default.
         fps: frame rate; ``None`` takes a source video's rate, else 25.
@@ -94,6 +121,8 @@ def encode(
         raise EncodeError(f"gop must be >= 1, got {gop}")
     if bframes < 0 or (bframes > 0 and bframes >= gop):
         raise EncodeError(f"bframes must be in 0..{gop - 1} for gop {gop}, got {bframes}")
+    if spec.max_bframes is not None and bframes > spec.max_bframes:
+        raise EncodeError(f"{codec} has no B-frames; bframes must be 0, got {bframes}")
     if quality is None:
         quality = spec.default_quality
     lo, hi = spec.quality_range

@@ -10,7 +10,12 @@ Conventions (the single source of truth for the rest of taplab):
   Part 2: 8x8 with 4MV; H.264: 4x4), fixed for the whole stream so that every
   frame's field has the same shape. A larger partition fills all the cells it covers.
 - ``direction`` says which reference the vectors use: ``"past"`` (FFmpeg's
-  ``source < 0``) or ``"future"`` (``source > 0``, B-frames only). The side data
+  ``source < 0``) or ``"future"`` (``source > 0``, B-frames only).
+- ``source`` says where the vectors come from: ``"codec"`` (exported by the
+  decoder) or, for codecs that export none (HEVC, VP9, AV1), the optical flow that
+  estimated them from the decoded luma (:meth:`MotionField.from_flow`): the motion an
+  encoder would have searched, on the same block grid, so that everything downstream
+  (the residual, RGC, RGFS, the warp) works alike. The side data
   carries no reference index: taplab assumes a past vector points into the
   previous anchor (I/P) frame in display order, recorded as ``reference``. That is
   exact for MPEG-4 Part 2 and for H.264 encoded with one reference frame (what
@@ -37,6 +42,12 @@ AV_MOTION_VECTOR_DTYPE = np.dtype(
     }
 )
 
+#: the decoders FFmpeg exports motion vectors from (``flags2=+export_mvs``): its MPEG-video family and
+#: H.264. HEVC, VP9 and AV1 export none; taplab warps their frames with optical flow instead
+#: (``motion_source="auto"``, :mod:`taplab.runtime.motion`).
+VECTOR_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "h263i", "flv1", "msmpeg4v1",
+                           "msmpeg4v2", "msmpeg4v3", "wmv1", "wmv2", "h264"})
+
 #: the smallest block each codec can code; unknown codecs get 4, which divides every partition.
 CODEC_BLOCK: dict[str, int] = {"mpeg4": 8, "h263": 8, "h263p": 8, "msmpeg4v3": 8, "mpeg1video": 8, "mpeg2video": 8, "h264": 4}
 DEFAULT_BLOCK = 4
@@ -56,6 +67,8 @@ class MotionField:
         block: grid cell size in pixels.
         raw: the codec's own vectors for this direction (:data:`AV_MOTION_VECTOR_DTYPE`).
         direction: ``"past"`` or ``"future"``.
+        reference: the display index of the frame the vectors point into (``None``: unknown).
+        source: ``"codec"``, or the optical-flow method that estimated the vectors.
         reference: display index of the frame the vectors are taken to point into, if known.
     """
 
@@ -65,6 +78,7 @@ class MotionField:
     raw: np.ndarray = field(repr=False)
     direction: str = "past"
     reference: int | None = None
+    source: str = "codec"
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -97,6 +111,23 @@ class MotionField:
             vectors, valid = kernels.rasterize(raw, block, (-(-height // block), -(-width // block)), sign)
         mine = np.sign(raw["source"]) == sign
         return cls(vectors=vectors, valid=valid, block=block, raw=raw if mine.all() else raw[mine], direction=direction, reference=reference)
+
+    @classmethod
+    def from_flow(cls, flow: np.ndarray, block: int, method: str, reference: int | None = None) -> "MotionField":
+        """Block vectors estimated from a dense backward flow ``(H, W, 2)`` in pixels (taplab's convention:
+        ``current[y, x] ~= reference[y + dy, x + dx]``), every block valid; ``method`` names the flow."""
+        vectors = flow_to_blocks(flow, block)
+        return cls(vectors=vectors, valid=np.ones(vectors.shape[:2], bool), block=block,
+                   raw=np.zeros(0, AV_MOTION_VECTOR_DTYPE), direction="past", reference=reference, source=method)
+
+
+def flow_to_blocks(flow: np.ndarray, block: int) -> np.ndarray:
+    """A dense backward flow ``(H, W, 2)`` in pixels -> one vector per ``block``-pixel block, ``(ceil(H/block),
+    ceil(W/block), 2)`` float32: the mean over the block's pixels (edge blocks over the pixels they hold)."""
+    height, width = flow.shape[:2]
+    gh, gw = -(-height // block), -(-width // block)
+    padded = np.pad(flow, ((0, gh * block - height), (0, gw * block - width), (0, 0)), mode="edge")
+    return np.ascontiguousarray(padded.reshape(gh, block, gw, block, 2).mean(axis=(1, 3)), np.float32)
 
 
 def rasterize_reference(raw: np.ndarray, width: int, height: int, block: int, sign: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ class ProbeResult:
     frames: int
     block: int
     pict_types: str  # one letter per frame in display order, e.g. "IPPPPPPPPPPPIPP..."
+    exports_vectors: bool = True  # whether the codec exports motion vectors (taplab.codec.motion.VECTOR_CODECS)
     vectors: list[int] = field(default_factory=list)  # blocks with a past vector, per frame
     mean_residual: list[float] = field(default_factory=list)  # mean |Y - MC(Y_ref)| per frame, in grey levels
 
@@ -43,6 +44,7 @@ class ProbeResult:
             f"types     I {counts['I']}, P {counts['P']}, B {counts['B']}; GOP {gop_text}",
             f"pattern   {pattern}",
             f"block     {self.block} px grid",
+            f"motion    {'vectors exported by the codec' if self.exports_vectors else f'{self.codec} exports no motion vectors: taplab warps its frames with optical flow (motion_source=auto)'}",
             "",
             "frame  type  vectors  mean residual",
         ]
@@ -54,7 +56,8 @@ class ProbeResult:
 def probe(source, backend: str = "pyav", progress=None) -> ProbeResult:
     """Read a whole video once (no RGB conversion) and summarise it. ``progress(n)`` is called per frame."""
     with open_video(source, backend=backend) as video:
-        result = ProbeResult(video.name, video.codec, video.width, video.height, video.fps, 0, video.block, "")
+        result = ProbeResult(video.name, video.codec, video.width, video.height, video.fps, 0, video.block, "",
+                             video.exports_vectors)
         types = []
         for frame in video:
             types.append(frame.pict_type)

@@ -10,6 +10,12 @@ towards its reference, taken to be the previous anchor (I- or P-frame) in
 display order: for the papers' I/P streams that is simply the previous frame.
 B-frames carry their past-reference vectors in ``motion`` and their
 future-reference vectors in ``motion_future``; they are never mixed.
+
+Codecs that export no vectors (HEVC, VP9, AV1: :data:`~taplab.codec.motion.VECTOR_CODECS`)
+give ``motion`` None, unless :meth:`Video.estimate_motion` asks for vectors
+estimated by optical flow on the luma planes: then every P- and B-frame gets a
+past :class:`MotionField` on the same block grid, computed when first asked for
+(in the runtime's decoding thread, so it overlaps inference).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from taplab.codec.backends import BACKENDS, Backend, DecodedFrame
-from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, MotionField
+from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, VECTOR_CODECS, MotionField
 from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
+from taplab.ops.flow import OpticalFlow
 from taplab.ops.residual import residual as compute_residual
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -37,7 +44,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class Frame:
-    """One decoded frame. ``image`` and ``residual`` are computed on first access."""
+    """One decoded frame. ``image``, ``residual`` and an estimated ``motion`` are computed on first access."""
 
     def __init__(
         self,
@@ -46,12 +53,13 @@ class Frame:
         motion: MotionField | None,
         motion_future: MotionField | None,
         reference_luma: np.ndarray | None,
+        estimate: Callable[[], MotionField] | None = None,
     ):
         self.index = index
         self.pts = decoded.pts
         self.time = decoded.time
         self.pict_type = decoded.pict_type
-        self.motion = motion
+        self._motion, self._estimate = motion, estimate
         self.motion_future = motion_future
         self.corrupt = decoded.corrupt
         self.luma = decoded.luma
@@ -65,6 +73,19 @@ class Frame:
     @property
     def width(self) -> int:
         return self.luma.shape[1]
+
+    @cached_property
+    def motion(self) -> MotionField | None:
+        """The past-reference :class:`MotionField`: the codec's, or one estimated by optical flow where the
+        video asked for it (:meth:`Video.estimate_motion`); None on I-frames and frames without either."""
+        if self._motion is None and self._estimate is not None:
+            return self._estimate()
+        return self._motion
+
+    @property
+    def estimated(self) -> bool:
+        """Whether ``motion`` is (or will be) estimated rather than the codec's, without computing it."""
+        return self._motion is None and self._estimate is not None
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -115,7 +136,22 @@ class Video:
         self.fps: float = backend.fps
         self.frame_count: int | None = backend.frame_count
         self.block: int = CODEC_BLOCK.get(self.codec, DEFAULT_BLOCK)
+        #: whether the codec exports motion vectors (:data:`~taplab.codec.motion.VECTOR_CODECS`); where it does
+        #: not, every frame's ``motion`` is None unless :meth:`estimate_motion` is asked
+        self.exports_vectors: bool = self.codec in VECTOR_CODECS
+        self._estimator: OpticalFlow | None = None
         self._started = False
+
+    def estimate_motion(self, method: str | None) -> None:
+        """Where the codec exports no vectors, give every P- and B-frame past vectors estimated by the optical
+        flow ``method`` (:data:`taplab.ops.flow.METHODS`) from its luma to the previous anchor's, averaged per
+        block (``None``: none, the default). Nothing changes for a codec that exports vectors. Call it
+        before reading."""
+        if self.exports_vectors:
+            return
+        if self._started:
+            raise DecodeError(f"{self.name} is already being read: estimate_motion() must come before")
+        self._estimator = OpticalFlow(method) if method is not None else None
 
     def __iter__(self) -> Iterator[Frame]:
         if self._started:
@@ -131,13 +167,20 @@ class Video:
             if decoded.corrupt:
                 warnings.warn(f"frame {index} of {self.name} is damaged (concealed by the decoder)", CorruptDataWarning, stacklevel=2)
             past, future = self._motion_fields(decoded, anchor_index)
-            frame = Frame(index, decoded, past, future, anchor_luma)
+            estimate = None
+            if self._estimator is not None and decoded.pict_type != "I" and anchor_luma is not None:
+                estimate = self._estimated(decoded.luma, anchor_luma, anchor_index)
+            frame = Frame(index, decoded, past, future, anchor_luma, estimate)
             if frame.pict_type != "B":
                 anchor_luma, anchor_index = decoded.luma, index
             yield frame
             index += 1
         if index == 0:
             raise DecodeError(f"no frame could be decoded from {self.name}")
+
+    def _estimated(self, luma: np.ndarray, reference: np.ndarray, index: int) -> Callable[[], MotionField]:
+        estimator, block = self._estimator, self.block
+        return lambda: MotionField.from_flow(estimator(luma, reference), block, estimator.method, index)
 
     def _motion_fields(self, decoded: DecodedFrame, reference: int | None) -> tuple[MotionField | None, MotionField | None]:
         raw = decoded.raw_motion

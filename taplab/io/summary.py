@@ -17,7 +17,7 @@ class RunSummary:
     :func:`taplab.segment` sets it for live sources, files paced at their frame rate and runs under a
     latency budget (on a file read as fast as it decodes, latency is mostly queueing); a summary made
     by hand reports what it is given. ``outputs`` names what was written (``{"masks": folder,
-    "overlay video": path}``).
+    "overlay video": path}``); ``notes``, lines such as why a stream is warped with optical flow.
     """
 
     frames: int = 0
@@ -29,11 +29,15 @@ class RunSummary:
     shed: int = 0  # frames that left modules out to keep a latency budget
     live: bool = True
     outputs: dict[str, str] = field(default_factory=dict)
+    motions: dict[str, int] = field(default_factory=dict)  # motion source -> frames it warped
+    notes: list[str] = field(default_factory=list)  # what the user should know of the run (a codec without vectors)
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
         self.shed += bool(result.shed)
+        if result.motion is not None:
+            self.motions[result.motion] = self.motions.get(result.motion, 0) + 1
         if result.latency is not None and result.labels is not None:
             self.latencies.append(result.latency)
         for stage, t in result.timings.items():
@@ -50,7 +54,7 @@ class RunSummary:
     @property
     def key_share(self) -> float:
         """The share of frames whose CNN ran on the whole frame (held key frames included)."""
-        keyed = (Kind.KEY_I, Kind.KEY, Kind.KEY_RGFS, Kind.HOLD)
+        keyed = [k for k in Kind if k.is_key or k is Kind.HOLD]
         return sum(self.kinds.get(k.value, 0) for k in keyed) / max(self.frames, 1)
 
     def format(self) -> str:
@@ -58,11 +62,19 @@ class RunSummary:
         stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f}" for k, v in self.stages.items())
         text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s), "
                 f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
+        if self.motions:
+            text += "\nmotion: " + ", ".join(f"{_motion_name(k)} on {n} frames" for k, n in self.motions.items())
         if self.live and self.latencies:
             p50, p95 = np.percentile(self.latencies, [50, 95])
             text += (f"\nlatency (arrival to result, frames with output): p50 {1000 * p50:.0f} ms, "
                      f"p95 {1000 * p95:.0f} ms, max {1000 * max(self.latencies):.0f} ms; frames that shed modules: "
                      f"{self.shed}, skipped: {self.skipped}")
+        for note in self.notes:
+            text += f"\nnote: {note}"
         for what, where in self.outputs.items():
             text += f"\n{what}: {where}"
         return text
+
+
+def _motion_name(source: str) -> str:
+    return {"codec": "the codec's vectors", "truth": "ground-truth flow"}.get(source, f"optical flow ({source})")

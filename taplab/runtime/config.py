@@ -40,8 +40,10 @@ class RuntimeConfig:
       (OpenCV's DIS presets or Farneback, :class:`taplab.ops.flow.OpticalFlow`), area-averaged onto the
       feature grid with its cost counted (stage ``flow``): the baseline the compressed domain must
       beat; or ``"truth"``, a synthetic clip's ground-truth flow passed to
-      ``Segmenter.run(..., truth_flow=...)`` (I/P streams only: it goes to the previous frame). The
-      key-frame schedule stays the codec's.
+      ``Segmenter.run(..., truth_flow=...)`` (I/P streams only: it goes to the previous frame).
+      ``"auto"`` (the default) takes the codec's vectors where the stream's codec exports them and
+      ``motion_fallback`` where it exports none (:mod:`taplab.runtime.motion`). The key-frame schedule
+      stays the codec's.
     - ``propagation="accumulate"`` composes each frame's motion back to the key frame and warps the
       key frame's features once, so every step's sub-cell motion is kept and an RGC correction improves
       its own frame only; ``"chain"`` warps the previous frame's features, corrections included.
@@ -67,9 +69,12 @@ class RuntimeConfig:
                               "warps from the previous frame.", ("accumulate", "chain"))
     motion_resampling: str = option("nearest", "Block vectors onto the feature grid: the block holding each cell's "
                                     "centre, or interpolated between valid blocks.", ("nearest", "bilinear"))
-    motion_source: str = option("codec", "Motion for FFW: the codec's vectors, a dense optical flow (the baseline), "
+    motion_source: str = option("auto", "Motion for FFW: auto (the codec's vectors where the codec exports them, "
+                                "else motion_fallback), the codec's vectors, a dense optical flow (the baseline), "
                                 "or a synthetic clip's ground truth (Python API only: run(truth_flow=...)).",
-                                ("codec", *FLOW_METHODS, "truth"), api_only=("truth",))
+                                ("codec", *FLOW_METHODS, "truth", "auto"), api_only=("truth",))
+    motion_fallback: str = option("dis-ultrafast", "The optical flow that estimates block vectors for "
+                                  "motion_source=auto where the codec exports none (HEVC, VP9, AV1).", FLOW_METHODS)
     warp_layer: str = option("logits", "Warp the logits (any model) or the model's features() before its head() "
                              "(the Tamed Warping Network's interior layer).", ("logits", "features"))
     rgc: bool = option(True, "Residual-guided correction: re-run the CNN on the region with the most residual.")
@@ -78,6 +83,9 @@ class RuntimeConfig:
     rgc_size: int | None = option(None, "RGC region size in pixels (default: half the frame height).")
     rgc_stride: int | None = option(None, "RGC region grid stride in pixels (default: a quarter of the height).")
     rgc_alpha: float = option(0.8, "Weight of the region's CNN output: F = (1 - a) F_warp + a F_cnn (TapLab Eq. 3).")
+    key_interval: int | None = option(12, "At most this many frames from one key frame to the next: a P-frame this "
+                                      "far from the last key frame runs the CNN (key-interval), bounding the drift of "
+                                      "long GOPs; none: the codec's I-frames and RGFS alone.")
     rgfs: bool = option(True, "Residual-guided frame selection: P-frames whose residual says warping will fail "
                         "become key frames.")
     rgfs_mode: str = option("auto", "RGFS by an absolute threshold or a target rate; auto: rate mode when a rate "
@@ -122,6 +130,8 @@ class RuntimeConfig:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
         if not 0 <= self.rgc_alpha <= 1:
             raise ConfigError(f"rgc_alpha must be in 0..1, got {self.rgc_alpha}")
+        if self.key_interval is not None and self.key_interval < 1:
+            raise ConfigError(f"key_interval must be >= 1 frame (or None), got {self.key_interval}")
         for name in ("rgc_size", "rgc_stride"):
             v = getattr(self, name)
             if v is not None and v < 16:

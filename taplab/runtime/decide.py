@@ -4,6 +4,9 @@ TapLab's Algorithm 1, with the latency budget's first rules:
 
 - an I-frame is a key frame (``key-I``); so is a frame that cannot be warped: no usable past
   motion, or nothing to warp from yet (``key``);
+- a P-frame ``key_interval`` or more frames after the last key frame is a key frame (``key-interval``):
+  the bound on drift for streams whose I-frames are far apart; under a budget it waits, as RGFS's do,
+  while another key frame's CNN runs;
 - a P-frame that RGFS selects is a key frame (``key-RGFS``), except under a latency budget while
   another key frame's CNN runs (one CNN at a time) or for a B-frame (it has vectors to warp with):
   it is warped, and ``shed`` says ``rgfs``;
@@ -39,6 +42,7 @@ class FrameFacts:
         cnn_busy: a key frame's CNN runs in the background.
         late: the frame is past its deadline and a newer frame is waiting.
         modules: the correction modules the run has (fusion where it has a correction network, RGC where on).
+        since_key: frames since the last key frame that was an anchor (display order).
     """
 
     pict_type: str
@@ -49,6 +53,7 @@ class FrameFacts:
     cnn_busy: bool = False
     late: bool = False
     modules: frozenset[Module] = frozenset()
+    since_key: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,16 +72,21 @@ def rgfs_candidate(facts: FrameFacts, rgfs: bool) -> bool:
     return rgfs and facts.pict_type != "I" and facts.warpable and facts.features_expected
 
 
-def decide(facts: FrameFacts, rgfs_selected: bool = False) -> Decision:
-    """The decision for a frame (see the module docstring); ``rgfs_selected``: RGFS picked this candidate."""
+def decide(facts: FrameFacts, rgfs_selected: bool = False, key_interval: int | None = None) -> Decision:
+    """The decision for a frame (see the module docstring); ``rgfs_selected``: RGFS picked this candidate;
+    ``key_interval``: the most frames from one key frame to the next (None: no bound)."""
+    anchor = facts.pict_type != "B"
     if facts.pict_type == "I":
         kind = Kind.KEY_I
     elif not facts.warpable or not facts.features_expected:
         kind = Kind.KEY
+    elif anchor and key_interval is not None and facts.since_key >= key_interval:
+        kind = Kind.KEY_INTERVAL
     else:
         kind = Kind.KEY_RGFS if rgfs_selected else Kind.WARP
-    anchor = facts.pict_type != "B"
     shed: tuple[str, ...] = ()
+    if kind is Kind.KEY_INTERVAL and facts.budget and facts.cnn_busy:
+        kind = Kind.WARP  # the bound waits for the running CNN; nothing of the budget's is shed
     if kind is Kind.KEY_RGFS and facts.budget and (facts.cnn_busy or not anchor):
         kind, shed = Kind.WARP, ("rgfs",)
     if kind.is_key:

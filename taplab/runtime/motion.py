@@ -9,7 +9,13 @@ cells), in taplab's convention (a vector points into the reference; see :mod:`ta
   the decoded frame to the last anchor's, the baseline the compressed domain must beat, its cost in
   the ``flow`` stage;
 - ``"truth"``: a synthetic clip's ground-truth flow to the previous frame (the upper bound of any
-  warping), for I/P streams whose anchor is the previous frame.
+  warping), for I/P streams whose anchor is the previous frame;
+- ``"auto"`` (the default): the frames' motion fields, which are the codec's vectors where the
+  stream's codec exports them (:data:`taplab.codec.motion.VECTOR_CODECS`), and where it exports none
+  block vectors that the reader estimates with the optical flow ``motion_fallback``
+  (:meth:`taplab.codec.reader.Video.estimate_motion`), so that the residual, RGC and RGFS see them as
+  they see a codec's. Decided per stream, not per frame: a P-frame of a vector codec that carries no
+  vectors (all intra-coded, a damaged packet) becomes a key frame, as a scene cut should.
 
 A new source is a class with the members of :class:`MotionSource`, registered in :data:`SOURCES`.
 """
@@ -33,6 +39,7 @@ from taplab.runtime.config import RuntimeConfig
 class MotionSource(Protocol):
     """What the scheduler asks of a motion source."""
 
+    name: str  #: the ``motion_source`` it is (``"codec"``, ``"dis-ultrafast"``, ...): what results record
     stage: str  #: the timing stage its cost is counted in (``warp`` or ``flow``)
     needs_images: bool  #: it reads decoded RGB frames (the anchor's image is then kept)
     blocks: bool  #: it holds the codec's block field (chained nearest warps use it in one kernel pass)
@@ -43,17 +50,21 @@ class MotionSource(Protocol):
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
         """The frame's motion to the last anchor on the feature grid, in cells."""
 
+    def origin(self, frame: Frame) -> str:
+        """What gave this frame's motion, as results record it (``"codec"``, ``"dis-ultrafast"``, ...)."""
+
 
 class CodecVectors:
-    """The codec's block vectors: present on P-frames (and B-frames' past references) of codecs that export them."""
+    """The frames' block motion fields: the codec's vectors on P-frames (and B-frames' past references) of codecs
+    that export them, or vectors the reader estimated (``motion_source="auto"`` on a codec without vectors)."""
 
     stage = "warp"
     needs_images = False
     blocks = True
 
-    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+    def __init__(self, name: str, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                  truth_flow: Sequence[np.ndarray] | None = None):
-        self.grid, self.stride, self.resampling = grid, stride, cfg.motion_resampling
+        self.name, self.grid, self.stride, self.resampling = name, grid, stride, cfg.motion_resampling
 
     def available(self, frame: Frame) -> bool:
         return frame.motion is not None
@@ -61,6 +72,9 @@ class CodecVectors:
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
         m = frame.motion
         return motion_to_grid(m.vectors, m.valid, m.block, self.grid, self.stride, self.resampling)
+
+    def origin(self, frame: Frame) -> str:
+        return frame.motion.source
 
 
 class _DenseFlow:
@@ -70,8 +84,9 @@ class _DenseFlow:
     needs_images = False
     blocks = False
 
-    def __init__(self, grid: tuple[int, int], stride: tuple[int, int], pixels: Callable[[Frame, Anchors], np.ndarray]):
-        self.grid, self.stride, self._pixels = grid, stride, pixels
+    def __init__(self, name: str, grid: tuple[int, int], stride: tuple[int, int],
+                 pixels: Callable[[Frame, Anchors], np.ndarray]):
+        self.name, self.grid, self.stride, self._pixels = name, grid, stride, pixels
 
     def available(self, frame: Frame) -> bool:
         return True
@@ -79,27 +94,30 @@ class _DenseFlow:
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
         return dense_to_grid(self._pixels(frame, anchors), self.grid, self.stride)
 
+    def origin(self, frame: Frame) -> str:
+        return self.name
+
 
 class OpticalFlowSource(_DenseFlow):
     """Optical flow (OpenCV) from the decoded frame to the last anchor's."""
 
     needs_images = True
 
-    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+    def __init__(self, name: str, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                  truth_flow: Sequence[np.ndarray] | None = None):
-        estimator = OpticalFlow(cfg.motion_source)
-        super().__init__(grid, stride, lambda frame, anchors: estimator(frame.image, anchors.anchor_image))
+        estimator = OpticalFlow(name)
+        super().__init__(name, grid, stride, lambda frame, anchors: estimator(frame.image, anchors.anchor_image))
 
 
 class GroundTruthFlow(_DenseFlow):
     """A synthetic clip's ground-truth backward flow to the previous frame, per frame (``taplab synth`` writes it)."""
 
-    def __init__(self, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
+    def __init__(self, name: str, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                  truth_flow: Sequence[np.ndarray] | None = None):
         if truth_flow is None:
             raise ConfigError("motion_source='truth' needs the clip's flows: run(..., truth_flow=flows)")
         self.flows = truth_flow
-        super().__init__(grid, stride, self._truth)
+        super().__init__(name, grid, stride, self._truth)
 
     def _truth(self, frame: Frame, anchors: Anchors) -> np.ndarray:
         """The flow goes to the previous frame, so only where that is the last anchor."""
@@ -114,13 +132,14 @@ class GroundTruthFlow(_DenseFlow):
         return flow
 
 
-#: ``motion_source`` -> its class, built as ``cls(config, grid, stride, truth_flow)``
+#: a motion source's name -> its class, built as ``cls(name, config, grid, stride, truth_flow)``
 SOURCES: dict[str, Callable[..., MotionSource]] = {"codec": CodecVectors, "truth": GroundTruthFlow,
-                            **{method: OpticalFlowSource for method in FLOW_METHODS}}
+                                                  **{method: OpticalFlowSource for method in FLOW_METHODS}}
 
 
 def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                   truth_flow: Sequence[np.ndarray] | None = None) -> MotionSource:
-    """The motion source ``cfg.motion_source`` names, for a feature grid of ``grid`` cells of ``stride`` pixels
-    (``truth_flow``: a synthetic clip's flows, for ``"truth"``)."""
-    return SOURCES[cfg.motion_source](cfg, grid, stride, truth_flow)
+    """The motion source ``cfg.motion_source`` names (``"auto"``: the frames' motion fields, as ``"codec"``), for a
+    feature grid of ``grid`` cells of ``stride`` pixels (``truth_flow``: a synthetic clip's flows, for ``"truth"``)."""
+    name = "codec" if cfg.motion_source == "auto" else cfg.motion_source
+    return SOURCES[name](name, cfg, grid, stride, truth_flow)

@@ -25,6 +25,7 @@ class Kind(str, Enum):
     KEY_I = "key-I"  #: an I-frame: the CNN on the whole frame
     KEY = "key"  #: no usable past motion (the first frame, no vectors, B-frames by policy): the CNN
     KEY_RGFS = "key-RGFS"  #: a P-frame whose residual says warping would fail (RGFS): the CNN
+    KEY_INTERVAL = "key-interval"  #: a P-frame ``key_interval`` frames from the last key frame: the CNN (drift bound)
     HOLD = "hold"  #: a key frame over the latency budget: a stand-in while its CNN runs in the background
     WARP = "warp"  #: the key frame's features carried along the motion (FFW), then corrected
     SKIP = "skip"  #: under a latency budget, no output; the frame's motion still carries the features on
@@ -33,7 +34,7 @@ class Kind(str, Enum):
     @property
     def is_key(self) -> bool:
         """Whether the CNN ran on the whole frame for this frame itself (a held key frame's runs in the background)."""
-        return self in (Kind.KEY_I, Kind.KEY, Kind.KEY_RGFS)
+        return self in (Kind.KEY_I, Kind.KEY, Kind.KEY_RGFS, Kind.KEY_INTERVAL)
 
     def __str__(self) -> str:
         return self.value
@@ -61,8 +62,8 @@ _WARP_FORMS = ((), (Module.RGC,), (Module.FUSION,), (Module.FUSION, Module.RGC))
 #: string form -> (kind, modules), for every frame kind
 _PARSED = {_text(kind, frozenset(mods)): (kind, frozenset(mods))
            for kind in Kind for mods in (_WARP_FORMS if kind is Kind.WARP else ((),))}
-#: every kind's string form, in the order summaries list them: "key-I", "key", "key-RGFS", "hold", "warp",
-#: "warp+RGC", "fused", "fused+RGC", "skip", "interp"
+#: every kind's string form, in the order summaries list them: "key-I", "key", "key-RGFS", "key-interval",
+#: "hold", "warp", "warp+RGC", "fused", "fused+RGC", "skip", "interp"
 KINDS: tuple[str, ...] = tuple(_PARSED)
 
 
@@ -126,6 +127,8 @@ class FrameResult:
             disconnected and was reopened).
         key_index: the key frame whose CNN output this result carries forward: the frame itself for
             key frames; under a latency budget, the previous key frame while a newer one's CNN runs.
+        motion: for warped frames, the motion source that carried the features (``"codec"``, an optical
+            flow method such as ``"dis-ultrafast"``, ``"truth"``).
     """
 
     index: int
@@ -144,6 +147,7 @@ class FrameResult:
     shed: tuple[str, ...] = ()
     gap: float | None = None
     key_index: int | None = None
+    motion: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, FrameKind):
@@ -159,4 +163,5 @@ class FrameResult:
                 "residual_score": self.residual_score, "region": list(self.region) if self.region else None,
                 "distorted": round(self.distorted, 4),
                 "latency_ms": None if self.latency is None else round(1000 * self.latency, 2), "shed": list(self.shed),
+                "motion": self.motion,
                 "ms": {k: round(1000 * v, 3) for k, v in self.timings.items()}}

@@ -52,11 +52,15 @@ class Scheduler:
         self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
         self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
         self.last_logits: torch.Tensor | None = None  # the last result's logits (run(logits=True))
+        self.last_key = 0  # display index of the last anchor that was decided a key frame (key_interval counts from it)
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
         frame, prep = item
-        warpable = self.warpable(frame)
+        start = time.perf_counter()
+        warpable = self.warpable(frame)  # a motion field the reader estimates (no codec vectors) is computed here
+        if frame.estimated:
+            prep["flow"] = time.perf_counter() - start
         if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details):
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
@@ -87,9 +91,12 @@ class Scheduler:
         facts = FrameFacts(pict_type=frame.pict_type, warpable=self.warpable(frame),
                            features_expected=self.anchors.has_source or self.keys.busy,
                            features_ready=self.anchors.key_features is not None, budget=deadline is not None,
-                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules)
+                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
+                           since_key=frame.index - self.last_key)
         score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs) else None
-        decision = decide(facts, score is not None and self._rgfs_selects(score))
+        decision = decide(facts, score is not None and self._rgfs_selects(score), self.cfg.key_interval)
+        if decision.kind.is_key and frame.pict_type != "B":
+            self.last_key = frame.index
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
         if decision.kind.is_key:
@@ -99,6 +106,7 @@ class Scheduler:
                 self.anchors.extend(self._flow(frame, timings))
         else:
             result.kind = self._warp(frame, result, decision.modules, deadline, shed)
+            result.motion = self.motion.origin(frame)
         self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
         self.last_logits = None
         if result.kind.kind is not Kind.SKIP:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from taplab.codec import open_video
 from taplab.codec.reader import Frame, Video
-from taplab.errors import ConfigError, LatencyWarning
+from taplab.errors import ConfigError, LatencyWarning, TapLabWarning
 from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model
 from taplab.nets.zoo import find_correction
@@ -98,7 +98,13 @@ class Segmenter:
             warnings.warn(f"a latency budget on {video.name}, read without live pacing: its frames arrive as fast as "
                           "they decode, so the warped frames that fall behind are skipped (pace it with live=True, "
                           "--live)", LatencyWarning, stacklevel=2)
+        if self.config.ffw and self.config.motion_source == "codec" and not video.exports_vectors:
+            warnings.warn(f"{video.name}: {video.codec} exports no motion vectors, so with motion_source='codec' every "
+                          "frame runs the CNN (motion_source='auto' warps with optical flow instead)",
+                          TapLabWarning, stacklevel=2)
         try:
+            if self.config.ffw and self.config.motion_source == "auto":
+                video.estimate_motion(self.config.motion_fallback)  # nothing for a codec that exports vectors
             run = Scheduler(self.model, self.config, video.height, video.width, want_images=images,
                             correction=self.correction, details=details, truth_flow=truth_flow)
         except BaseException:

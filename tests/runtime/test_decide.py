@@ -63,3 +63,17 @@ def test_a_key_decision_never_carries_correction_modules():
         for selected in (False, True):
             decision = decide(facts(pict_type, warpable=pict_type != "I"), selected)
             assert decision.kind is Kind.WARP or decision.modules == frozenset()
+
+
+@pytest.mark.parametrize("given, interval, expected", [
+    (facts(since_key=11), 12, Decision(Kind.WARP, BOTH)),
+    (facts(since_key=12), 12, Decision(Kind.KEY_INTERVAL)),
+    (facts(since_key=40), None, Decision(Kind.WARP, BOTH)),  # no bound
+    (facts("B", since_key=40), 12, Decision(Kind.WARP, BOTH)),  # B-frames are no anchors: never the bound's key
+    (facts("I", since_key=40), 12, Decision(Kind.KEY_I)),
+    (facts(warpable=False, since_key=40), 12, Decision(Kind.KEY)),  # no motion says more than distance
+    (facts(since_key=12, budget=True, cnn_busy=True), 12, Decision(Kind.WARP, BOTH)),  # waits for the running CNN
+    (facts(since_key=12, budget=True), 12, Decision(Kind.KEY_INTERVAL)),
+])
+def test_the_key_interval_bounds_the_distance_from_the_last_key_frame(given, interval, expected):
+    assert decide(given, False, interval) == expected

@@ -61,3 +61,40 @@ def test_ground_truth_flow_needs_the_clips_flows_and_warps_with_them(tmp_path):
     for bad, message in ((flows[:3], "the clip's flows"), ([f[:, :-1] for f in flows], "expected")):
         with pytest.raises(ConfigError, match=message):
             list(Segmenter(model, motion_source="truth", rgc=False, rgfs=False).run(video, truth_flow=bad))
+
+
+def test_a_long_gop_gets_key_frames_at_the_interval_and_the_kind_says_why(tmp_path):
+    from taplab.codec import encode
+    from tests.conftest import translation_frames
+
+    video = encode(translation_frames(30, 128, 256, 3, -2), tmp_path / "long.mp4", gop=30, codec="h264")
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, key_interval=8).run(video)]
+    assert [k for k, kind in enumerate(kinds) if kind != "warp"] == [0, 8, 16, 24]
+    assert kinds[0] == "key-I" and {kinds[8], kinds[16], kinds[24]} == {"key-interval"}
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, key_interval=None).run(video)]
+    assert kinds == ["key-I"] + ["warp"] * 29
+
+
+def test_a_codec_without_vectors_is_warped_with_estimated_vectors_by_default(tmp_path):
+    """HEVC exports no vectors: by default (motion_source="auto") the reader estimates them by optical flow and the
+    frames are warped as a codec's would be; motion_source="codec" keeps every frame a key frame, and says so."""
+    import warnings
+
+    from taplab.codec import encode
+    from taplab.errors import TapLabWarning
+    from tests.conftest import translation_frames
+
+    frames = translation_frames(12, 128, 256, 3, -2)
+    video = encode(frames, tmp_path / "h.mp4", gop=12, codec="hevc")
+    results = list(Segmenter(pooled_rgb(), rgc=False, rgfs=False).run(video, logits=True))
+    assert [r.kind for r in results] == ["key-I"] + ["warp"] * 11
+    assert {r.motion for r in results[1:]} == {"dis-ultrafast"} and all(r.timings["flow"] > 0 for r in results[1:3])
+    mpeg4 = encode(frames, tmp_path / "m.mp4", gop=12, codec="mpeg4", quality=2)
+    codec = list(Segmenter(pooled_rgb(), rgc=False, rgfs=False).run(mpeg4, logits=True))
+    for a, b in zip(results[1:], codec[1:]):  # both carry the same content the same way
+        assert (a.logits - b.logits).abs().mean() < 0.1 * b.logits.abs().mean()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kinds = [r.kind for r in Segmenter(pooled_rgb(), motion_source="codec").run(video)]
+    assert kinds == ["key-I"] + ["key"] * 11
+    assert any(issubclass(w.category, TapLabWarning) and "exports no motion vectors" in str(w.message) for w in caught)

@@ -204,7 +204,7 @@ def test_waiting_for_a_key_frame_in_time_clears_the_queue():
 
 
 def test_motion_sources_are_a_registry_of_the_configs_choices():
-    assert set(SOURCES) == set(RuntimeConfig.describe("motion_source").choices)
+    assert set(SOURCES) | {"auto"} == set(RuntimeConfig.describe("motion_source").choices)
     grid, stride = (8, 16), (4, 4)
     assert isinstance(motion_source(RuntimeConfig(), grid, stride), CodecVectors)
     assert isinstance(motion_source(RuntimeConfig(motion_source="dis-fast"), grid, stride), OpticalFlowSource)
@@ -219,12 +219,13 @@ def test_codec_vectors_on_the_grid_are_motion_to_grid(translation_clip):
 
     with open_video(translation_clip) as video:
         frames = [f for _, f in zip(range(3), video)]
-    source = CodecVectors(RuntimeConfig(), (32, 64), (4, 4))
+    source = CodecVectors("codec", RuntimeConfig(), (32, 64), (4, 4))
     assert not source.available(frames[0]) and source.available(frames[1])
     m = frames[1].motion
     flow = source.flow(frames[1], Anchors((32, 64)))
     expected = motion_to_grid(m.vectors, m.valid, m.block, (32, 64), (4, 4))
     assert torch.equal(flow.flow, expected.flow) and torch.equal(flow.valid, expected.valid)
+    assert source.origin(frames[1]) == "codec"
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))

@@ -1,0 +1,109 @@
+"""Real-world streams: the runtime on long GOPs, B-frames and codecs without vectors, against the per-frame model.
+
+    python benchmarks/bench_streams.py [--frames 337] [--streams mpeg4,h264,h264-b,hevc,vp9] [--configs ...]
+
+Streams: the real 1280x720 clips in ../shared/data/real (MPEG-4 Part 2 GOP 12; H.264 with I-frames
+up to 210 apart; H.264 with B-frames and GOP 250; HEVC with B-frames, which exports no vectors) and
+the H.264 clip re-encoded here as VP9 with GOP 250 (no vectors, no B-frames), in a temporary folder.
+
+Per stream, the model runs on every frame first: its labels are the reference of *fidelity* (mIoU
+of the accelerated output against them; real footage has no labels). Then every configuration over
+the whole stream: the share of key frames and fidelity, overall and by distance from the key frame
+whose CNN output a frame carries (deterministic). The speed-up is measured apart, on the first
+``--speed-frames`` frames: ``--rounds`` rounds, each running the per-frame model and every
+configuration in turn, and the median of the rounds' ratios is quoted (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from taplab.codec import encode
+from taplab.metrics import ConfusionMatrix, percent
+from taplab.runtime import Segmenter
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+STREAMS = {"mpeg4": "vid_mpeg4_part2.mp4", "h264": "vid_h264.mp4", "h264-b": "vid_h264_bframes_gop250.mp4",
+           "hevc": "vid_hevc.mp4", "vp9": None}
+#: name (no commas: --configs lists them) -> RuntimeConfig fields over the defaults
+CONFIGS = {
+    "default": {},
+    "no-fusion": dict(fusion=False),
+    "no-fusion no-key-interval": dict(fusion=False, key_interval=None),
+    "no-fusion b-frames-past": dict(fusion=False, b_frames="past"),
+    "no-fusion key-interval-25": dict(fusion=False, key_interval=25),
+}
+#: what runs without --configs (the last one is the alternative bound, measured on its own: --configs ...)
+DEFAULT_CONFIGS = ("default", "no-fusion", "no-fusion no-key-interval", "no-fusion b-frames-past")
+BINS = ((1, 12), (13, 25), (26, 50), (51, 100), (101, 250))
+
+
+def stream_path(name: str, workdir: Path) -> Path:
+    if STREAMS[name] is not None:
+        return REAL / STREAMS[name]
+    return encode(REAL / STREAMS["h264"], workdir / "vid_vp9_gop250.mp4", codec="vp9", gop=250)
+
+
+def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, device: str) -> dict[str, float]:
+    """The median over ``rounds`` of each configuration's frames/s over the per-frame model's, run in turn."""
+    segmenters = {name: Segmenter("default", device=device, **options) for name, options in configs.items()}
+    per_frame = Segmenter(segmenters[next(iter(segmenters))].model, ffw=False)
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        base = measure(per_frame, path, frames)[3]
+        for name, seg in segmenters.items():
+            ratios[name].append(measure(seg, path, frames)[3] / base)
+    return {name: statistics.median(r) for name, r in ratios.items()}
+
+
+def measure(segmenter: Segmenter, path: Path, frames: int) -> tuple[list, list[int], int, float]:
+    """Labels, each frame's distance from the key frame whose CNN output it carries, key frames, frames/s."""
+    labels, distances, keys, start = [], [], 0, time.perf_counter()
+    for r in segmenter.run(path):
+        labels.append(r.labels)
+        distances.append(r.index - r.key_index)
+        keys += r.is_key
+        if len(labels) >= frames:
+            break
+    return labels, distances, keys, len(labels) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=337, help="frames of each stream scored for fidelity")
+    parser.add_argument("--speed-frames", type=int, default=120, help="frames of each timed run")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median quoted)")
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated names of CONFIGS")
+    parser.add_argument("--device", default="cpu", help="cpu (the figures docs/streams.md quotes), cuda or auto")
+    args = parser.parse_args()
+    configs = {name: CONFIGS[name] for name in args.configs.split(",")}
+    heads = " | ".join(f"{a}-{b}" for a, b in BINS)
+    print(f"| stream | configuration | key frames | speed-up | fidelity % | by distance: {heads} |")
+    print("|---|---|---:|---:|---:|" + "---:|" * len(BINS))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.streams.split(","):
+            path = stream_path(name, Path(tmp))
+            reference = measure(Segmenter("default", device=args.device, ffw=False), path, args.frames)[0]
+            n = len(reference)
+            speed = speedups(path, configs, args.speed_frames, args.rounds, args.device)
+            for label, options in configs.items():
+                seg = Segmenter("default", device=args.device, **options)
+                labels, distances, keys, _ = measure(seg, path, n)
+                total, bins = ConfusionMatrix(seg.model.num_classes), {b: ConfusionMatrix(seg.model.num_classes) for b in BINS}
+                for ours, ref, distance in zip(labels, reference, distances):
+                    total.update(ours, ref)
+                    for lo, hi in BINS:
+                        if lo <= distance <= hi:
+                            bins[(lo, hi)].update(ours, ref)
+                by_distance = " | ".join("-" if not cm.counts.any() else f"{percent(cm.miou()):.1f}" for cm in bins.values())
+                print(f"| {name} | {label} | {100 * keys / n:.0f}% | {speed[label]:.2f}x | {percent(total.miou()):.1f} "
+                      f"| {by_distance} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
