@@ -11,7 +11,9 @@ of the accelerated output against them; real footage has no labels). Then every 
 the whole stream: the share of key frames and fidelity, overall and by distance from the key frame
 whose CNN output a frame carries (deterministic). The speed-up is measured apart, on the first
 ``--speed-frames`` frames: ``--rounds`` rounds, each running the per-frame model and every
-configuration in turn, and the median of the rounds' ratios is quoted (the machine is shared).
+configuration in turn; the median of the rounds' ratios is quoted with their range (the machine is
+shared). ``flow ms`` is the estimation of block vectors per frame (codecs without vectors), in the
+decoding thread.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ CONFIGS = {
     "no-fusion b-frames-past": dict(fusion=False, b_frames="past"),
     "no-fusion key-interval-25": dict(fusion=False, key_interval=25),
 }
-#: what runs without --configs (the last one is the alternative bound, measured on its own: --configs ...)
-DEFAULT_CONFIGS = ("default", "no-fusion", "no-fusion no-key-interval", "no-fusion b-frames-past")
+DEFAULT_CONFIGS = tuple(CONFIGS)
 BINS = ((1, 12), (13, 25), (26, 50), (51, 100), (101, 250))
 
 
@@ -48,8 +49,8 @@ def stream_path(name: str, workdir: Path) -> Path:
     return encode(REAL / STREAMS["h264"], workdir / "vid_vp9_gop250.mp4", codec="vp9", gop=250)
 
 
-def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, device: str) -> dict[str, float]:
-    """The median over ``rounds`` of each configuration's frames/s over the per-frame model's, run in turn."""
+def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, device: str) -> dict[str, list[float]]:
+    """Each configuration's frames/s over the per-frame model's, in each of ``rounds`` rounds run in turn."""
     segmenters = {name: Segmenter("default", device=device, **options) for name, options in configs.items()}
     per_frame = Segmenter(segmenters[next(iter(segmenters))].model, ffw=False)
     ratios: dict[str, list[float]] = {name: [] for name in configs}
@@ -57,19 +58,21 @@ def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, dev
         base = measure(per_frame, path, frames)[3]
         for name, seg in segmenters.items():
             ratios[name].append(measure(seg, path, frames)[3] / base)
-    return {name: statistics.median(r) for name, r in ratios.items()}
+    return ratios
 
 
-def measure(segmenter: Segmenter, path: Path, frames: int) -> tuple[list, list[int], int, float]:
-    """Labels, each frame's distance from the key frame whose CNN output it carries, key frames, frames/s."""
-    labels, distances, keys, start = [], [], 0, time.perf_counter()
+def measure(segmenter: Segmenter, path: Path, frames: int) -> tuple[list, list[int], int, float, float]:
+    """Labels, each frame's distance from the key frame whose CNN output it carries, key frames, frames/s, and
+    the seconds of the ``flow`` stage (vectors estimated for a codec without them) per frame."""
+    labels, distances, keys, flow, start = [], [], 0, 0.0, time.perf_counter()
     for r in segmenter.run(path):
         labels.append(r.labels)
         distances.append(r.index - r.key_index)
         keys += r.is_key
+        flow += r.timings.get("flow", 0.0)
         if len(labels) >= frames:
             break
-    return labels, distances, keys, len(labels) / (time.perf_counter() - start)
+    return labels, distances, keys, len(labels) / (time.perf_counter() - start), flow / len(labels)
 
 
 def main() -> None:
@@ -83,8 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     configs = {name: CONFIGS[name] for name in args.configs.split(",")}
     heads = " | ".join(f"{a}-{b}" for a, b in BINS)
-    print(f"| stream | configuration | key frames | speed-up | fidelity % | by distance: {heads} |")
-    print("|---|---|---:|---:|---:|" + "---:|" * len(BINS))
+    print(f"| stream | configuration | key frames | speed-up (min-max) | flow ms | fidelity % | by distance: {heads} |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(BINS))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.streams.split(","):
             path = stream_path(name, Path(tmp))
@@ -93,7 +96,7 @@ def main() -> None:
             speed = speedups(path, configs, args.speed_frames, args.rounds, args.device)
             for label, options in configs.items():
                 seg = Segmenter("default", device=args.device, **options)
-                labels, distances, keys, _ = measure(seg, path, n)
+                labels, distances, keys, _, flow = measure(seg, path, n)
                 total, bins = ConfusionMatrix(seg.model.num_classes), {b: ConfusionMatrix(seg.model.num_classes) for b in BINS}
                 for ours, ref, distance in zip(labels, reference, distances):
                     total.update(ours, ref)
@@ -101,7 +104,9 @@ def main() -> None:
                         if lo <= distance <= hi:
                             bins[(lo, hi)].update(ours, ref)
                 by_distance = " | ".join("-" if not cm.counts.any() else f"{percent(cm.miou()):.1f}" for cm in bins.values())
-                print(f"| {name} | {label} | {100 * keys / n:.0f}% | {speed[label]:.2f}x | {percent(total.miou()):.1f} "
+                ratios = speed[label]
+                spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                print(f"| {name} | {label} | {100 * keys / n:.0f}% | {spread} | {1000 * flow:.1f} | {percent(total.miou()):.1f} "
                       f"| {by_distance} |", flush=True)
 
 

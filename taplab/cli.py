@@ -481,7 +481,7 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
 @click.option("--gop", "gops", default=None, help="GOPs to encode the data with, e.g. 6,12,24 [12].")
 @click.option("--modules", default=None, help=f"Comma-separated module combinations [all]: {', '.join(MODULES_NAMES)}.")
 @click.option("--motion", default=None,
-              help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth, auto [codec]; truth "
+              help="Motion sources: codec, dis-ultrafast, dis-fast, dis-medium, farneback, truth, auto [auto]; truth "
                    "(ground-truth flow) needs synthetic data.")
 @click.option("--set", "sweeps", multiple=True, metavar="FIELD=V1,V2",
               help="Sweep a runtime option (any `taplab segment` option, as its field name), e.g. rgc_alpha=0.5,0.8 "
@@ -494,7 +494,8 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
 @click.option("--key-distance", type=int, default=None,
               help="For a Cityscapes sequence folder: frames from the key frame to the annotated 20th frame "
                    "[drawn per snippet].")
-@click.option("--codec", type=click.Choice(ENCODERS), default="mpeg4", show_default=True)
+@click.option("--codec", type=click.Choice(ENCODERS), default="mpeg4", show_default=True,
+              help="The encoder of the sweep's clips; hevc and vp9 are warped with estimated vectors (--motion auto).")
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")

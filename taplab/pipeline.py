@@ -106,8 +106,8 @@ def motion_notes(config: RuntimeConfig, video: Video) -> list[str]:
     if config.motion_source == "codec":
         return [f"{video.codec} exports no motion vectors, and motion_source is codec: every frame ran the CNN"]
     if config.motion_source == "auto":
-        return [f"{video.codec} exports no motion vectors: taplab estimated block vectors with "
-                f"{config.motion_fallback} optical flow"]
+        text = f"{video.codec} exports no motion vectors: taplab estimated block vectors with {config.motion_fallback}"
+        return [text + " optical flow"]
     return []  # an optical flow or the ground truth, as asked
 
 

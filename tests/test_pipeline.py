@@ -170,3 +170,25 @@ def test_a_codec_without_vectors_is_noted_in_the_summary_the_log_and_probe(clip,
     result = probe(video)
     assert not result.exports_vectors and "vp9 exports no motion vectors" in result.format()
     assert "note:" not in taplab.segment(clip, tmp_path / "n", rgc=False, limit=3).format()  # MPEG-4: vectors
+
+
+def test_hevc_from_the_command_line_and_the_key_interval_unset(clip, tmp_path, capsys):
+    """taplab encode --codec hevc, then segment it with and without the bound on drift."""
+    main(["encode", str(clip), str(tmp_path / "h.mp4"), "--codec", "hevc", "--gop", "9"])
+    for name, extra in (("bound", ["--key-interval", "4"]), ("none", ["--key-interval", "none"])):
+        main(["segment", str(tmp_path / "h.mp4"), "--out", str(tmp_path / name), "--no-rgfs", "--no-rgc", "--no-fusion",
+              *extra])
+    kinds = {name: [r["kind"] for r in json.loads((tmp_path / name / "frames.json").read_text())]
+             for name in ("bound", "none")}
+    assert kinds["bound"] == ["key-I", "warp", "warp", "warp", "key-interval", "warp", "warp", "warp", "key-interval"]
+    assert kinds["none"] == ["key-I"] + ["warp"] * 8
+    out = capsys.readouterr().out
+    assert "key frames 33%" in out and "key frames 11%" in out  # key-interval frames count as key frames
+
+
+def test_a_gop_sweep_runs_without_the_key_interval_unless_it_is_swept():
+    from taplab.bench import BenchConfig
+
+    plain = BenchConfig(gops=(24,), modules=("FFW",)).points()
+    swept = BenchConfig(gops=(24,), modules=("FFW",), sweep={"key_interval": [12]}).points()
+    assert [p.options["key_interval"] for p in plain] == [None] and [p.options["key_interval"] for p in swept] == [12]

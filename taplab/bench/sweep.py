@@ -58,8 +58,9 @@ class BenchConfig:
         data: ``synth:...`` spec or a video path (see the module docstring).
         gops: GOP sizes; the data is encoded at each.
         modules: names from :data:`MODULES`.
-        motion: motion sources (``codec``, ``dis-fast``, ...; :class:`~taplab.runtime.RuntimeConfig`'s
-            ``motion_source``), for the warping modules.
+        motion: motion sources (``auto``, ``codec``, ``dis-fast``, ...; :class:`~taplab.runtime.RuntimeConfig`'s
+            ``motion_source``), for the warping modules. ``auto`` (the default) is the codec's vectors, or
+            vectors estimated by optical flow for a codec that exports none (``hevc``, ``vp9``).
         sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``. Points run with
             ``key_interval=None`` unless it is swept: a GOP sweep measures the codec's GOP.
         models: the segmentation models (anything ``load_model`` accepts; their correction networks
@@ -69,7 +70,8 @@ class BenchConfig:
         frames: for a video, how many of its frames.
         key_distance: for a Cityscapes sequence folder, frames between the key frame and the
             annotated one (None: drawn per snippet from ``seed``).
-        codec: the encoder for the clips (``mpeg4`` as the papers, or ``h264``).
+        codec: the encoder for the clips (a key of :data:`taplab.codec.CODECS`: ``mpeg4`` as the papers,
+            ``h264``, ``hevc``, ``vp9``, ``mpeg2``).
         seed: the synthetic clips' seed.
         device: where the models run (``"auto"``: the GPU where torch sees one); each record names it.
     """
@@ -77,7 +79,7 @@ class BenchConfig:
     data: str = "synth:clips=2,frames=30,size=512x1024"
     gops: tuple[int, ...] = (12,)
     modules: tuple[str, ...] = tuple(MODULES)
-    motion: tuple[str, ...] = ("codec",)
+    motion: tuple[str, ...] = ("auto",)
     sweep: dict[str, list] = field(default_factory=dict)
     models: tuple[str, ...] = ("default",)
     scales: tuple[float, ...] = (1.0,)
@@ -139,7 +141,7 @@ class Point:
     @property
     def label(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.swept.items())
-        motion = "" if self.motion in ("-", "codec") else f", {self.motion}"
+        motion = "" if self.motion in ("-", "codec", "auto") else f", {self.motion}"
         model = "" if self.model == "default" else f", {self.model}"
         scale = "" if self.scale == 1 else f", x{self.scale:g}"
         return f"{self.modules}{motion}{extra}{model}{scale}"

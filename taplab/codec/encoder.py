@@ -122,7 +122,8 @@ def encode(
     if bframes < 0 or (bframes > 0 and bframes >= gop):
         raise EncodeError(f"bframes must be in 0..{gop - 1} for gop {gop}, got {bframes}")
     if spec.max_bframes is not None and bframes > spec.max_bframes:
-        raise EncodeError(f"{codec} has no B-frames; bframes must be 0, got {bframes}")
+        raise EncodeError(f"{codec} takes at most {spec.max_bframes} B-frames"
+                          f"{' (it has none)' if spec.max_bframes == 0 else ''}; got {bframes}")
     if quality is None:
         quality = spec.default_quality
     lo, hi = spec.quality_range

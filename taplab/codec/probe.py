@@ -33,6 +33,12 @@ class ProbeResult:
         d["gops"] = self.gops
         return d
 
+    def _motion_text(self) -> str:
+        if self.exports_vectors:
+            return "vectors exported by the codec"
+        return (f"{self.codec} exports no motion vectors (taplab estimates them by optical flow, docs/codec.md); "
+                "the residual below is the zero-motion difference")
+
     def format(self, width: int = 72) -> str:
         counts = {t: self.pict_types.count(t) for t in "IPB"}
         gops = self.gops
@@ -44,7 +50,7 @@ class ProbeResult:
             f"types     I {counts['I']}, P {counts['P']}, B {counts['B']}; GOP {gop_text}",
             f"pattern   {pattern}",
             f"block     {self.block} px grid",
-            f"motion    {'vectors exported by the codec' if self.exports_vectors else f'{self.codec} exports no motion vectors: taplab warps its frames with optical flow (motion_source=auto)'}",
+            f"motion    {self._motion_text()}",
             "",
             "frame  type  vectors  mean residual",
         ]

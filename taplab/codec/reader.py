@@ -74,18 +74,20 @@ class Frame:
     def width(self) -> int:
         return self.luma.shape[1]
 
-    @cached_property
+    @property
     def motion(self) -> MotionField | None:
         """The past-reference :class:`MotionField`: the codec's, or one estimated by optical flow where the
-        video asked for it (:meth:`Video.estimate_motion`); None on I-frames and frames without either."""
+        video asked for it (:meth:`Video.estimate_motion`; computed once, on first access); None on I-frames
+        and frames without either."""
         if self._motion is None and self._estimate is not None:
-            return self._estimate()
+            # kept by hand rather than with cached_property, whose lock (Python < 3.12) is shared by every frame
+            self._motion, self._estimate = self._estimate(), None
         return self._motion
 
     @property
     def estimated(self) -> bool:
         """Whether ``motion`` is (or will be) estimated rather than the codec's, without computing it."""
-        return self._motion is None and self._estimate is not None
+        return self._estimate is not None or (self._motion is not None and self._motion.source != "codec")
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -111,7 +113,7 @@ class Frame:
         return compute_residual(self.luma, ref, m.vectors, m.valid, m.block)
 
     def __repr__(self) -> str:
-        nvec = 0 if self.motion is None else int(self.motion.valid.sum())
+        nvec = 0 if self._motion is None else int(self._motion.valid.sum())  # never estimates: printing is cheap
         return f"Frame(index={self.index}, pict_type={self.pict_type!r}, time={self.time}, vector_blocks={nvec})"
 
 
@@ -140,6 +142,7 @@ class Video:
         #: not, every frame's ``motion`` is None unless :meth:`estimate_motion` is asked
         self.exports_vectors: bool = self.codec in VECTOR_CODECS
         self._estimator: OpticalFlow | None = None
+        self._estimator_lock = threading.Lock()
         self._started = False
 
     def estimate_motion(self, method: str | None) -> None:
@@ -179,8 +182,14 @@ class Video:
             raise DecodeError(f"no frame could be decoded from {self.name}")
 
     def _estimated(self, luma: np.ndarray, reference: np.ndarray, index: int) -> Callable[[], MotionField]:
-        estimator, block = self._estimator, self.block
-        return lambda: MotionField.from_flow(estimator(luma, reference), block, estimator.method, index)
+        estimator, block, lock = self._estimator, self.block, self._estimator_lock
+
+        def estimate() -> MotionField:
+            with lock:  # one OpenCV DIS object for all frames, which is not thread-safe
+                flow = estimator(luma, reference)
+            return MotionField.from_flow(flow, block, estimator.method, index)
+
+        return estimate
 
     def _motion_fields(self, decoded: DecodedFrame, reference: int | None) -> tuple[MotionField | None, MotionField | None]:
         raw = decoded.raw_motion
@@ -213,10 +222,13 @@ class Video:
         return self._reopen is not None
 
     def reopen(self) -> Video:
-        """A new :class:`Video` of the same source, opened the same way (a reconnection to a URL)."""
+        """A new :class:`Video` of the same source, opened the same way (a reconnection to a URL), estimating
+        motion as this one does."""
         if self._reopen is None:
             raise VideoOpenError(f"{self.name} cannot be opened again (only a URL can)")
-        return self._reopen()
+        video = self._reopen()
+        video.estimate_motion(None if self._estimator is None else self._estimator.method)
+        return video
 
     def close(self) -> None:
         if self._closed:

@@ -32,7 +32,7 @@ FRAME_NAME = "frame_{index:06d}"
 LOG_NAME = "frames.json"
 CSV_NAME = "frames.csv"
 #: the stages whose milliseconds frames.csv has a column for
-CSV_STAGES = ("decode", "residual", "cnn_full", "cnn_region", "warp", "labels")
+CSV_STAGES = ("decode", "flow", "residual", "cnn_full", "cnn_region", "warp", "fusion", "labels")
 
 
 class Sink(Protocol):
@@ -104,7 +104,8 @@ def palette_lut(colors: Sequence[tuple[int, int, int]]) -> np.ndarray:
 
 class FrameLog:
     """``frames.json`` (a list of :meth:`FrameResult.record` s: index, pict_type, kind, residual score, region,
-    distortion, latency, shed modules, ms per stage) and the same as a table, ``frames.csv``."""
+    distortion, latency, shed modules, the motion that carried a warped frame, ms per stage) and the same as a
+    table, ``frames.csv``."""
 
     def __init__(self, out: Path):
         self.out = out
@@ -125,11 +126,11 @@ def write_log(out: Path, records: list[dict]) -> Path:
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["index", "pict_type", "kind", "residual_score", "region_y", "region_x", "region_height",
-                     "region_width", "distorted", *(f"ms_{s}" for s in CSV_STAGES)])
+                     "region_width", "distorted", "motion", *(f"ms_{s}" for s in CSV_STAGES)])
     for r in records:
         region = r["region"] or ["", "", "", ""]
         score = "" if r["residual_score"] is None else f"{r['residual_score']:.4f}"
-        writer.writerow([r["index"], r["pict_type"], r["kind"], score, *region, r["distorted"],
+        writer.writerow([r["index"], r["pict_type"], r["kind"], score, *region, r["distorted"], r.get("motion") or "",
                          *(r["ms"].get(s, "") for s in CSV_STAGES)])
     with atomic_path(out / CSV_NAME) as tmp:
         Path(tmp).write_text(table.getvalue())

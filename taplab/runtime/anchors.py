@@ -27,6 +27,7 @@ class Anchors:
             (where a dense motion source needs it) RGB image.
         key_features, key_index: the key frame's features (or a stand-in's, while its CNN runs in the
             background) and the key frame whose CNN output they carry.
+        last_key: the last anchor decided a key frame (``key_interval`` counts from it; its CNN may still run).
         motion_to_key: the accumulated motion from the last anchor to the key frame.
     """
 
@@ -38,6 +39,7 @@ class Anchors:
         self.anchor_image: np.ndarray | None = None
         self.key_features: torch.Tensor | None = None
         self.key_index = -1
+        self.last_key = 0
         self.motion_to_key: GridFlow = zero_flow(grid)
         self._key_labels: torch.Tensor | None = None  # arg-max of the key frame's logits, computed when asked
 

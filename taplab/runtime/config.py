@@ -42,8 +42,8 @@ class RuntimeConfig:
       beat; or ``"truth"``, a synthetic clip's ground-truth flow passed to
       ``Segmenter.run(..., truth_flow=...)`` (I/P streams only: it goes to the previous frame).
       ``"auto"`` (the default) takes the codec's vectors where the stream's codec exports them and
-      ``motion_fallback`` where it exports none (:mod:`taplab.runtime.motion`). The key-frame schedule
-      stays the codec's.
+      ``motion_fallback`` where it exports none (:mod:`taplab.runtime.motion`). The motion source does
+      not change the key-frame schedule: the codec's I-frames, RGFS and ``key_interval``.
     - ``propagation="accumulate"`` composes each frame's motion back to the key frame and warps the
       key frame's features once, so every step's sub-cell motion is kept and an RGC correction improves
       its own frame only; ``"chain"`` warps the previous frame's features, corrections included.
@@ -83,9 +83,9 @@ class RuntimeConfig:
     rgc_size: int | None = option(None, "RGC region size in pixels (default: half the frame height).")
     rgc_stride: int | None = option(None, "RGC region grid stride in pixels (default: a quarter of the height).")
     rgc_alpha: float = option(0.8, "Weight of the region's CNN output: F = (1 - a) F_warp + a F_cnn (TapLab Eq. 3).")
-    key_interval: int | None = option(12, "At most this many frames from one key frame to the next: a P-frame this "
-                                      "far from the last key frame runs the CNN (key-interval), bounding the drift of "
-                                      "long GOPs; none: the codec's I-frames and RGFS alone.")
+    key_interval: int | None = option(12, "A P-frame this many frames or more after the last key frame runs the CNN "
+                                      "(key-interval), bounding the drift of long GOPs (under a latency budget it "
+                                      "waits for a running CNN); none: the codec's I-frames and RGFS alone.")
     rgfs: bool = option(True, "Residual-guided frame selection: P-frames whose residual says warping will fail "
                         "become key frames.")
     rgfs_mode: str = option("auto", "RGFS by an absolute threshold or a target rate; auto: rate mode when a rate "

@@ -66,21 +66,27 @@ class Decision:
     shed: tuple[str, ...] = ()
 
 
-def rgfs_candidate(facts: FrameFacts, rgfs: bool) -> bool:
-    """Whether RGFS scores this frame: a frame that would be warped, with RGFS on. (The scores also feed
-    rate mode's online threshold, so only candidates may be scored.)"""
-    return rgfs and facts.pict_type != "I" and facts.warpable and facts.features_expected
+def rgfs_candidate(facts: FrameFacts, rgfs: bool, key_interval: int | None = None) -> bool:
+    """Whether RGFS scores this frame: a frame that would otherwise be warped, with RGFS on; not one the key
+    interval makes a key frame. (The scores also feed rate mode's online threshold, so only candidates may
+    be scored.)"""
+    return rgfs and facts.pict_type != "I" and facts.warpable and facts.features_expected \
+        and not _interval_due(facts, key_interval)
+
+
+def _interval_due(facts: FrameFacts, key_interval: int | None) -> bool:
+    return facts.pict_type == "P" and key_interval is not None and facts.since_key >= key_interval
 
 
 def decide(facts: FrameFacts, rgfs_selected: bool = False, key_interval: int | None = None) -> Decision:
     """The decision for a frame (see the module docstring); ``rgfs_selected``: RGFS picked this candidate;
-    ``key_interval``: the most frames from one key frame to the next (None: no bound)."""
+    ``key_interval``: a P-frame this many frames or more after the last key frame is one (None: no bound)."""
     anchor = facts.pict_type != "B"
     if facts.pict_type == "I":
         kind = Kind.KEY_I
     elif not facts.warpable or not facts.features_expected:
         kind = Kind.KEY
-    elif anchor and key_interval is not None and facts.since_key >= key_interval:
+    elif _interval_due(facts, key_interval):
         kind = Kind.KEY_INTERVAL
     else:
         kind = Kind.KEY_RGFS if rgfs_selected else Kind.WARP

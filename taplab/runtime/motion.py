@@ -132,14 +132,16 @@ class GroundTruthFlow(_DenseFlow):
         return flow
 
 
-#: a motion source's name -> its class, built as ``cls(name, config, grid, stride, truth_flow)``
-SOURCES: dict[str, Callable[..., MotionSource]] = {"codec": CodecVectors, "truth": GroundTruthFlow,
+#: ``motion_source`` -> its class, built as ``cls(name, config, grid, stride, truth_flow)``. ``"auto"`` reads the
+#: frames' motion fields as ``"codec"`` does: where the codec exports none, the reader fills them in
+#: (:class:`~taplab.runtime.segmenter.Segmenter` asks it to).
+SOURCES: dict[str, Callable[..., MotionSource]] = {"codec": CodecVectors, "auto": CodecVectors,
+                                                  "truth": GroundTruthFlow,
                                                   **{method: OpticalFlowSource for method in FLOW_METHODS}}
 
 
 def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                   truth_flow: Sequence[np.ndarray] | None = None) -> MotionSource:
-    """The motion source ``cfg.motion_source`` names (``"auto"``: the frames' motion fields, as ``"codec"``), for a
-    feature grid of ``grid`` cells of ``stride`` pixels (``truth_flow``: a synthetic clip's flows, for ``"truth"``)."""
-    name = "codec" if cfg.motion_source == "auto" else cfg.motion_source
-    return SOURCES[name](name, cfg, grid, stride, truth_flow)
+    """The motion source ``cfg.motion_source`` names, for a feature grid of ``grid`` cells of ``stride`` pixels
+    (``truth_flow``: a synthetic clip's flows, for ``"truth"``)."""
+    return SOURCES[cfg.motion_source](cfg.motion_source, cfg, grid, stride, truth_flow)

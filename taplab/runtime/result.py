@@ -2,8 +2,8 @@
 
 A frame's kind is a decision (:class:`Kind`) plus the set of correction modules applied to a warped
 frame. :class:`FrameKind` holds both and *is* its stable string form, the one logs, JSON and tests
-read: ``"key-I"``, ``"key"``, ``"key-RGFS"``, ``"hold"``, ``"warp"``, ``"fused"``, ``"warp+RGC"``,
-``"fused+RGC"``, ``"skip"``, ``"interp"`` (:data:`KINDS`). Code decides on ``kind.kind`` and
+read: ``"key-I"``, ``"key"``, ``"key-RGFS"``, ``"key-interval"``, ``"hold"``, ``"warp"``, ``"fused"``,
+``"warp+RGC"``, ``"fused+RGC"``, ``"skip"``, ``"interp"`` (:data:`KINDS`). Code decides on ``kind.kind`` and
 ``kind.modules``, never on the text.
 """
 

@@ -52,7 +52,6 @@ class Scheduler:
         self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
         self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
         self.last_logits: torch.Tensor | None = None  # the last result's logits (run(logits=True))
-        self.last_key = 0  # display index of the last anchor that was decided a key frame (key_interval counts from it)
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
@@ -73,9 +72,11 @@ class Scheduler:
     def warpable(self, frame: Frame) -> bool:
         """Whether the frame can be warped: it has past motion, and is a P-frame, or a B-frame where B-frames are
         warped (``b_frames="past"``, or under a latency budget)."""
-        if not self.cfg.ffw or frame.pict_type == "I" or not self.motion.available(frame):
+        if not self.cfg.ffw or frame.pict_type == "I":
             return False
-        return frame.pict_type == "P" or self.cfg.b_frames == "past" or self.cfg.latency_budget is not None
+        if frame.pict_type == "B" and self.cfg.b_frames != "past" and self.cfg.latency_budget is None:
+            return False
+        return self.motion.available(frame)  # last: it computes a motion field the reader estimates
 
     def close(self) -> None:
         self.keys.close()
@@ -92,11 +93,12 @@ class Scheduler:
                            features_expected=self.anchors.has_source or self.keys.busy,
                            features_ready=self.anchors.key_features is not None, budget=deadline is not None,
                            cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
-                           since_key=frame.index - self.last_key)
-        score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs) else None
-        decision = decide(facts, score is not None and self._rgfs_selects(score), self.cfg.key_interval)
+                           since_key=frame.index - self.anchors.last_key)
+        interval = self.cfg.key_interval
+        score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs, interval) else None
+        decision = decide(facts, score is not None and self._rgfs_selects(score), interval)
         if decision.kind.is_key and frame.pict_type != "B":
-            self.last_key = frame.index
+            self.anchors.last_key = frame.index
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
         if decision.kind.is_key:

@@ -53,3 +53,21 @@ def test_motion_compensated_residual_is_lower_than_zero_motion(real_dir, name, c
     compensated, zero_motion = np.array(compensated), np.array(zero_motion)
     assert compensated.mean() < 0.8 * zero_motion.mean()
     assert (compensated <= zero_motion + 0.05).mean() > 0.9  # frame by frame, too
+
+
+def test_the_real_hevc_clip_gets_estimated_vectors_that_compensate_like_a_codecs(real_dir):
+    """HEVC exports no vectors; estimated ones (DIS ultrafast, 4-pixel blocks) must predict the frame better than
+    zero motion, as the codecs' own do above."""
+    with open_video(real_dir / "vid_hevc.mp4") as video:
+        assert (video.codec, video.exports_vectors) == ("hevc", False)
+        video.estimate_motion("dis-ultrafast")
+        compensated, zero_motion = [], []
+        for frame in video:
+            if frame.pict_type == "P" and frame.motion is not None:
+                assert frame.motion.source == "dis-ultrafast" and frame.motion.block == 4
+                compensated.append(frame.residual.mean())
+                reference = frame._reference_luma.astype(np.int16)  # the previous anchor, which the vectors point into
+                zero_motion.append(np.abs(frame.luma.astype(np.int16) - reference).mean())
+            if len(compensated) == 20:
+                break
+    assert len(compensated) == 20 and np.mean(compensated) < 0.8 * np.mean(zero_motion)

@@ -98,3 +98,35 @@ def test_a_codec_without_vectors_is_warped_with_estimated_vectors_by_default(tmp
         kinds = [r.kind for r in Segmenter(pooled_rgb(), motion_source="codec").run(video)]
     assert kinds == ["key-I"] + ["key"] * 11
     assert any(issubclass(w.category, TapLabWarning) and "exports no motion vectors" in str(w.message) for w in caught)
+
+
+def test_estimation_runs_once_per_warped_frame_in_the_decoding_thread(tmp_path, monkeypatch):
+    """A spy around the real optical flow (it still computes): HEVC with B-frames, which are key frames under
+    b_frames="key" and must not pay for a flow they do not use; warped with b_frames="past", they do."""
+    import threading
+
+    from taplab.codec import encode
+    from taplab.ops.flow import OpticalFlow
+    from tests.conftest import translation_frames
+
+    calls = []
+    real = OpticalFlow.__call__
+
+    def spy(self, current, previous):
+        calls.append(threading.current_thread().name)
+        return real(self, current, previous)
+
+    monkeypatch.setattr(OpticalFlow, "__call__", spy)
+    video = encode(translation_frames(14, 128, 256, 3, -2), tmp_path / "h.mp4", gop=14, codec="hevc", bframes=2)
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, key_interval=None).run(video)]
+    assert kinds.count("key") >= 6 and len(calls) == kinds.count("warp")  # B-frames: keys, never estimated
+    assert set(calls) == {"taplab-decode"}
+    calls.clear()
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, b_frames="past", key_interval=None).run(video)]
+    assert kinds == ["key-I"] + ["warp"] * 13 and len(calls) == 13
+
+
+def test_an_rgfs_key_frame_restarts_the_interval(translation_clip):
+    """With every P-frame selected by RGFS, no frame is ever 12 frames from a key frame."""
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs_threshold=0, key_interval=2).run(translation_clip)]
+    assert "key-interval" not in kinds and kinds.count("key-RGFS") == 22

@@ -39,7 +39,8 @@ def test_frame_kinds_refuse_what_cannot_happen():
         FrameKind("warp+fusion")
     with pytest.raises(ValueError, match="only warped frames are corrected"):
         FrameKind(Kind.KEY_I, {Module.RGC})
-    assert [FrameKind(k).is_key for k in ("key-I", "key", "key-RGFS", "hold", "warp", "skip")] == [True] * 3 + [False] * 3
+    kinds = ("key-I", "key", "key-RGFS", "key-interval", "hold", "warp", "skip")
+    assert [FrameKind(k).is_key for k in kinds] == [True] * 4 + [False] * 3
 
 
 def test_a_result_takes_a_kinds_string_form_and_records_it():
@@ -204,7 +205,7 @@ def test_waiting_for_a_key_frame_in_time_clears_the_queue():
 
 
 def test_motion_sources_are_a_registry_of_the_configs_choices():
-    assert set(SOURCES) | {"auto"} == set(RuntimeConfig.describe("motion_source").choices)
+    assert set(SOURCES) == set(RuntimeConfig.describe("motion_source").choices)
     grid, stride = (8, 16), (4, 4)
     assert isinstance(motion_source(RuntimeConfig(), grid, stride), CodecVectors)
     assert isinstance(motion_source(RuntimeConfig(motion_source="dis-fast"), grid, stride), OpticalFlowSource)
