@@ -11,7 +11,8 @@ overlay video (only when the run completes) and the :class:`~taplab.io.summary.R
 
 Bad input fails before anything is written: the source is opened, the segmenter checked against it,
 the formats and the overlay's folder checked, and only then is the output folder made. A run that
-fails before its first frame leaves the folder as it found it.
+fails before its first frame removes what it made (with ``overwrite``, an earlier run's files are gone
+by then).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
         try:
             _run(segmenter, video, out, formats, summary, limit, progress, overlay, side_by_side, live, reconnect)
         except BaseException:
-            if summary.frames == 0:  # nothing was segmented: leave the folder as it was found
+            if summary.frames == 0:  # nothing was segmented: remove what this run made
                 undo_output(out, made)
             raise
     return summary

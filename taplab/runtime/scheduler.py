@@ -58,7 +58,7 @@ class Scheduler:
         frame, prep = item
         start = time.perf_counter()
         warpable = self.warpable(frame)  # a motion field the reader estimates (no codec vectors) is computed here
-        if frame.estimated:
+        if warpable and frame.estimated:
             prep["flow"] = time.perf_counter() - start
         if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details):
             start = time.perf_counter()
