@@ -18,6 +18,7 @@ from taplab.codec.reader import DEFAULT_TIMEOUT
 from taplab.errors import TapLabError, TapLabWarning
 from taplab.options import parse_assignments, parse_list, parse_range, parse_size, parse_value
 
+_DEVICE_HELP = "cpu, cuda, cuda:N, or auto: the GPU where there is one."
 #: the encoders of taplab.codec.encoder.CODECS (listed here so that --help starts without PyAV; a test checks them)
 ENCODERS = ("mpeg4", "h264", "hevc", "vp9", "mpeg2")
 #: the module combinations of `taplab bench` (taplab.bench.sweep.MODULES; listed here so that --help needs no torch)
@@ -164,7 +165,7 @@ class _TrainBar:
 @click.option("--weight-decay", default=0.0, show_default=True)
 @click.option("--val-limit", type=click.IntRange(min=1), default=None, help="Validate on this many images only.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--resume", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Continue the run saved in this last.pt, in its folder, with its own settings "
@@ -218,7 +219,7 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="val", show_default=True,
               help="Which part of DATA (folders without split sub-folders: every tenth clip is val).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N images only.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def eval_(model: str, data: str, split: str, limit: int | None, device: str, as_json: bool) -> None:
     """Accuracy of MODEL on labelled DATA: per-class IoU, mIoU, pixel accuracy.
@@ -393,7 +394,7 @@ class _FieldValue(click.ParamType):
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (created).")
 @click.option("--model", default="default", show_default=True,
               help="default, a shipped or built-in name, a checkpoint, a TorchScript file or package.module:factory.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A JSON file of runtime options (see docs/runtime.md); flags given here override it.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["labels", "color", "npz"]), default=("labels",),
@@ -451,7 +452,7 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
 @click.option("--size", default="512x1024", show_default=True, help="Frame size HxW (even numbers).")
 @click.option("--seed", default=700001, show_default=True,
               help="Scene seed: the same seed gives the same clip and figures (700001: a scene the shipped model never saw).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier demo's files.")
 def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: bool) -> None:
     """Segment a synthetic street clip that taplab makes itself: nothing but the install is needed.
@@ -498,7 +499,7 @@ def demo(out: Path, frames: int, size: str, seed: int, device: str, overwrite: b
               help="The encoder of the sweep's clips; hevc and vp9 are warped with estimated vectors (--motion auto).")
 @click.option("--quick", is_flag=True, help="A small sweep that finishes in well under a minute (GOP 6 and 12, four "
                                             "module combinations, two short synthetic clips).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto: the GPU where there is one.")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 def bench(data: str | None, out: Path, gops: str | None, modules: str | None, motion: str | None,
           sweeps: tuple[str, ...], models: str, scales: str, frames: int, key_distance: int | None, codec: str,
           quick: bool, device: str) -> None:

@@ -9,6 +9,7 @@ means RGFS in rate mode), not in the CLI. docs/runtime.md has the measurements b
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -191,7 +192,7 @@ class RuntimeConfig:
     def describe(cls, name: str) -> FieldInfo:
         """What the command line needs to know of one field."""
         f = _field(cls, name)
-        hint = get_type_hints(cls)[name]
+        hint = _type_hints(cls)[name]
         args = get_args(hint)  # (T, NoneType) for "T | None"
         value_type = next(a for a in args if a is not type(None)) if args else hint
         return FieldInfo(f.name, value_type, type(None) in args, f.default, f.metadata["help"], f.metadata["choices"],
@@ -252,6 +253,12 @@ def _check_type(info: FieldInfo, value: Any) -> None:
             raise ConfigError(f"{info.name} must be true, false or null (auto), got {value!r}")
         what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[expected]
         raise ConfigError(f"{info.name} must be {what}{' (or null)' if info.optional else ''}, got {value!r}")
+
+
+@functools.cache
+def _type_hints(cls) -> dict[str, Any]:
+    """A dataclass's field types, evaluated once (annotations are text here: ``from __future__ import annotations``)."""
+    return get_type_hints(cls)
 
 
 def _field(cls, name: str) -> Field:
