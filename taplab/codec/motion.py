@@ -112,12 +112,13 @@ class MotionField:
         return cls(vectors=vectors, valid=valid, block=block, raw=raw if mine.all() else raw[mine], direction=direction, reference=reference)
 
     @classmethod
-    def from_flow(cls, flow: np.ndarray, block: int, method: str, reference: int | None = None) -> MotionField:
-        """Block vectors estimated from a dense backward flow ``(H, W, 2)`` in pixels (taplab's convention:
+    def from_flow(cls, flow: np.ndarray, block: int, method: str, reference: int | None = None,
+                  direction: str = "past") -> MotionField:
+        """Block vectors estimated from a dense flow ``(H, W, 2)`` in pixels into ``reference`` (taplab's convention:
         ``current[y, x] ~= reference[y + dy, x + dx]``), every block valid; ``method`` names the flow."""
         vectors = flow_to_blocks(flow, block)
         return cls(vectors=vectors, valid=np.ones(vectors.shape[:2], bool), block=block,
-                   raw=np.zeros(0, AV_MOTION_VECTOR_DTYPE), direction="past", reference=reference, source=method)
+                   raw=np.zeros(0, AV_MOTION_VECTOR_DTYPE), direction=direction, reference=reference, source=method)
 
 
 def flow_to_blocks(flow: np.ndarray, block: int) -> np.ndarray:

@@ -9,7 +9,11 @@ Frames come in display order. Each frame's motion is a :class:`MotionField`
 towards its reference, taken to be the previous anchor (I- or P-frame) in
 display order: for the papers' I/P streams that is simply the previous frame.
 B-frames carry their past-reference vectors in ``motion`` and their
-future-reference vectors in ``motion_future``; they are never mixed.
+future-reference vectors in ``motion_future``; they are never mixed. A B-frame
+comes out before its future anchor (the next I- or P-frame in display order);
+once the reader has read that anchor, and before it yields it, the B-frames
+since the previous anchor learn it: ``future_index``, ``future_luma`` and
+``residual_future`` (see :meth:`Frame.attach_future`).
 
 Codecs that export no vectors (HEVC, VP9, AV1: :data:`~taplab.codec.motion.VECTOR_CODECS`)
 give ``motion`` None, unless :meth:`Video.estimate_motion` asks for vectors
@@ -26,6 +30,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -38,6 +43,10 @@ from taplab.ops.flow import OpticalFlow
 from taplab.ops.residual import residual as compute_residual
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+#: the most B-frames in a row that learn their future anchor: H.264's and HEVC's limit on reordering (16
+#: frames); a longer run's later B-frames are warped from the past alone
+MAX_REORDER = 16
 
 #: seconds to wait for a network source to open or to deliver data before giving up
 DEFAULT_TIMEOUT = 10.0
@@ -60,11 +69,53 @@ class Frame:
         self.time = decoded.time
         self.pict_type = decoded.pict_type
         self._motion, self._estimate = motion, estimate
-        self.motion_future = motion_future
+        self._motion_future = motion_future
         self.corrupt = decoded.corrupt
         self.luma = decoded.luma
         self._rgb = decoded.rgb
         self._reference_luma = reference_luma
+        #: a B-frame's future anchor (display index, luma plane), once the reader has read it
+        self.future_index: int | None = None
+        self.future_luma: np.ndarray | None = None
+        self._estimate_future: Callable[[], MotionField] | None = None
+
+    def attach_future(self, index: int, luma: np.ndarray,
+                      estimate: Callable[[np.ndarray, np.ndarray, int], MotionField] | None = None) -> None:
+        """A B-frame learns its future anchor: the frame ``index`` with ``luma``. The codec's future vectors are
+        taken to point into it; where the reader estimates vectors, ``estimate(luma, anchor_luma, index)`` gives
+        the future field (computed on first access of ``motion_future``)."""
+        self.future_index, self.future_luma = index, luma
+        if self.motion_future is not None:
+            self.motion_future = replace(self.motion_future, reference=index)
+        elif estimate is not None:
+            mine = self.luma
+            self._estimate_future = lambda: estimate(mine, luma, index)
+
+    @property
+    def motion_future(self) -> MotionField | None:
+        """A B-frame's future-reference :class:`MotionField`: the codec's, or one estimated by optical flow towards
+        its future anchor (once known, where the video estimates motion; computed once, on first access)."""
+        if self._motion_future is None and self._estimate_future is not None:
+            self._motion_future, self._estimate_future = self._estimate_future(), None
+        return self._motion_future
+
+    @motion_future.setter
+    def motion_future(self, field: MotionField | None) -> None:
+        self._motion_future = field
+
+    @cached_property
+    def residual_future(self) -> np.ndarray | None:
+        """A B-frame's ``|Y - MC(Y_future)|`` along its future vectors, like :attr:`residual` (None before its
+        future anchor is known, or without future vectors)."""
+        m = self.motion_future if self.future_luma is not None else None
+        if m is None:
+            return None
+        return compute_residual(self.luma, self.future_luma, m.vectors, m.valid, m.block)
+
+    def replace_residual(self, residual: np.ndarray) -> None:
+        """Replace :attr:`residual` by what predicts the frame better: the runtime gives a B-frame warped from both
+        its anchors the residual of the two predictions as it blends them (:mod:`taplab.ops.bidirectional`)."""
+        self.__dict__["residual"] = residual
 
     @property
     def height(self) -> int:
@@ -165,6 +216,7 @@ class Video:
     def _frames(self) -> Iterator[Frame]:
         anchor_luma: np.ndarray | None = None
         anchor_index: int | None = None
+        waiting: list[Frame] = []  # the B-frames since the last anchor, which the next one is the future of
         index = 0
         for decoded in self._backend.frames():
             if decoded.corrupt:
@@ -176,20 +228,27 @@ class Video:
             frame = Frame(index, decoded, past, future, anchor_luma, estimate)
             if frame.pict_type != "B":
                 anchor_luma, anchor_index = decoded.luma, index
+                for b in waiting:
+                    b.attach_future(index, decoded.luma, self._estimate_future if self._estimator else None)
+                waiting = []
+            elif len(waiting) < MAX_REORDER:
+                waiting.append(frame)
             yield frame
             index += 1
         if index == 0:
             raise DecodeError(f"no frame could be decoded from {self.name}")
 
     def _estimated(self, luma: np.ndarray, reference: np.ndarray, index: int) -> Callable[[], MotionField]:
-        estimator, block, lock = self._estimator, self.block, self._estimator_lock
+        return lambda: self._estimate_between(luma, reference, index)
 
-        def estimate() -> MotionField:
-            with lock:  # one OpenCV DIS object for all frames, which is not thread-safe
-                flow = estimator(luma, reference)
-            return MotionField.from_flow(flow, block, estimator.method, index)
+    def _estimate_future(self, luma: np.ndarray, reference: np.ndarray, index: int) -> MotionField:
+        return self._estimate_between(luma, reference, index, "future")
 
-        return estimate
+    def _estimate_between(self, luma: np.ndarray, reference: np.ndarray, index: int, direction: str = "past") -> MotionField:
+        """Block vectors from ``luma`` into ``reference`` (the frame ``index``) by the video's optical flow."""
+        with self._estimator_lock:  # one OpenCV DIS object for all frames, which is not thread-safe
+            flow = self._estimator(luma, reference)
+        return MotionField.from_flow(flow, self.block, self._estimator.method, index, direction)
 
     def _motion_fields(self, decoded: DecodedFrame, reference: int | None) -> tuple[MotionField | None, MotionField | None]:
         raw = decoded.raw_motion

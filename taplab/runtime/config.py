@@ -105,7 +105,9 @@ class RuntimeConfig:
     latency_budget: float | None = option(None, "Seconds from a frame's arrival to its result: key frames over it "
                                           "run in the background, then RGC/fusion are shed, then late frames "
                                           "skipped (docs/live.md; default: no limit).")
-    b_frames: str = option("key", "B-frames: key frames, or warped with their past vectors.", ("key", "past"))
+    b_frames: str = option("both", "B-frames: warped from both anchors (held until the next anchor, so output stays "
+                           "in display order; past alone under a latency budget), from the past anchor alone, "
+                           "or key frames.", ("both", "past", "key"))
     labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
                          "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
 

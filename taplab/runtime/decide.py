@@ -7,9 +7,11 @@ TapLab's Algorithm 1, with the latency budget's first rules:
 - a P-frame ``key_interval`` or more frames after the last key frame is a key frame (``key-interval``):
   the bound on drift for streams whose I-frames are far apart; under a budget it waits, as RGFS's do,
   while another key frame's CNN runs;
-- a P-frame that RGFS selects is a key frame (``key-RGFS``), except under a latency budget while
-  another key frame's CNN runs (one CNN at a time) or for a B-frame (it has vectors to warp with):
-  it is warped, and ``shed`` says ``rgfs``;
+- a frame that RGFS selects is a key frame (``key-RGFS``). RGFS does not score B-frames warped from
+  both anchors (``b_frames="both"``, the default): their future anchor is fresh where the past one has
+  drifted. Under a latency budget a selected frame is warped instead while another key frame's CNN
+  runs (one CNN at a time), or when it is a B-frame (it has vectors to warp with), and ``shed`` says
+  ``rgfs``;
 - under a budget, a B-frame that would be a key frame is skipped (no output): its CNN in line could
   hold the output up without bound, and in the background nothing could carry it forward (B-frames
   are no anchors);
@@ -34,8 +36,8 @@ class FrameFacts:
 
     Attributes:
         pict_type: ``"I"``, ``"P"`` or ``"B"``.
-        warpable: the frame has past motion and the policy warps its picture type (B-frames only with
-            ``b_frames="past"`` or under a budget), and FFW is on.
+        warpable: the frame has motion and the policy warps its picture type (B-frames only with
+            ``b_frames`` ``"both"`` or ``"past"``, or under a budget), and FFW is on.
         features_expected: the run holds features to warp from, or a key frame's CNN is computing them.
         features_ready: the run holds the key frame's features (or a stand-in's) now.
         budget: a latency budget applies to this frame.
@@ -43,6 +45,7 @@ class FrameFacts:
         late: the frame is past its deadline and a newer frame is waiting.
         modules: the correction modules the run has (fusion where it has a correction network, RGC where on).
         since_key: frames since the last key frame that was an anchor (display order).
+        bidirectional: a B-frame that will also be warped from its future anchor (``b_frames="both"``).
     """
 
     pict_type: str
@@ -54,6 +57,7 @@ class FrameFacts:
     late: bool = False
     modules: frozenset[Module] = frozenset()
     since_key: int = 0
+    bidirectional: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,11 @@ class Decision:
 
 def rgfs_candidate(facts: FrameFacts, rgfs: bool, key_interval: int | None = None) -> bool:
     """Whether RGFS scores this frame: a frame that would otherwise be warped, with RGFS on; not one the key
-    interval makes a key frame. (The scores also feed rate mode's online threshold, so only candidates may
-    be scored.)"""
+    interval makes a key frame, nor a B-frame warped from both anchors (its future anchor's features are
+    fresh where the past's have drifted). (The scores also feed rate mode's online threshold, so only
+    candidates may be scored.)"""
     return rgfs and facts.pict_type != "I" and facts.warpable and facts.features_expected \
-        and not _interval_due(facts, key_interval)
+        and not facts.bidirectional and not _interval_due(facts, key_interval)
 
 
 def _interval_due(facts: FrameFacts, key_interval: int | None) -> bool:

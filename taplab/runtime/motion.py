@@ -50,6 +50,10 @@ class MotionSource(Protocol):
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
         """The frame's motion to the last anchor on the feature grid, in cells."""
 
+    def future(self, frame: Frame, anchors: Anchors) -> GridFlow | None:
+        """A B-frame's motion to its future anchor, which ``anchors`` holds as the last anchor now (None: this
+        source has none)."""
+
     def origin(self, frame: Frame) -> str:
         """What gave this frame's motion, as results record it (``"codec"``, ``"dis-ultrafast"``, ...)."""
 
@@ -70,11 +74,17 @@ class CodecVectors:
         return frame.motion is not None
 
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
-        m = frame.motion
+        return self._grid(frame.motion)
+
+    def future(self, frame: Frame, anchors: Anchors) -> GridFlow | None:
+        m = frame.motion_future
+        return None if m is None else self._grid(m)
+
+    def _grid(self, m) -> GridFlow:
         return motion_to_grid(m.vectors, m.valid, m.block, self.grid, self.stride, self.resampling)
 
     def origin(self, frame: Frame) -> str:
-        return frame.motion.source
+        return (frame.motion or frame.motion_future).source
 
 
 class _DenseFlow:
@@ -94,6 +104,9 @@ class _DenseFlow:
     def flow(self, frame: Frame, anchors: Anchors) -> GridFlow:
         return dense_to_grid(self._pixels(frame, anchors), self.grid, self.stride)
 
+    def future(self, frame: Frame, anchors: Anchors) -> GridFlow | None:
+        return None
+
     def origin(self, frame: Frame) -> str:
         return self.name
 
@@ -105,8 +118,12 @@ class OpticalFlowSource(_DenseFlow):
 
     def __init__(self, name: str, cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],
                  truth_flow: Sequence[np.ndarray] | None = None):
-        estimator = OpticalFlow(name)
+        estimator = self._estimator = OpticalFlow(name)
         super().__init__(name, grid, stride, lambda frame, anchors: estimator(frame.image, anchors.anchor_image))
+
+    def future(self, frame: Frame, anchors: Anchors) -> GridFlow | None:
+        """The flow into the future anchor, whose image ``anchors`` holds as the last anchor's by now."""
+        return dense_to_grid(self._estimator(frame.image, anchors.anchor_image), self.grid, self.stride)
 
 
 class GroundTruthFlow(_DenseFlow):

@@ -129,6 +129,8 @@ class FrameResult:
             key frames; under a latency budget, the previous key frame while a newer one's CNN runs.
         motion: for warped frames, the motion source that carried the features (``"codec"``, an optical
             flow method such as ``"dis-ultrafast"``, ``"truth"``).
+        future: for B-frames warped from both anchors (``b_frames="both"``), the mean weight of the future
+            anchor's side over the feature cells (0: all from the past anchor; None: not warped so).
     """
 
     index: int
@@ -148,6 +150,7 @@ class FrameResult:
     gap: float | None = None
     key_index: int | None = None
     motion: str | None = None
+    future: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, FrameKind):
@@ -163,5 +166,5 @@ class FrameResult:
                 "residual_score": self.residual_score, "region": list(self.region) if self.region else None,
                 "distorted": round(self.distorted, 4),
                 "latency_ms": None if self.latency is None else round(1000 * self.latency, 2), "shed": list(self.shed),
-                "motion": self.motion,
+                "motion": self.motion, "future": None if self.future is None else round(self.future, 4),
                 "ms": {k: round(1000 * v, 3) for k, v in self.timings.items()}}

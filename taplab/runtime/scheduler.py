@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from taplab.codec.reader import Frame
+from taplab.codec.reader import MAX_REORDER, Frame
 from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction
 from taplab.nets.loader import Model
+from taplab.ops import bidirectional
 from taplab.ops.labels import labels_from_logits
 from taplab.ops.regions import RateSelector, residual_score
 from taplab.ops.warp import GridFlow, compose, warp, warp_blocks
@@ -31,13 +33,34 @@ from taplab.runtime.motion import motion_source
 from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
 
 
+@dataclass
+class _Waiting:
+    """A B-frame held for its future anchor (``b_frames="both"``): its result so far, and the features warped from
+    the past side (None: none, or a key frame's result, already complete)."""
+
+    frame: Frame
+    result: FrameResult
+    arrival: float | None
+    features: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    modules: frozenset[Module] = frozenset()
+
+
 class Scheduler:
-    """The state of one run over a ``height x width`` video, and its :meth:`step` per frame."""
+    """The state of one run over a ``height x width`` video: :meth:`step` per frame in display order, which gives
+    the results that are complete, in display order, and :meth:`flush` at the end.
+
+    B-frames warped from both anchors (``b_frames="both"``, without a latency budget) are held until their
+    future anchor's features exist, so a B-frame's result comes with its future anchor's, just before it:
+    on a live source that adds to a B-frame's latency the time until that anchor arrives, at most the
+    run of B-frames before it (``MAX_REORDER`` frames) times the frame interval.
+    """
 
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
                  correction: Correction | None = None, details: bool = False,
-                 truth_flow: Sequence[np.ndarray] | None = None):
+                 truth_flow: Sequence[np.ndarray] | None = None, want_logits: bool = False):
         self.model, self.cfg, self.want_images, self.details = model, cfg, want_images, details
+        self.want_logits = want_logits
         self.size = (height, width)
         geometry = model.geometry(height, width)
         self.grid = geometry.size
@@ -51,16 +74,31 @@ class Scheduler:
         self.anchors = Anchors(self.grid)
         self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
         self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
-        self.last_logits: torch.Tensor | None = None  # the last result's logits (run(logits=True))
+        self._waiting: list[_Waiting] = []  # B-frames held for their future anchor, in display order
+        self._b_prepared: list[Frame] = []  # in the decoding thread: the held B-frames since the last anchor
+
+    def bidirectional(self, frame: Frame) -> bool:
+        """Whether a frame is held and warped from both its anchors: a B-frame, ``b_frames="both"``, no budget."""
+        return frame.pict_type == "B" and self.cfg.ffw and self.cfg.b_frames == "both" \
+            and self.cfg.latency_budget is None
 
     # -- in the decoding thread: compute what this frame will need, overlapped with inference
     def prepare(self, item: tuple[Frame, dict]) -> None:
         frame, prep = item
+        if frame.pict_type != "B" and self._b_prepared:  # the held B-frames' future side, now that it is known
+            start = time.perf_counter()
+            for b in self._b_prepared:
+                b.residual_future  # noqa: B018 - cached; estimates the future vectors where the reader does
+            prep["future"] = time.perf_counter() - start
+            self._b_prepared = []
+        elif self.bidirectional(frame) and len(self._b_prepared) < MAX_REORDER:
+            self._b_prepared.append(frame)
         start = time.perf_counter()
         warpable = self.warpable(frame)  # a motion field the reader estimates (no codec vectors) is computed here
         if warpable and frame.estimated:
             prep["flow"] = time.perf_counter() - start
-        if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details):
+        if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details
+                         or self.bidirectional(frame)):
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
@@ -71,11 +109,14 @@ class Scheduler:
 
     def warpable(self, frame: Frame) -> bool:
         """Whether the frame can be warped: it has past motion, and is a P-frame, or a B-frame where B-frames are
-        warped (``b_frames="past"``, or under a latency budget)."""
+        warped (``b_frames`` ``"both"`` or ``"past"``, or under a latency budget); a B-frame warped from both
+        anchors may have future vectors alone."""
         if not self.cfg.ffw or frame.pict_type == "I":
             return False
-        if frame.pict_type == "B" and self.cfg.b_frames != "past" and self.cfg.latency_budget is None:
+        if frame.pict_type == "B" and self.cfg.b_frames == "key" and self.cfg.latency_budget is None:
             return False
+        if self.bidirectional(frame) and frame.motion_future is not None:  # the codec's: known on arrival
+            return True
         return self.motion.available(frame)  # last: it computes a motion field the reader estimates
 
     def close(self) -> None:
@@ -83,17 +124,17 @@ class Scheduler:
 
     # -- in the consumer: decide and do
     @torch.inference_mode()
-    def step(self, frame: Frame, prep: dict, arrival: float | None = None, newer: bool = False) -> FrameResult:
-        """Segment one frame. ``arrival``: when it arrived (``perf_counter``), from which a latency budget
-        counts; ``newer``: whether a later frame has already arrived (a late frame is then skipped)."""
+    def step(self, frame: Frame, prep: dict, arrival: float | None = None, newer: bool = False) -> list[FrameResult]:
+        """Segment one frame; returns the results now complete, in display order (none while a B-frame waits for
+        its future anchor; then the held B-frames' and the anchor's). ``arrival``: when the frame arrived
+        (``perf_counter``), from which a latency budget and each result's ``latency`` count; ``newer``: whether
+        a later frame has already arrived (a late frame is then skipped)."""
         timings = dict(prep)
+        if self.bidirectional(frame):
+            return self._hold(frame, timings, arrival)
         deadline = self.policy.deadline(arrival)
         self._adopt()
-        facts = FrameFacts(pict_type=frame.pict_type, warpable=self.warpable(frame),
-                           features_expected=self.anchors.has_source or self.keys.busy,
-                           features_ready=self.anchors.key_features is not None, budget=deadline is not None,
-                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
-                           since_key=frame.index - self.anchors.last_key)
+        facts = self._facts(frame, deadline, newer)
         interval = self.cfg.key_interval
         score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs, interval) else None
         decision = decide(facts, score is not None and self._rgfs_selects(score), interval)
@@ -107,19 +148,108 @@ class Scheduler:
             if facts.warpable and frame.pict_type != "B":  # keep the motion chain intact for the next output
                 self.anchors.extend(self._flow(frame, timings))
         else:
-            result.kind = self._warp(frame, result, decision.modules, deadline, shed)
+            features, mask = self._ffw(frame, timings)
+            result.kind = self._correct(frame, result, features, mask, decision.modules, deadline, shed)
             result.motion = self.motion.origin(frame)
         self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
-        self.last_logits = None
-        if result.kind.kind is not Kind.SKIP:
-            start = time.perf_counter()
-            self.last_logits = self._logits(self.anchors.features)
-            result.labels = labels_from_logits(self.last_logits, self.size, self.cfg.labels)
-            timings["labels"] = time.perf_counter() - start
-            result.key_index = frame.index if result.is_key else self.anchors.key_index
-            self.policy.measure("labels", timings["labels"])
         result.shed = tuple(shed)
-        return result
+        if result.kind.kind is not Kind.SKIP:
+            result.key_index = frame.index if result.is_key else self.anchors.key_index
+            self._finish(result, frame, self.anchors.features)
+        done = self._release(future=True) if frame.pict_type != "B" else []  # before it in display order
+        self._stamp(result, arrival)
+        return done + [result]
+
+    def flush(self) -> list[FrameResult]:
+        """At the end of the stream: the B-frames still held, warped from their past anchor alone."""
+        with torch.inference_mode():
+            return self._release(future=False)
+
+    def _facts(self, frame: Frame, deadline: float | None, newer: bool, bidirectional: bool = False) -> FrameFacts:
+        return FrameFacts(pict_type=frame.pict_type, warpable=self.warpable(frame),
+                          features_expected=self.anchors.has_source or self.keys.busy,
+                          features_ready=self.anchors.key_features is not None, budget=deadline is not None,
+                          cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
+                          since_key=frame.index - self.anchors.last_key, bidirectional=bidirectional)
+
+    def _hold(self, frame: Frame, timings: dict, arrival: float | None) -> list[FrameResult]:
+        """A B-frame warped from both anchors: the CNN now where it is a key frame, else its past side now (the
+        past anchor's state changes with the next anchor); held until the future anchor's features exist."""
+        decision = decide(self._facts(frame, None, False, bidirectional=True), False, self.cfg.key_interval)
+        result = FrameResult(frame.index, frame.pict_type, decision.kind, None, timings=timings,
+                             key_index=self.anchors.key_index)
+        waiting = _Waiting(frame, result, arrival, modules=decision.modules)
+        if decision.kind.is_key:
+            result.kind = FrameKind(self._key(frame, decision.kind, None, timings))
+            result.key_index = frame.index
+            self._finish(result, frame, self.anchors.features)
+        elif self.motion.available(frame):
+            waiting.features, waiting.mask = self._ffw(frame, timings)
+        self._waiting.append(waiting)
+        done = []
+        while len(self._waiting) > MAX_REORDER:  # bounded: the oldest goes out from its past side alone
+            done += self._release(future=False, count=1)
+        return done
+
+    def _release(self, future: bool, count: int | None = None) -> list[FrameResult]:
+        """The held B-frames' results (the first ``count``), completed from both sides where ``future`` (the
+        anchors hold their future anchor now), else from the past side alone."""
+        released, self._waiting = self._waiting[:count], self._waiting[len(self._waiting[:count]):]
+        done = []
+        for w in released:
+            if w.result.labels is None:  # not a key frame: warped
+                self._complete(w, future)
+            self._stamp(w.result, w.arrival)
+            done.append(w.result)
+        return done
+
+    def _complete(self, w: _Waiting, future: bool) -> None:
+        """A held B-frame's features from its past side, its future side or both (:mod:`taplab.ops.bidirectional`),
+        then corrected as any warped frame; the CNN where it has neither."""
+        frame, result, timings = w.frame, w.result, w.result.timings
+        flow = None
+        if future and frame.future_index is not None and frame.future_index == self.anchors.anchor_index:
+            flow = self.motion.future(frame, self.anchors)
+        if flow is None and w.features is None:  # no motion on either side: the CNN
+            result.kind = FrameKind(self._key(frame, Kind.KEY, None, timings))
+            result.key_index = frame.index
+            self._finish(result, frame, self.anchors.features)
+            return
+        features, mask = w.features, w.mask
+        if flow is not None:
+            start = time.perf_counter()
+            ahead, ahead_mask = warp(self.anchors.anchor_features, flow, self.cfg.warp_sampling)
+            past_error = bidirectional.cell_errors(frame.residual, self.grid)
+            future_residual = frame.residual_future
+            future_error = past_error if future_residual is None else bidirectional.cell_errors(future_residual, self.grid)
+            past_ok = torch.zeros_like(ahead_mask) if mask is None else ~mask
+            weight = bidirectional.future_weights(past_error, past_ok, future_error, ~ahead_mask)
+            features = ahead if features is None else bidirectional.blend(features, ahead, weight)
+            mask = ahead_mask if mask is None else mask & ahead_mask
+            if future_residual is not None:
+                frame.replace_residual(bidirectional.blend_residual(frame.residual, future_residual, weight))
+            result.future = float(weight.mean())
+            timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
+        result.kind = self._correct(frame, result, features, mask, w.modules, None, [], anchor=False)
+        result.motion = self.motion.origin(frame)
+        self._finish(result, frame, features)
+
+    def _finish(self, result: FrameResult, frame: Frame, features: torch.Tensor) -> None:
+        """The result's labels (and logits, image where asked) from its features."""
+        start = time.perf_counter()
+        logits = self._logits(features)
+        result.labels = labels_from_logits(logits, self.size, self.cfg.labels)
+        result.timings["labels"] = time.perf_counter() - start
+        self.policy.measure("labels", result.timings["labels"])
+        if self.want_logits:
+            result.logits = logits
+        if self.want_images:
+            result.image = frame.image
+
+    @staticmethod
+    def _stamp(result: FrameResult, arrival: float | None) -> None:
+        if arrival is not None:
+            result.latency = time.perf_counter() - arrival
 
     def _rgfs_selects(self, score: float) -> bool:
         return self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
@@ -167,11 +297,11 @@ class Scheduler:
         self.anchors.adopt(features, index)
         return True
 
-    def _warp(self, frame: Frame, result: FrameResult, modules: frozenset[Module], deadline: float | None,
-              shed: list[str]) -> FrameKind:
-        """FFW, then fusion and RGC where they fit in the budget (else named in ``shed``)."""
+    def _correct(self, frame: Frame, result: FrameResult, features: torch.Tensor, mask: torch.Tensor,
+                 modules: frozenset[Module], deadline: float | None, shed: list[str], anchor: bool = True) -> FrameKind:
+        """A warped frame's corrections: fusion and RGC where they fit in the budget (else named in ``shed``);
+        for a frame in line (``anchor``), its features become the run's current ones."""
         timings = result.timings
-        features, mask = self._ffw(frame, timings)
         result.distorted = float(mask.float().mean())
         applied: set[Module] = set()
         fusing = Module.FUSION in modules and self._admit(self.fusion, deadline, shed)
@@ -201,7 +331,8 @@ class Scheduler:
             timings["cnn_region"] = time.perf_counter() - start
             if count > 0:
                 self.policy.measure("cnn_region", timings["cnn_region"])
-        self.anchors.features = features
+        if anchor:
+            self.anchors.features = features
         return FrameKind(Kind.WARP, applied)
 
     def _admit(self, stage: CorrectionStage, deadline: float | None, shed: list[str]) -> bool:

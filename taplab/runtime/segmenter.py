@@ -106,7 +106,7 @@ class Segmenter:
             if self.config.ffw and self.config.motion_source == "auto":
                 video.estimate_motion(self.config.motion_fallback)  # nothing for a codec that exports vectors
             run = Scheduler(self.model, self.config, video.height, video.width, want_images=images,
-                            correction=self.correction, details=details, truth_flow=truth_flow)
+                            correction=self.correction, details=details, truth_flow=truth_flow, want_logits=logits)
         except BaseException:
             if owned:
                 video.close()
@@ -115,13 +115,8 @@ class Segmenter:
         try:
             for frame, prep in frames:
                 arrival = prep.pop("arrival")
-                result = run.step(frame, prep, arrival, newer=frames.waiting > 0)
-                result.latency = time.perf_counter() - arrival
-                if logits:
-                    result.logits = run.last_logits
-                if images:
-                    result.image = frame.image
-                yield result
+                yield from run.step(frame, prep, arrival, newer=frames.waiting > 0)
+            yield from run.flush()
         finally:
             video.interrupt()  # a read waiting on the source (a followed file) returns now
             if not frames.close():  # the decoding thread, stopped and joined before the video closes under it

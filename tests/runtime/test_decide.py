@@ -22,6 +22,8 @@ def facts(pict_type="P", **values) -> FrameFacts:
     (facts(modules=frozenset()), False, Decision(Kind.WARP)),  # the run's modules, as given
     (facts("B", warpable=False), False, Decision(Kind.KEY)),  # b_frames="key"
     (facts("B"), False, Decision(Kind.WARP, BOTH)),  # b_frames="past"
+    (facts("B", bidirectional=True), False, Decision(Kind.WARP, BOTH)),  # b_frames="both"
+    (facts("B", bidirectional=True, warpable=False), False, Decision(Kind.KEY)),  # no vectors on either side
 ])
 def test_without_a_budget(given, selected, expected):
     assert decide(given, selected) == expected
@@ -52,7 +54,8 @@ def test_under_a_latency_budget(given, selected, expected):
     (facts("I"), True, False),
     (facts(warpable=False), True, False),
     (facts(features_expected=False), True, False),
-    (facts("B"), True, True),
+    (facts("B"), True, True),  # b_frames="past"
+    (facts("B", bidirectional=True), True, False),  # its future anchor is fresh
 ])
 def test_rgfs_scores_only_frames_that_would_be_warped(given, rgfs, expected):
     assert rgfs_candidate(given, rgfs) is expected

@@ -153,6 +153,7 @@ def test_b_frames_under_a_budget_are_warped_or_skipped_never_run_in_line(tmp_pat
     results = list(Segmenter(SlowModel(0.25), rgc=False, rgfs=False, latency_budget=0.1).run(clip, live=True))
     b_frames = [r for r in results if r.pict_type == "B"]
     assert len(b_frames) >= 12 and {r.kind for r in b_frames} <= {"warp", "skip"}
+    assert all(r.future is None for r in b_frames)  # from the past side alone: no hold for the future anchor
     assert sum(r.kind == "warp" for r in b_frames) >= 6
     assert all(r.latency <= 0.1 + P_FRAME for r in results), [round(r.latency, 3) for r in results]
 
@@ -183,14 +184,14 @@ def test_late_frames_are_skipped_when_a_newer_one_is_waiting(translation_clip):
     seg = Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=0.05)
     results = []
     with open_video(translation_clip) as video:
-        run = Scheduler(seg.model, seg.config, video.height, video.width)
+        run = Scheduler(seg.model, seg.config, video.height, video.width, want_logits=True)
         for frame in video:
             prep = {"decode": 0.0}
             run.prepare((frame, prep))
             late = frame.index % 3 == 1  # arrived a second ago
             newer = late and frame.index != 22  # frame 22 is late with nothing newer: still shown
-            results.append(run.step(frame, prep, arrival=time.perf_counter() - (1.0 if late else 0.0), newer=newer))
-            results[-1].logits = run.last_logits
+            results += run.step(frame, prep, arrival=time.perf_counter() - (1.0 if late else 0.0), newer=newer)
+        results += run.flush()
     skipped = [r.index for r in results if r.kind == "skip"]
     assert skipped == [i for i in range(1, 24, 3) if i != 22]
     assert all(r.labels is None and r.logits is None and r.key_index is None for r in results if r.kind == "skip")

@@ -118,7 +118,7 @@ def test_estimation_runs_once_per_warped_frame_in_the_decoding_thread(tmp_path, 
 
     monkeypatch.setattr(OpticalFlow, "__call__", spy)
     video = encode(translation_frames(14, 128, 256, 3, -2), tmp_path / "h.mp4", gop=14, codec="hevc", bframes=2)
-    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, key_interval=None).run(video)]
+    kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, b_frames="key", key_interval=None).run(video)]
     assert kinds.count("key") >= 6 and len(calls) == kinds.count("warp")  # B-frames: keys, never estimated
     assert set(calls) == {"taplab-decode"}
     calls.clear()

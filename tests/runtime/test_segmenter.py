@@ -105,9 +105,9 @@ def test_rgfs_threshold_zero_makes_every_p_frame_a_key_frame(clip, model):
     assert all(r.residual_score > 0 for r in results if r.kind == "key-RGFS")
 
 
-def test_b_frames_are_key_frames_by_default(tmp_path, model):
+def test_b_frames_are_key_frames_where_asked(tmp_path, model):
     video = write_clip(tmp_path, SynthConfig(height=64, width=128, frames=7, seed=2), gop=7, codec="h264", bframes=1)
-    results = list(Segmenter(model).run(video))
+    results = list(Segmenter(model, b_frames="key").run(video))
     kinds = {r.pict_type: set() for r in results}
     for r in results:
         kinds[r.pict_type].add(r.kind)
