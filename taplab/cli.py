@@ -71,14 +71,16 @@ def probe(video: str, as_json: bool, backend: str) -> None:
 @click.option("--quality", type=int, default=None, help="mpeg4/mpeg2: quantiser 1-31 (default 4); h264: CRF 0-51 (default "
                                                       "23); hevc: CRF 0-51 (default 28); vp9: CRF 0-63 (default 32).")
 @click.option("--fps", type=float, default=None, help="Frame rate (default: the source video's, else 25).")
-def encode(source: str, out: Path, gop: int, codec: str, bframes: int, quality: int | None, fps: float | None) -> None:
+@click.option("--refs", default=1, show_default=True, help="h264/hevc: past reference frames a P-frame may use.")
+def encode(source: str, out: Path, gop: int, codec: str, bframes: int, quality: int | None, fps: float | None,
+           refs: int) -> None:
     """Encode SOURCE (an image folder or a video) to OUT with a fixed GOP.
 
     For example a Cityscapes leftImg8bit_sequence city folder to MPEG-4 Part 2, GOP 12.
     """
     from taplab.codec import encode as run_encode
 
-    path = run_encode(source, out, gop=gop, codec=codec, bframes=bframes, quality=quality, fps=fps)
+    path = run_encode(source, out, gop=gop, codec=codec, bframes=bframes, quality=quality, fps=fps, refs=refs)
     click.echo(f"wrote {path}")
 
 

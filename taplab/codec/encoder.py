@@ -46,42 +46,43 @@ class CodecSpec:
     quality_range: tuple[int, int]  # inclusive; lower is better for both codecs here
     default_quality: int
     quality_meaning: str
-    options: Callable[[int, int, int], dict[str, str]]  # (gop, bframes, quality) -> AVOptions
+    options: Callable[[int, int, int, int], dict[str, str]]  # (gop, bframes, quality, refs) -> AVOptions
     container: str = "mp4"
     max_bframes: int | None = None  # None: any number below the GOP
+    max_refs: int = 1  # past reference frames a P-frame may use
 
 
-def _mpeg4_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+def _mpeg4_options(gop: int, bframes: int, quality: int, refs: int) -> dict[str, str]:
     # qmin == qmax pins the quantiser: a constant-quality encode like `ffmpeg -q:v`.
     return {"qmin": str(quality), "qmax": str(quality), "sc_threshold": _NO_SCENECUT}
 
 
-def _h264_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:ref=1:bframes={bframes}:b-pyramid=none"
+def _h264_options(gop: int, bframes: int, quality: int, refs: int) -> dict[str, str]:
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:ref={refs}:bframes={bframes}:b-pyramid=none"
     return {"crf": str(quality), "x264-params": params, "preset": "veryfast"}
 
 
-def _hevc_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
-    params = (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:ref=1:bframes={bframes}:b-pyramid=0:"
+def _hevc_options(gop: int, bframes: int, quality: int, refs: int) -> dict[str, str]:
+    params = (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:ref={refs}:bframes={bframes}:b-pyramid=0:"
               "log-level=error")  # x265 reports to stderr at info level otherwise
     return {"crf": str(quality), "x265-params": params, "preset": "veryfast"}
 
 
-def _vp9_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+def _vp9_options(gop: int, bframes: int, quality: int, refs: int) -> dict[str, str]:
     # b=0 with crf: constant quality; no alternate-reference frames (shown frames only, none reordered)
     return {"crf": str(quality), "b": "0", "keyint_min": str(gop), "auto-alt-ref": "0", "lag-in-frames": "0",
             "deadline": "good", "cpu-used": "8", "row-mt": "1"}
 
 
-def _mpeg2_options(gop: int, bframes: int, quality: int) -> dict[str, str]:
+def _mpeg2_options(gop: int, bframes: int, quality: int, refs: int) -> dict[str, str]:
     return {"qmin": str(quality), "qmax": str(quality), "sc_threshold": _NO_SCENECUT}
 
 
 #: codec name -> spec; add an entry to support another codec.
 CODECS: dict[str, CodecSpec] = {
     "mpeg4": CodecSpec("mpeg4", (1, 31), 4, "quantiser 1 (best) .. 31", _mpeg4_options),
-    "h264": CodecSpec("libx264", (0, 51), 23, "CRF 0 (lossless) .. 51", _h264_options),
-    "hevc": CodecSpec("libx265", (0, 51), 28, "CRF 0 (lossless) .. 51", _hevc_options),
+    "h264": CodecSpec("libx264", (0, 51), 23, "CRF 0 (lossless) .. 51", _h264_options, max_refs=16),
+    "hevc": CodecSpec("libx265", (0, 51), 28, "CRF 0 (lossless) .. 51", _hevc_options, max_refs=16),
     "vp9": CodecSpec("libvpx-vp9", (0, 63), 32, "CRF 0 (best) .. 63", _vp9_options, max_bframes=0),
     "mpeg2": CodecSpec("mpeg2video", (1, 31), 4, "quantiser 1 (best) .. 31", _mpeg2_options),
 }
@@ -96,6 +97,7 @@ def encode(
     bframes: int = 0,
     quality: int | None = None,
     fps: float | None = None,
+    refs: int = 1,
 ) -> Path:
     """Encode frames into a video with a fixed GOP, the papers' pre-processing.
 
@@ -110,6 +112,8 @@ def encode(
         bframes: consecutive B-frames allowed between anchors (0: an I/P-only stream).
         quality: the codec's constant quality (see :data:`CODECS`); ``None`` for its default.
         fps: frame rate; ``None`` takes a source video's rate, else 25.
+        refs: past reference frames a P-frame's blocks may choose from (H.264 and HEVC; 1 for the others):
+            1 (the default) makes every past vector point into the previous anchor.
 
     Returns:
         the path written. Raises :class:`EncodeError` for bad parameters or input.
@@ -124,6 +128,8 @@ def encode(
     if spec.max_bframes is not None and bframes > spec.max_bframes:
         raise EncodeError(f"{codec} takes at most {spec.max_bframes} B-frames"
                           f"{' (it has none)' if spec.max_bframes == 0 else ''}; got {bframes}")
+    if not 1 <= refs <= spec.max_refs:
+        raise EncodeError(f"refs for {codec} must be in 1..{spec.max_refs}, got {refs}")
     if quality is None:
         quality = spec.default_quality
     lo, hi = spec.quality_range
@@ -141,7 +147,7 @@ def encode(
     # Write next to the target and rename at the end: a failed encode leaves no half file.
     try:
         with atomic_path(out_path) as tmp_name:  # the container format is explicit: any suffix works
-            if _write(frames, tmp_name, spec, gop, bframes, quality, fps) == 0:
+            if _write(frames, tmp_name, spec, gop, bframes, quality, fps, refs) == 0:
                 raise EncodeError("no frames to encode")
     except TapLabError:
         raise
@@ -151,7 +157,8 @@ def encode(
 
 
 def _write(
-    frames: Iterator[np.ndarray], path: str, spec: CodecSpec, gop: int, bframes: int, quality: int, fps: float
+    frames: Iterator[np.ndarray], path: str, spec: CodecSpec, gop: int, bframes: int, quality: int, fps: float,
+    refs: int = 1,
 ) -> int:
     from fractions import Fraction
 
@@ -167,7 +174,7 @@ def _write(
                 stream = container.add_stream(
                     spec.encoder,
                     rate=Fraction(fps).limit_denominator(1001),
-                    options=spec.options(gop, bframes, quality),
+                    options=spec.options(gop, bframes, quality, refs),
                 )
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 stream.codec_context.gop_size = gop

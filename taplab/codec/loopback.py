@@ -58,7 +58,7 @@ def mpegts_clip(frames: list[np.ndarray], fps: int = 25, gop: int = 12, codec: s
     spec = CODECS[codec]
     buf, ends = io.BytesIO(), []
     with av.open(buf, "w", format="mpegts") as container:
-        stream = container.add_stream(spec.encoder, rate=fps, options=spec.options(gop, 0, quality or spec.default_quality))
+        stream = container.add_stream(spec.encoder, rate=fps, options=spec.options(gop, 0, quality or spec.default_quality, 1))
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         stream.codec_context.gop_size, stream.codec_context.max_b_frames = gop, 0
         # without B-frames packets come in display order, one per frame (the encoder may lag behind)

@@ -69,6 +69,8 @@ class MotionField:
         direction: ``"past"`` or ``"future"``.
         reference: display index of the frame the vectors are taken to point into, if known.
         source: ``"codec"``, or the optical-flow method that estimated the vectors.
+        foreign: blocks whose vector was found to point into an older reference than ``reference`` and
+            marked invalid (:mod:`taplab.codec.references`).
     """
 
     vectors: np.ndarray
@@ -78,6 +80,7 @@ class MotionField:
     direction: str = "past"
     reference: int | None = None
     source: str = "codec"
+    foreign: int = 0
 
     @property
     def grid_shape(self) -> tuple[int, int]:

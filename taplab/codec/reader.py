@@ -38,6 +38,7 @@ import numpy as np
 
 from taplab.codec.backends import BACKENDS, Backend, DecodedFrame
 from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, VECTOR_CODECS, MotionField
+from taplab.codec.references import MAX_OLDER, foreign_blocks, reference_frames
 from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
 from taplab.ops.flow import OpticalFlow
 from taplab.ops.residual import residual as compute_residual
@@ -192,6 +193,11 @@ class Video:
         #: whether the codec exports motion vectors (:data:`~taplab.codec.motion.VECTOR_CODECS`); where it does
         #: not, every frame's ``motion`` is None unless :meth:`estimate_motion` is asked
         self.exports_vectors: bool = self.codec in VECTOR_CODECS
+        #: the most reference frames the stream's blocks may use (None: unknown); where more than one, past vectors
+        #: into older anchors are found and marked invalid (:mod:`taplab.codec.references`)
+        self.references: int | None = reference_frames(self.codec, getattr(backend, "extradata", None))
+        self._older = 0 if not self.exports_vectors or self.references == 1 else \
+            MAX_OLDER if self.references is None else min(MAX_OLDER, self.references - 1)
         self._estimator: OpticalFlow | None = None
         self._estimator_lock = threading.Lock()
         self._started = False
@@ -216,18 +222,23 @@ class Video:
     def _frames(self) -> Iterator[Frame]:
         anchor_luma: np.ndarray | None = None
         anchor_index: int | None = None
+        history: list[np.ndarray] = []  # the anchors' luma planes, the last first, where older ones may be referenced
         waiting: list[Frame] = []  # the B-frames since the last anchor, which the next one is the future of
         index = 0
         for decoded in self._backend.frames():
             if decoded.corrupt:
                 warnings.warn(f"frame {index} of {self.name} is damaged (concealed by the decoder)", CorruptDataWarning, stacklevel=2)
             past, future = self._motion_fields(decoded, anchor_index)
+            if past is not None and len(history) > 1:
+                past = _without_foreign(decoded.luma, history, past)
             estimate = None
             if self._estimator is not None and decoded.pict_type != "I" and anchor_luma is not None:
                 estimate = self._estimated(decoded.luma, anchor_luma, anchor_index)
             frame = Frame(index, decoded, past, future, anchor_luma, estimate)
             if frame.pict_type != "B":
                 anchor_luma, anchor_index = decoded.luma, index
+                if self._older:
+                    history = [decoded.luma] + history[:self._older]
                 for b in waiting:
                     b.attach_future(index, decoded.luma, self._estimate_future if self._estimator else None)
                 waiting = []
@@ -306,6 +317,14 @@ class Video:
 
     def __repr__(self) -> str:
         return f"Video({self.name!r}, codec={self.codec!r}, {self.width}x{self.height} @ {self.fps:g} fps)"
+
+
+def _without_foreign(luma: np.ndarray, anchors: list[np.ndarray], field: MotionField) -> MotionField:
+    """``field`` with its vectors into anchors older than the last marked invalid (:mod:`taplab.codec.references`)."""
+    foreign = foreign_blocks(luma, anchors, field.vectors, field.valid, field.block)
+    if not foreign.any():
+        return field
+    return replace(field, valid=field.valid & ~foreign, foreign=int(foreign.sum()))
 
 
 def is_url(source) -> bool:

@@ -14,6 +14,7 @@ residual in 8-bit levels). taplab's score is resolution-independent: the mean ab
 residual per pixel, in 8-bit levels. The paper's threshold maps onto it as
 3.6e7 / (1024 * 2048 * 3) = 5.7 levels per pixel per channel; taking the luma residual as
 representative of the three channels, that is a threshold of about 5.7 (:data:`PAPER_RGFS_THRESHOLD`).
+That level does not transfer between sources, so the runtime's default is :class:`RateSelector`.
 """
 
 from __future__ import annotations
@@ -91,36 +92,54 @@ def residual_score(residual: np.ndarray) -> float:
 
 
 class RateSelector:
-    """RGFS in target-rate mode: selects about ``rate`` of the candidate frames, adapting online.
+    """RGFS in rate mode: selects about ``rate`` of the candidate frames, those whose residual stands out from the
+    frames just before them, adapting online.
 
-    A frame is selected when its score ranks within the top ``rate`` share of the last ``window``
-    scores and itself: when fewer than ``k = round(rate * (n + 1))`` of the ``n`` scores before it
-    (in the window) are at least as high. For scores in random order the chance of selection is
-    then ``k / (n + 1)``, within half a frame of ``rate`` at every ``n``, so short runs select about
-    the asked share too (the first ``1 / (2 rate) - 1`` frames only calibrate). The earlier rule, a
-    quantile threshold of the scores so far, selected 12% of 27 random-order scores when asked for
-    10% (9.4% now), and more where the scores drift: the top quantile of a handful of scores is
-    low. Deterministic: the same scores give the same choices.
+    - **Relative to the recent level.** A frame's score is divided by the median of the ``trend``
+      candidates' scores before it (the first frame's by itself). A residual that rises slowly along
+      a clip (the synthetic clips' do, as their objects come closer) then does not make every later
+      frame rank high; a frame whose residual jumps does. (``trend=0`` ranks the raw scores.)
+    - **Ranked online.** The frame is selected when its relative score ranks within the top ``rate``
+      share of the last ``window`` relative scores and itself: when fewer than
+      ``k = round(rate * (n + 1))`` of the ``n`` before it are at least as high. For scores in random
+      order the chance of selection is then ``k / (n + 1)``, within half a frame of ``rate`` at every
+      ``n``, so short runs select about the asked share too (the first ``1 / (2 rate) - 1`` frames
+      only calibrate).
+
+    Measured at ``rate=0.1`` (docs/streams.md): 14% of the P-frames of 4 synthetic 30-frame clips and
+    12% of a real 337-frame H.264 stream's, where ranking the raw scores selected 23% and 6%, and the
+    paper's absolute threshold 24% and 0.4%. Deterministic: the same scores give the same choices.
     """
 
-    def __init__(self, rate: float, window: int = 200):
+    def __init__(self, rate: float, window: int = 200, trend: int = 3):
         if not 0 < rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {rate}")
-        self.rate, self.window = rate, window
-        self.scores: list[float] = []
+        self.rate, self.window, self.trend = rate, window, trend
+        self.scores: list[float] = []  # the relative scores
+        self._raw: list[float] = []
 
     @property
     def threshold(self) -> float:
-        """The score the next frame must exceed to be selected (infinite while calibrating)."""
+        """The relative score the next frame must exceed to be selected (infinite while calibrating)."""
         recent = self.scores[-self.window:]
         allowed = math.floor(self.rate * (len(recent) + 1) + 0.5)
         if allowed > len(recent):  # (rate >= 0.5 early on) any score ranks high enough
             return -math.inf
         return sorted(recent, reverse=True)[allowed - 1] if allowed else math.inf
 
+    def relative(self, score: float) -> float:
+        """``score`` over the median of the ``trend`` scores before it (1 for the first; ``trend=0``: the score)."""
+        if not self.trend:
+            return score
+        before = self._raw[-self.trend:]
+        level = float(np.median(before)) if before else score
+        return score / level if level > 0 else (1.0 if score <= 0 else math.inf)
+
     def __call__(self, score: float) -> bool:
-        selected = score > self.threshold
-        self.scores.append(score)
+        relative = self.relative(score)
+        selected = relative > self.threshold
+        self.scores.append(relative)
+        self._raw.append(score)
         return selected
 
 

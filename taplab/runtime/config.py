@@ -50,11 +50,14 @@ class RuntimeConfig:
       its own frame only; ``"chain"`` warps the previous frame's features, corrections included.
     - Fusion (DMNet) corrects logits, so it needs ``warp_layer="logits"``; it runs before RGC, which
       then blends the CNN's output over it in its region (``rgc_alpha``).
-    - RGFS: ``rgfs_mode="auto"`` (the default) is rate mode when ``rgfs_rate`` is given, else the
-      absolute ``rgfs_threshold``. The score is the mean absolute luma residual per pixel in 8-bit
-      levels; the paper's 3.6e7 summed over a 1024x2048x3 residual is
-      :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7. Rate mode selects about
-      ``rgfs_rate`` of the P-frames, adapting online (:class:`~taplab.ops.regions.RateSelector`).
+    - RGFS: ``rgfs_mode="auto"`` (the default) is rate mode when ``rgfs_rate`` is given, the absolute
+      ``rgfs_threshold`` when that is given, and else rate mode at 10% (``DEFAULT_RGFS_RATE``). The
+      score is the mean absolute luma residual per pixel in 8-bit levels; the paper's 3.6e7 summed
+      over a 1024x2048x3 residual is :data:`~taplab.ops.regions.PAPER_RGFS_THRESHOLD`, about 5.7.
+      That level does not transfer (it selects a quarter of the synthetic P-frames and almost none
+      of the real ones), so rate mode is the default: it selects about ``rgfs_rate`` of the P-frames,
+      those whose residual stands out from the frames just before them, adapting online
+      (:class:`~taplab.ops.regions.RateSelector`; the measurements are in docs/streams.md).
     - ``latency_budget``: seconds from a frame's arrival (decoded) to its result, for live sources,
       whose frames arrive in real time. The policy that keeps it (key frames in the background, then
       modules shed, then late frames skipped) is described in :mod:`taplab.runtime.latency`, with its
@@ -89,12 +92,14 @@ class RuntimeConfig:
                                       "waits for a running CNN); none: the codec's I-frames and RGFS alone.")
     rgfs: bool = option(True, "Residual-guided frame selection: P-frames whose residual says warping will fail "
                         "become key frames.")
-    rgfs_mode: str = option("auto", "RGFS by an absolute threshold or a target rate; auto: rate mode when a rate "
-                            "is given.", ("auto", "absolute", "rate"))
-    rgfs_threshold: float = option(PAPER_RGFS_THRESHOLD, "Mean residual per pixel (8-bit levels) above which a "
-                                   "P-frame becomes a key frame (the paper's, about 5.7).")
-    rgfs_rate: float | None = option(None, f"Select about this share of P-frames instead of a threshold: rate mode "
-                                     f"(default: none; {DEFAULT_RGFS_RATE} where the RGFS mode is rate).")
+    rgfs_mode: str = option("auto", "RGFS by a target rate or an absolute threshold; auto: rate mode unless only a "
+                            "threshold is given.", ("auto", "absolute", "rate"))
+    rgfs_threshold: float | None = option(None, "Mean residual per pixel (8-bit levels) above which a P-frame becomes a "
+                                          "key frame: absolute mode (default: none; the paper's, about 5.7, where "
+                                          "the RGFS mode is absolute).")
+    rgfs_rate: float | None = option(None, f"Select about this share of P-frames, those whose residual stands out "
+                                     f"from the frames before them: rate mode (default: none; {DEFAULT_RGFS_RATE} "
+                                     f"where the RGFS mode is rate).")
     fusion: bool | None = option(None, "Distortion-map fusion with the model's correction network where warping "
                                  "failed (default: on where the model has one).")
     fusion_weight: float = option(0.5, "w_f in M = w_f M_coarse + (1 - w_f) M_edge (DMNet).")
@@ -139,8 +144,12 @@ class RuntimeConfig:
             v = getattr(self, name)
             if v is not None and v < 16:
                 raise ConfigError(f"{name} must be an integer >= 16 pixels (or None), got {v!r}")
-        if not (0 <= self.rgfs_threshold <= 255) or math.isnan(self.rgfs_threshold):
-            raise ConfigError(f"rgfs_threshold is a mean residual per pixel in 0..255, got {self.rgfs_threshold}")
+        if self.rgfs_threshold is not None:
+            if not (0 <= self.rgfs_threshold <= 255) or math.isnan(self.rgfs_threshold):
+                raise ConfigError(f"rgfs_threshold is a mean residual per pixel in 0..255, got {self.rgfs_threshold}")
+            if self.rgfs_mode == "rate":
+                raise ConfigError("rgfs_threshold selects P-frames by an absolute level; it contradicts "
+                                  "rgfs_mode='rate' (set rgfs_mode to auto or absolute, or rgfs_threshold to none)")
         if self.rgfs_rate is not None:
             if not 0 < self.rgfs_rate < 1:
                 raise ConfigError(f"rgfs_rate must be in (0, 1), got {self.rgfs_rate}")
@@ -150,8 +159,16 @@ class RuntimeConfig:
 
     @property
     def rgfs_by_rate(self) -> bool:
-        """Whether RGFS selects a share of the P-frames (rate mode) rather than thresholding their score."""
-        return self.rgfs_mode == "rate" or (self.rgfs_mode == "auto" and self.rgfs_rate is not None)
+        """Whether RGFS selects a share of the P-frames (rate mode) rather than thresholding their score: rate mode,
+        or auto unless a threshold alone is given."""
+        if self.rgfs_mode == "auto":
+            return self.rgfs_rate is not None or self.rgfs_threshold is None
+        return self.rgfs_mode == "rate"
+
+    @property
+    def rgfs_level(self) -> float:
+        """The score above which absolute mode selects a P-frame."""
+        return PAPER_RGFS_THRESHOLD if self.rgfs_threshold is None else self.rgfs_threshold
 
     @property
     def rgfs_share(self) -> float:

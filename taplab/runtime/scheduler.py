@@ -252,7 +252,7 @@ class Scheduler:
             result.latency = time.perf_counter() - arrival
 
     def _rgfs_selects(self, score: float) -> bool:
-        return self.selector(score) if self.selector else score > self.cfg.rgfs_threshold
+        return self.selector(score) if self.selector else score > self.cfg.rgfs_level
 
     def _key(self, frame: Frame, kind: Kind, deadline: float | None, timings: dict) -> Kind:
         """The CNN on a key frame: in line; or, with a latency budget, in the background thread, waited for while

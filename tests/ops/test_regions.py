@@ -77,6 +77,24 @@ def test_rate_selector_does_not_overshoot_on_short_runs():
     assert 0.08 <= np.mean(shares) <= 0.11
 
 
+def test_rate_selector_keeps_its_share_when_the_residual_drifts_and_picks_the_jumps():
+    """A residual rising steadily along a run (ranking the raw scores selected 80% of it) and one with a few
+    jumps: the selector ranks each score relative to the ones just before it."""
+    rng = np.random.default_rng(3)
+    rising = np.linspace(2.0, 8.0, 300) * rng.uniform(0.9, 1.1, 300)
+    selector = RateSelector(0.1)
+    assert 0.06 <= np.mean([selector(s) for s in rising]) <= 0.14
+    raw = RateSelector(0.1, trend=0)
+    assert np.mean([raw(s) for s in rising]) > 0.5
+    steady = rng.uniform(0.9, 1.1, 200)
+    jumps = [40, 90, 150]
+    steady[jumps] = 3.0
+    selector = RateSelector(0.1)
+    chosen = [selector(s) for s in steady]
+    assert all(chosen[j] for j in jumps)
+    assert selector.relative(2.0) == pytest.approx(2.0 / np.median(steady[-3:]))
+
+
 @pytest.mark.parametrize("rate", [0.5, 0.9])
 def test_rate_selector_at_high_rates_selects_from_the_first_frame_without_failing(rate):
     rng = np.random.default_rng(2)

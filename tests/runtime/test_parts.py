@@ -53,14 +53,22 @@ def test_a_result_takes_a_kinds_string_form_and_records_it():
 # ---------------------------------------------------------------- configuration
 
 
-def test_a_rate_given_means_rate_mode():
-    assert not RuntimeConfig().rgfs_by_rate
+def test_rgfs_is_rate_mode_unless_a_threshold_alone_is_given():
+    default = RuntimeConfig()
+    assert default.rgfs_by_rate and default.rgfs_share == 0.1
     assert RuntimeConfig(rgfs_rate=0.3).rgfs_by_rate and RuntimeConfig(rgfs_rate=0.3).rgfs_share == 0.3
     assert RuntimeConfig(rgfs_mode="rate").rgfs_share == 0.1
     assert RuntimeConfig().replace(rgfs_rate=0.2).rgfs_by_rate  # also over a whole config, as Segmenter merges
+    threshold = RuntimeConfig(rgfs_threshold=4.0)
+    assert not threshold.rgfs_by_rate and threshold.rgfs_level == 4.0
     assert not RuntimeConfig(rgfs_mode="absolute").rgfs_by_rate
+    assert RuntimeConfig(rgfs_mode="absolute").rgfs_level == pytest.approx(5.72, abs=0.01)  # the paper's
+    # a config saved before rate mode was the default holds both: the rate given still means rate mode
+    assert RuntimeConfig(rgfs_threshold=5.72, rgfs_rate=0.2).rgfs_by_rate
     with pytest.raises(ConfigError, match="contradicts rgfs_mode='absolute'"):
         RuntimeConfig(rgfs_mode="absolute", rgfs_rate=0.3)
+    with pytest.raises(ConfigError, match="contradicts rgfs_mode='rate'"):
+        RuntimeConfig(rgfs_mode="rate", rgfs_threshold=3.0)
 
 
 @pytest.mark.parametrize("name, text, value", [

@@ -33,6 +33,7 @@ class Backend(Protocol):
     height: int
     fps: float
     frame_count: int | None  # as declared by the container; None when unknown (streams)
+    extradata: bytes | None  # the codec's out-of-band headers (an H.264 avcC), where the container has them
 
     def frames(self) -> Iterator[DecodedFrame]: ...
 

@@ -25,7 +25,7 @@ class MVExtractorBackend:
             raise VideoOpenError("the mvextractor backend reads paths and URLs only; use backend='pyav' for file-like objects")
         probe = PyAVBackend(source, timeout, options)  # raises the same clear errors as the default backend
         self.codec, self.width, self.height = probe.codec, probe.width, probe.height
-        self.fps, self.frame_count = probe.fps, probe.frame_count
+        self.fps, self.frame_count, self.extradata = probe.fps, probe.frame_count, probe.extradata
         probe.close()
         from mvextractor.videocap import VideoCap
 

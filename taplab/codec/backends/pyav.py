@@ -71,6 +71,7 @@ class PyAVBackend:
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self.frame_count = self._stream.frames or None
+        self.extradata = bytes(ctx.extradata) if ctx.extradata else None
         self._source = _describe(source)
 
     def frames(self) -> Iterator[DecodedFrame]:
