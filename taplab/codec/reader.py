@@ -119,6 +119,11 @@ class Frame:
         self.__dict__["residual"] = residual
 
     @property
+    def reference_luma(self) -> np.ndarray | None:
+        """The previous anchor's luma plane (None for the first frame): what past vectors point into."""
+        return self._reference_luma
+
+    @property
     def height(self) -> int:
         return self.luma.shape[0]
 

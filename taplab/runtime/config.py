@@ -113,6 +113,9 @@ class RuntimeConfig:
     b_frames: str = option("both", "B-frames: warped from both anchors (held until the next anchor, so output stays "
                            "in display order; past alone under a latency budget), from the past anchor alone, "
                            "or key frames.", ("both", "past", "key"))
+    interpolation: bool | None = option(None, "Offline files: hold the warped frames until the next key frame and "
+                                        "blend its features, carried back along the vectors, with the previous "
+                                        "one's (Inter-BMV; default: on for files, off for live sources).")
     labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
                          "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
 
@@ -128,7 +131,13 @@ class RuntimeConfig:
             raise ConfigError(f"fusion_weight must be in 0..1, got {self.fusion_weight}")
         if not 0 <= self.fusion_threshold <= 255:
             raise ConfigError(f"fusion_threshold is an 8-bit residual level in 0..255, got {self.fusion_threshold}")
+        if self.interpolation and self.propagation != "accumulate":
+            raise ConfigError("interpolation needs propagation='accumulate' (the frames wait for their corrections, "
+                              "which a chain would carry forward)")
         if self.latency_budget is not None:
+            if self.interpolation:
+                raise ConfigError("interpolation holds frames until the next key frame; it cannot keep a "
+                                  "latency_budget (set interpolation to none or false)")
             if not self.latency_budget > 0:
                 raise ConfigError(f"latency_budget must be > 0 seconds (or None), got {self.latency_budget!r}")
             if self.propagation != "accumulate":

@@ -10,6 +10,7 @@ the latency policy under its timing ``stage`` name, and records it in the frame'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,7 +23,8 @@ from taplab.nets.conet import Correction, correction_image
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
 from taplab.runtime.config import RuntimeConfig
-from taplab.runtime.result import Module
+from taplab.runtime.latency import LatencyPolicy
+from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
 
 
 class CorrectionStage(Protocol):
@@ -86,3 +88,59 @@ class RegionCorrection:
         ys, xs = region.slices()
         crop = self._features(np.ascontiguousarray(frame.image[ys, xs]))
         blend_region(features, crop, region, self.stride, self.alpha)
+
+
+class Corrections:
+    """A warped frame's correction stages in their order, fusion then RGC, each admitted by the latency policy
+    (a stage that does not fit is named in the result's ``shed``). ``logits`` turns features into logits;
+    ``details`` keeps the warped logits and the distortion map on the result (``run(details=True)``)."""
+
+    def __init__(self, fusion: Fusion, rgc: RegionCorrection, policy: LatencyPolicy,
+                 logits: Callable[[torch.Tensor], torch.Tensor], details: bool):
+        self.fusion, self.rgc, self.policy, self.logits, self.details = fusion, rgc, policy, logits, details
+
+    def __call__(self, frame: Frame, result: FrameResult, features: torch.Tensor, mask: torch.Tensor,
+                 modules: frozenset[Module], reference: torch.Tensor | None, deadline: float | None = None,
+                 shed: list[str] | None = None, cnn_busy: bool = False) -> torch.Tensor:
+        """Correct a warped frame whose FFW left ``features`` and the unfilled cells ``mask``; ``reference``: the labels
+        fusion's ``M_coarse`` compares with. Sets the result's kind, ``distorted`` and what ``details`` keep;
+        returns the corrected features."""
+        shed = [] if shed is None else shed
+        timings = result.timings
+        result.distorted = float(mask.float().mean())
+        applied: set[Module] = set()
+        fusing = Module.FUSION in modules and self._admit(self.fusion, deadline, shed, cnn_busy)
+        if fusing or self.details:
+            start = time.perf_counter()
+            warped = self.logits(features)
+            coarse = self.fusion.coarse(frame, warped, reference, mask)
+            if fusing:
+                features, distortion = self.fusion(frame, warped, coarse)
+                applied.add(Module.FUSION)
+            else:
+                warped, distortion = warped.clone(), coarse  # RGC blends into the features in place
+            # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
+            timings["fusion" if fusing else "details"] = time.perf_counter() - start
+            if fusing:
+                self.policy.measure("fusion", timings["fusion"])
+            if self.details:
+                result.warped, result.distortion = warped, distortion
+        if Module.RGC in modules and self._admit(self.rgc, deadline, shed, cnn_busy):
+            start = time.perf_counter()
+            region, count = self.rgc.select(frame)
+            if count > 0:
+                self.rgc(features, frame, region)
+                applied.add(Module.RGC)
+                result.region = region
+            timings["cnn_region"] = time.perf_counter() - start
+            if count > 0:
+                self.policy.measure("cnn_region", timings["cnn_region"])
+        result.kind = FrameKind(Kind.WARP, applied)
+        return features
+
+    def _admit(self, stage: CorrectionStage, deadline: float | None, shed: list[str], cnn_busy: bool) -> bool:
+        """Whether a correction stage fits in the budget; if not it is named in ``shed``."""
+        if self.policy.fits(stage.stage, deadline, cnn_busy):
+            return True
+        shed.append(stage.module.value)
+        return False

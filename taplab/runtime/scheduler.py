@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,47 +19,41 @@ from taplab.codec.reader import MAX_REORDER, Frame
 from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction
 from taplab.nets.loader import Model
-from taplab.ops import bidirectional
+from taplab.ops import bidirectional, interpolation
+from taplab.ops.flow import OpticalFlow
 from taplab.ops.labels import labels_from_logits
 from taplab.ops.regions import RateSelector, residual_score
 from taplab.ops.warp import GridFlow, compose, warp, warp_blocks
 from taplab.runtime.anchors import Anchors
 from taplab.runtime.config import RuntimeConfig
-from taplab.runtime.corrections import CorrectionStage, Fusion, RegionCorrection
+from taplab.runtime.corrections import Corrections, Fusion, RegionCorrection
 from taplab.runtime.decide import FrameFacts, decide, rgfs_candidate
+from taplab.runtime.hold import MAX_HOLD, Held, Hold, blend_future, interpolate
 from taplab.runtime.latency import KeyFrameWorker, LatencyPolicy
-from taplab.runtime.motion import motion_source
+from taplab.runtime.motion import estimated_step, motion_source
 from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
-
-
-@dataclass
-class _Waiting:
-    """A B-frame held for its future anchor (``b_frames="both"``): its result so far, and the features warped from
-    the past side (None: none, or a key frame's result, already complete)."""
-
-    frame: Frame
-    result: FrameResult
-    arrival: float | None
-    features: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-    modules: frozenset[Module] = frozenset()
 
 
 class Scheduler:
     """The state of one run over a ``height x width`` video: :meth:`step` per frame in display order, which gives
     the results that are complete, in display order, and :meth:`flush` at the end.
 
-    B-frames warped from both anchors (``b_frames="both"``, without a latency budget) are held until their
-    future anchor's features exist, so a B-frame's result comes with its future anchor's, just before it:
-    on a live source that adds to a B-frame's latency the time until that anchor arrives, at most the
-    run of B-frames before it (``MAX_REORDER`` frames) times the frame interval.
+    Frames wait for later frames' features (:mod:`taplab.runtime.hold`): B-frames warped from both anchors
+    (``b_frames="both"``, without a latency budget) for their future anchor, so a B-frame's result comes
+    with its future anchor's, just before it: on a live source that adds to a B-frame's latency the time
+    until that anchor arrives, at most the run of B-frames before it (``MAX_REORDER`` frames) times the
+    frame interval. With interpolation (files, by default: ``live=False``), every warped frame waits for
+    the next key frame, at most ``MAX_HOLD`` frames.
     """
 
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
                  correction: Correction | None = None, details: bool = False,
-                 truth_flow: Sequence[np.ndarray] | None = None, want_logits: bool = False):
+                 truth_flow: Sequence[np.ndarray] | None = None, want_logits: bool = False, live: bool = False):
         self.model, self.cfg, self.want_images, self.details = model, cfg, want_images, details
         self.want_logits = want_logits
+        #: whether warped frames wait for the next key frame's features (``interpolation``; auto: files only)
+        self.interpolating = cfg.ffw and cfg.latency_budget is None and cfg.propagation == "accumulate" \
+            and (not live if cfg.interpolation is None else cfg.interpolation)
         self.size = (height, width)
         geometry = model.geometry(height, width)
         self.grid = geometry.size
@@ -73,8 +66,11 @@ class Scheduler:
         self.selector = RateSelector(cfg.rgfs_share) if cfg.rgfs_by_rate else None
         self.anchors = Anchors(self.grid)
         self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
+        self.correct = Corrections(self.fusion, self.rgc, self.policy, self._logits, details)
         self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
-        self._waiting: list[_Waiting] = []  # B-frames held for their future anchor, in display order
+        self.hold = Hold(MAX_HOLD if self.interpolating else MAX_REORDER)
+        self._estimator: OpticalFlow | None = None  # with interpolation: an I-frame's step back
+        self._error = torch.zeros(self.grid)  # with interpolation: the error accumulated since the key frame, per cell
         self._b_prepared: list[Frame] = []  # in the decoding thread: the held B-frames since the last anchor
 
     def bidirectional(self, frame: Frame) -> bool:
@@ -98,7 +94,7 @@ class Scheduler:
         if warpable and frame.estimated:
             prep["flow"] = time.perf_counter() - start
         if warpable and (self.cfg.rgc or self.cfg.rgfs or self.fusion.enabled or self.details
-                         or self.bidirectional(frame)):
+                         or self.bidirectional(frame) or self.interpolating):
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
@@ -131,39 +127,50 @@ class Scheduler:
         a later frame has already arrived (a late frame is then skipped)."""
         timings = dict(prep)
         if self.bidirectional(frame):
-            return self._hold(frame, timings, arrival)
+            return self._hold_b(frame, timings, arrival)
         deadline = self.policy.deadline(arrival)
         self._adopt()
         facts = self._facts(frame, deadline, newer)
         interval = self.cfg.key_interval
         score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs, interval) else None
         decision = decide(facts, score is not None and self._rgfs_selects(score), interval)
-        if decision.kind.is_key and frame.pict_type != "B":
+        anchor = frame.pict_type != "B"
+        if decision.kind.is_key and anchor:
             self.anchors.last_key = frame.index
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
+        back = None  # with interpolation, a key frame's step back to the frames held before it
         if decision.kind.is_key:
+            if self.interpolating and anchor and len(self.hold):
+                back = self._step_back(frame, timings)
             result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
+            self._error = torch.zeros(self.grid) if anchor else self._error
         elif decision.kind is Kind.SKIP:
-            if facts.warpable and frame.pict_type != "B":  # keep the motion chain intact for the next output
+            if facts.warpable and anchor:  # keep the motion chain intact for the next output
                 self.anchors.extend(self._flow(frame, timings))
         else:
-            features, mask = self._ffw(frame, timings)
-            result.kind = self._correct(frame, result, features, mask, decision.modules, deadline, shed)
+            features, mask, flow = self._ffw(frame, timings)
             result.motion = self.motion.origin(frame)
+            if self.interpolating:  # its corrections once the next key frame's side is there
+                return self._hold_warped(Held(frame, result, arrival, features, mask, decision.modules, flow))
+            self.anchors.features = self.correct(frame, result, features, mask, decision.modules, self._reference(),
+                                                 deadline, shed, self.keys.busy)
         self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
         result.shed = tuple(shed)
         if result.kind.kind is not Kind.SKIP:
             result.key_index = frame.index if result.is_key else self.anchors.key_index
             self._finish(result, frame, self.anchors.features)
-        done = self._release(future=True) if frame.pict_type != "B" else []  # before it in display order
+        if self.interpolating and not (result.is_key and anchor):  # a B-frame key frame waits its turn
+            return self._release_over(self.hold.add(Held(frame, result, arrival)))
+        done = self._release(back) if anchor else []  # before it in display order
         self._stamp(result, arrival)
         return done + [result]
 
     def flush(self) -> list[FrameResult]:
-        """At the end of the stream: the B-frames still held, warped from their past anchor alone."""
+        """At the end of the stream: the frames still held, from what they have (a B-frame's future side where its
+        future anchor came)."""
         with torch.inference_mode():
-            return self._release(future=False)
+            return self._release()
 
     def _facts(self, frame: Frame, deadline: float | None, newer: bool, bidirectional: bool = False) -> FrameFacts:
         return FrameFacts(pict_type=frame.pict_type, warpable=self.warpable(frame),
@@ -172,65 +179,105 @@ class Scheduler:
                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
                           since_key=frame.index - self.anchors.last_key, bidirectional=bidirectional)
 
-    def _hold(self, frame: Frame, timings: dict, arrival: float | None) -> list[FrameResult]:
+    def _hold_b(self, frame: Frame, timings: dict, arrival: float | None) -> list[FrameResult]:
         """A B-frame warped from both anchors: the CNN now where it is a key frame, else its past side now (the
         past anchor's state changes with the next anchor); held until the future anchor's features exist."""
         decision = decide(self._facts(frame, None, False, bidirectional=True), False, self.cfg.key_interval)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, timings=timings,
                              key_index=self.anchors.key_index)
-        waiting = _Waiting(frame, result, arrival, modules=decision.modules)
+        held = Held(frame, result, arrival, modules=decision.modules)
         if decision.kind.is_key:
             result.kind = FrameKind(self._key(frame, decision.kind, None, timings))
             result.key_index = frame.index
             self._finish(result, frame, self.anchors.features)
         elif self.motion.available(frame):
-            waiting.features, waiting.mask = self._ffw(frame, timings)
-        self._waiting.append(waiting)
+            held.features, held.mask, _ = self._ffw(frame, timings)
+            held.reference = self._reference()
+        return self._release_over(self.hold.add(held))
+
+    def _hold_warped(self, held: Held) -> list[FrameResult]:
+        """With interpolation: a warped frame waits for the next key frame with its forward side; an anchor keeps
+        its step back (motion, residual) and the error accumulated since the key frame."""
+        frame = held.frame
+        held.result.key_index = self.anchors.key_index
+        held.reference = self._reference()
+        if held.anchor:
+            held.step = bidirectional.cell_errors(frame.residual, self.grid)
+            self._error = held.error = self._error + held.step + interpolation.STEP
+        self.anchors.features = held.features
+        self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
+        return self._release_over(self.hold.add(held))
+
+    def _step_back(self, frame: Frame, timings: dict) -> tuple[GridFlow, torch.Tensor] | None:
+        """A key frame's motion back to its previous anchor and its residual per cell, for interpolation: its own
+        motion where it has some; an I-frame's estimated by ``motion_fallback`` (one flow per key frame)."""
+        if self.warpable(frame):
+            return self._flow(frame, timings), bidirectional.cell_errors(frame.residual, self.grid)
+        start = time.perf_counter()
+        self._estimator = self._estimator or OpticalFlow(self.cfg.motion_fallback)
+        step = estimated_step(frame, self._estimator, self.grid, self.stride)
+        timings["flow"] = timings.get("flow", 0.0) + time.perf_counter() - start
+        return None if step is None else (step[0], bidirectional.cell_errors(step[1], self.grid))
+
+    def _reference(self) -> torch.Tensor | None:
+        """The labels a warped frame's ``M_coarse`` compares with now (for fusion and ``details`` only)."""
+        if not (self.fusion.enabled or self.details):
+            return None
+        return self.anchors.reference_labels(self._logits, self.cfg.propagation == "accumulate")
+
+    def _release_over(self, over: list[Held]) -> list[FrameResult]:
+        """The frames past the hold's bound, from their past side alone."""
+        return self._complete_all(over) if over else []
+
+    def _release(self, back: tuple | None = None) -> list[FrameResult]:
+        """Every held frame's result: with ``back`` (a key frame's step back: motion, residual), the key frame's
+        features carried back and blended in first; B-frames from both sides where their future anchor came."""
+        held = self.hold.take()
+        if back is not None and held:
+            start = time.perf_counter()
+            interpolate(held, self.anchors.key_features, *back)
+            share = (time.perf_counter() - start) / max(1, sum(h.anchor for h in held))
+            for h in held:
+                if h.anchor:
+                    h.result.timings["interpolation"] = share
+        return self._complete_all(held)
+
+    def _complete_all(self, held: list[Held]) -> list[FrameResult]:
+        blended = {h.frame.index: h.features for h in held if h.anchor and h.features is not None}
         done = []
-        while len(self._waiting) > MAX_REORDER:  # bounded: the oldest goes out from its past side alone
-            done += self._release(future=False, count=1)
+        for h in held:
+            if h.result.labels is None:  # not a key frame: warped
+                if h.anchor:
+                    features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
+                    self._finish(h.result, h.frame, features)
+                else:
+                    self._complete(h, blended)
+            self._stamp(h.result, h.arrival)
+            done.append(h.result)
         return done
 
-    def _release(self, future: bool, count: int | None = None) -> list[FrameResult]:
-        """The held B-frames' results (the first ``count``), completed from both sides where ``future`` (the
-        anchors hold their future anchor now), else from the past side alone."""
-        released, self._waiting = self._waiting[:count], self._waiting[len(self._waiting[:count]):]
-        done = []
-        for w in released:
-            if w.result.labels is None:  # not a key frame: warped
-                self._complete(w, future)
-            self._stamp(w.result, w.arrival)
-            done.append(w.result)
-        return done
-
-    def _complete(self, w: _Waiting, future: bool) -> None:
+    def _complete(self, held: Held, blended: dict[int, torch.Tensor]) -> None:
         """A held B-frame's features from its past side, its future side or both (:mod:`taplab.ops.bidirectional`),
-        then corrected as any warped frame; the CNN where it has neither."""
-        frame, result, timings = w.frame, w.result, w.result.timings
-        flow = None
-        if future and frame.future_index is not None and frame.future_index == self.anchors.anchor_index:
-            flow = self.motion.future(frame, self.anchors)
-        if flow is None and w.features is None:  # no motion on either side: the CNN
+        then corrected as any warped frame; the CNN where it has neither. Its future anchor's features: that
+        anchor's blended ones where it was held, else the last anchor's."""
+        frame, result, timings = held.frame, held.result, held.result.timings
+        index, flow, ahead = frame.future_index, None, None
+        if self.bidirectional(frame) and index is not None:
+            ahead = blended.get(index, self.anchors.anchor_features if index == self.anchors.anchor_index else None)
+            if ahead is not None and (index == self.anchors.anchor_index or not self.motion.needs_images):
+                flow = self.motion.future(frame, self.anchors)  # an image source reads the last anchor's image
+        if flow is None and held.features is None:  # no motion on either side: the CNN
             result.kind = FrameKind(self._key(frame, Kind.KEY, None, timings))
             result.key_index = frame.index
             self._finish(result, frame, self.anchors.features)
             return
-        features, mask = w.features, w.mask
+        features, mask = held.features, held.mask
         if flow is not None:
             start = time.perf_counter()
-            ahead, ahead_mask = warp(self.anchors.anchor_features, flow, self.cfg.warp_sampling)
-            past_error = bidirectional.cell_errors(frame.residual, self.grid)
-            future_residual = frame.residual_future
-            future_error = past_error if future_residual is None else bidirectional.cell_errors(future_residual, self.grid)
-            past_ok = torch.zeros_like(ahead_mask) if mask is None else ~mask
-            weight = bidirectional.future_weights(past_error, past_ok, future_error, ~ahead_mask)
-            features = ahead if features is None else bidirectional.blend(features, ahead, weight)
-            mask = ahead_mask if mask is None else mask & ahead_mask
-            if future_residual is not None:
-                frame.replace_residual(bidirectional.blend_residual(frame.residual, future_residual, weight))
-            result.future = float(weight.mean())
+            ahead, ahead_mask = warp(ahead, flow, self.cfg.warp_sampling)
+            features, mask, result.future = blend_future(frame, features, mask, ahead, ahead_mask, self.grid)
             timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
-        result.kind = self._correct(frame, result, features, mask, w.modules, None, [], anchor=False)
+        features = self.correct(frame, result, features, mask, held.modules, held.reference)
         result.motion = self.motion.origin(frame)
         self._finish(result, frame, features)
 
@@ -297,55 +344,12 @@ class Scheduler:
         self.anchors.adopt(features, index)
         return True
 
-    def _correct(self, frame: Frame, result: FrameResult, features: torch.Tensor, mask: torch.Tensor,
-                 modules: frozenset[Module], deadline: float | None, shed: list[str], anchor: bool = True) -> FrameKind:
-        """A warped frame's corrections: fusion and RGC where they fit in the budget (else named in ``shed``);
-        for a frame in line (``anchor``), its features become the run's current ones."""
-        timings = result.timings
-        result.distorted = float(mask.float().mean())
-        applied: set[Module] = set()
-        fusing = Module.FUSION in modules and self._admit(self.fusion, deadline, shed)
-        if fusing or self.details:
-            start = time.perf_counter()
-            warped = self._logits(features)
-            accumulate = self.cfg.propagation == "accumulate"
-            coarse = self.fusion.coarse(frame, warped, self.anchors.reference_labels(self._logits, accumulate), mask)
-            if fusing:
-                features, distortion = self.fusion(frame, warped, coarse)
-                applied.add(Module.FUSION)
-            else:
-                warped, distortion = warped.clone(), coarse  # RGC blends into the features in place
-            # without fusion this is the cost of run(details=True) alone, which benchmarks leave out
-            timings["fusion" if fusing else "details"] = time.perf_counter() - start
-            if fusing:
-                self.policy.measure("fusion", timings["fusion"])
-            if self.details:
-                result.warped, result.distortion = warped, distortion
-        if Module.RGC in modules and self._admit(self.rgc, deadline, shed):
-            start = time.perf_counter()
-            region, count = self.rgc.select(frame)
-            if count > 0:
-                self.rgc(features, frame, region)
-                applied.add(Module.RGC)
-                result.region = region
-            timings["cnn_region"] = time.perf_counter() - start
-            if count > 0:
-                self.policy.measure("cnn_region", timings["cnn_region"])
-        if anchor:
-            self.anchors.features = features
-        return FrameKind(Kind.WARP, applied)
-
-    def _admit(self, stage: CorrectionStage, deadline: float | None, shed: list[str]) -> bool:
-        """Whether a correction stage fits in the budget; if not it is named in ``shed``."""
-        if self.policy.fits(stage.stage, deadline, self.keys.busy):
-            return True
-        shed.append(stage.module.value)
-        return False
-
-    def _ffw(self, frame: Frame, timings: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """FFW: the frame's features warped from the key frame's (accumulate) or the last anchor's (chain), and
-        the mask of cells the warp could not fill. Accumulated motion advances on anchors."""
+    def _ffw(self, frame: Frame, timings: dict) -> tuple[torch.Tensor, torch.Tensor, GridFlow | None]:
+        """FFW: the frame's features warped from the key frame's (accumulate) or the last anchor's (chain), the
+        mask of cells the warp could not fill, and the frame's motion on the grid (None where the chained
+        warp read the block field directly). Accumulated motion advances on anchors."""
         cfg, anchors = self.cfg, self.anchors
+        flow = None
         if self.motion.blocks and cfg.propagation == "chain" and cfg.motion_resampling == "nearest":
             start = time.perf_counter()  # straight from the block field, in one pass of the native kernel
             m = frame.motion
@@ -360,7 +364,7 @@ class Scheduler:
             else:
                 features, mask = warp(anchors.anchor_features, flow, cfg.warp_sampling)
         timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
-        return features, mask
+        return features, mask, flow
 
     def _flow(self, frame: Frame, timings: dict) -> GridFlow:
         """The frame's motion to the last anchor on the feature grid, timed in the source's stage."""

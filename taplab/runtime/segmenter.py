@@ -106,7 +106,8 @@ class Segmenter:
             if self.config.ffw and self.config.motion_source == "auto":
                 video.estimate_motion(self.config.motion_fallback)  # nothing for a codec that exports vectors
             run = Scheduler(self.model, self.config, video.height, video.width, want_images=images,
-                            correction=self.correction, details=details, truth_flow=truth_flow, want_logits=logits)
+                            correction=self.correction, details=details, truth_flow=truth_flow, want_logits=logits,
+                            live=live or video.live)
         except BaseException:
             if owned:
                 video.close()

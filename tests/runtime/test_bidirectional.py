@@ -17,7 +17,7 @@ from taplab.runtime.scheduler import Scheduler
 from tests.conftest import DX, DY, translation_frames
 from tests.runtime.test_motion_source import pooled_rgb
 
-QUIET = dict(rgc=False, rgfs=False, fusion=False)
+QUIET = dict(rgc=False, rgfs=False, fusion=False, interpolation=False)  # the B-frames' own blend, alone
 
 
 @pytest.fixture(scope="module")

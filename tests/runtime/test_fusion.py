@@ -64,6 +64,22 @@ def test_fusion_replaces_the_warped_logits_exactly_where_the_distortion_map_says
         assert torch.all(r.logits.argmax(0)[m >= 0.05] == 18)
 
 
+def test_held_frames_are_fused_too(model, tmp_path):
+    """B-frames held for their future anchor and P-frames held for the next key frame (interpolation) get the
+    fused logits, not the warped ones: H.264 with B-frames and a key interval, so both holds happen."""
+    clip = write_clip(tmp_path, SynthConfig(height=128, width=256, frames=10, seed=12, ego_speed_mps=12), gop=10,
+                      name="b", codec="h264", bframes=2)
+    biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
+    seg = Segmenter(model, rgc=False, rgfs=False, key_interval=6, correction=str(biased))
+    results = list(seg.run(clip, logits=True, details=True))
+    assert [r.index for r in results] == list(range(10))
+    held = [r for r in results if r.kind == "fused" and r.future is not None]
+    assert {r.pict_type for r in held} == {"B", "P"}
+    for r in held:
+        assert torch.all(r.logits.argmax(0)[r.distortion >= 0.05] == 18)
+        assert (r.distortion >= 0.05).any()
+
+
 def test_fusion_runs_before_rgc_whose_region_overrides_it(video, model, tmp_path):
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
     options = dict(rgfs=False, rgc_threshold=0, rgc_alpha=1.0)

@@ -13,7 +13,7 @@ from tests.runtime.test_latency import GatedModel
 
 
 def test_iterator_style_gives_every_frame_in_order_with_the_runtimes_labels(translation_clip):
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, interpolation=False)  # what a live source gets, for the file run too
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(translation_clip)]
     with taplab.stream(translation_clip, model=GatedModel(10**9), latency_budget=None, **options) as s:
         results = list(s)
@@ -55,7 +55,7 @@ def test_a_stream_served_on_loopback_gives_every_frame_in_order_with_bounded_lat
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "clip.ts").write_bytes(clip.data)
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, interpolation=False)  # what a live source gets, for the file run too
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
     url = {"tcp": lambda: f"tcp://127.0.0.1:{serve_tcp(clip)}",
            "http": lambda: f"http://127.0.0.1:{serve_http(clip)}/live.ts",
@@ -81,7 +81,7 @@ def test_a_sender_that_disconnects_and_comes_back_is_reconnected(tmp_path, proto
     frames = translation_frames(24, 128, 256, DX, DY)
     halves = [mpegts_clip(frames[:12]), mpegts_clip(frames[12:])]
     (tmp_path / "second.ts").write_bytes(halves[1].data)
-    options = dict(rgc=False, rgfs=False, latency_budget=None)  # exact labels: no frame may be held or skipped
+    options = dict(rgc=False, rgfs=False, latency_budget=None, interpolation=False)  # exact labels: none skipped
     second = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "second.ts")]
     url = f"tcp://127.0.0.1:{serve_tcp(halves)}" if protocol == "tcp" else f"rtsp://127.0.0.1:{serve_rtsp(halves)}/live"
     per_half = 12 if protocol == "tcp" else 11  # an RTSP session's last frame is lost (see above)
@@ -121,7 +121,7 @@ def test_mpegts_over_udp_arrives_in_order_and_a_silent_sender_times_out(tmp_path
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "clip.ts").write_bytes(clip.data)
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, interpolation=False)  # what a live source gets, for the file run too
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
     port = send_udp(clip, delay=1.0)  # time for the reader to listen, on a loaded machine too
     results = []
@@ -142,7 +142,7 @@ def test_a_growing_file_is_followed_as_it_is_written(tmp_path):
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "whole.ts").write_bytes(clip.data)
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, interpolation=False)  # what a live source gets, for the file run too
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "whole.ts")]
     path = tmp_path / "recording.ts"
     path.write_bytes(b"")
@@ -177,7 +177,7 @@ def test_segment_cli_reads_an_rtsp_stream_until_it_ends(tmp_path):
     from tests.conftest import DX, DY, translation_frames
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
-    flags = ["--no-rgc", "--no-rgfs", "--no-fusion"]
+    flags = ["--no-rgc", "--no-rgfs", "--no-fusion", "--no-interpolation"]  # the file run as a live source runs
     (tmp_path / "clip.ts").write_bytes(clip.data)
     main(["segment", str(tmp_path / "clip.ts"), "--out", str(tmp_path / "file"), *flags])
     url = f"rtsp://127.0.0.1:{serve_rtsp(clip)}/live"
@@ -197,7 +197,7 @@ def test_segment_cli_reads_a_pipe_on_standard_input(tmp_path):
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "clip.ts").write_bytes(clip.data)
-    flags = ["--no-rgc", "--no-rgfs", "--no-fusion"]
+    flags = ["--no-rgc", "--no-rgfs", "--no-fusion", "--no-interpolation"]  # the file run as a live source runs
     command = [sys.executable, "-m", "taplab.cli", "segment"]
     subprocess.run([*command, str(tmp_path / "clip.ts"), "--out", str(tmp_path / "file"), *flags], check=True,
                    capture_output=True)
@@ -215,7 +215,7 @@ def test_a_stream_with_corrupt_packets_goes_on_and_recovers_at_the_next_key_fram
 
     clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
     (tmp_path / "clip.ts").write_bytes(clip.data)
-    options = dict(rgc=False, rgfs=False)
+    options = dict(rgc=False, rgfs=False, interpolation=False)  # what a live source gets, for the file run too
     expected = [r.labels for r in Segmenter(GatedModel(10**9), **options).run(tmp_path / "clip.ts")]
     data = bytearray(clip.data)
     start = clip.frame_ends[4]  # frame 5's packets: garble the payload, keep the TS headers
@@ -265,7 +265,7 @@ def test_segment_cli_reconnects_to_a_stream_with_reconnect(tmp_path, capsys):
 
     frames = translation_frames(24, 128, 256, DX, DY)
     halves = [mpegts_clip(frames[:12]), mpegts_clip(frames[12:])]
-    flags = ["--no-rgc", "--no-rgfs", "--no-fusion"]
+    flags = ["--no-rgc", "--no-rgfs", "--no-fusion", "--no-interpolation"]  # the file run as a live source runs
     (tmp_path / "second.ts").write_bytes(halves[1].data)
     main(["segment", str(tmp_path / "second.ts"), "--out", str(tmp_path / "file"), *flags])
     url = f"tcp://127.0.0.1:{serve_tcp(halves)}"
