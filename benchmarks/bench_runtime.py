@@ -4,6 +4,8 @@
     python benchmarks/bench_runtime.py --skip-speed --warping     # chained vs accumulated warping, nearest vs bilinear
     python benchmarks/bench_runtime.py --skip-speed --fusion-weights   # fusion's w_f
     python benchmarks/bench_runtime.py --motion          # codec vectors vs dense optical flow (DIS, Farneback)
+    python benchmarks/bench_runtime.py --skip-speed --interpolation   # offline interpolation vs forward only
+    python benchmarks/bench_runtime.py --skip-speed --rgfs            # RGFS by rate vs the absolute threshold
 
 Speed: the default model on the real 1280x720 MPEG-4 GOP-12 clip in ../shared/data/real (its first
 ``--frames`` frames), per-frame (the CNN on every frame) and the module combinations side by side
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from taplab.bench.sweep import MODULES
+from taplab.codec import open_video
 from taplab.data import layout
 from taplab.metrics import ConfusionMatrix
 from taplab.runtime import Segmenter
@@ -45,15 +48,15 @@ def speed(frames: int, labels: str, combinations: dict[str, dict], device: str) 
         stage: dict[str, float] = {}
         key_t, warp_t, n, keys = [], [], 0, 0
         start = time.perf_counter()
-        for r in seg.run(clip):
-            total = sum(r.timings.values())
-            (key_t if r.is_key else warp_t).append(total)
-            keys += r.is_key
-            for k, v in r.timings.items():
-                stage[k] = stage.get(k, 0.0) + v
-            n += 1
-            if n >= frames:
-                break
+        with open_video(clip) as video:
+            video.stop_after(frames)  # the first frames, the ones a run holds back included
+            for r in seg.run(video):
+                total = sum(r.timings.values())
+                (key_t if r.is_key else warp_t).append(total)
+                keys += r.is_key
+                for k, v in r.timings.items():
+                    stage[k] = stage.get(k, 0.0) + v
+                n += 1
         fps = n / (time.perf_counter() - start)
         base = base or fps
         t_i = 1000 * sum(key_t) / max(len(key_t), 1)
@@ -78,11 +81,11 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict], device: str
             truth = [layout.read_labels(layout.clip_label_path(tmp, name, t)) for t in range(30)]
             videos.append((video, truth))
         per_frame: list[list] = []
-        print("| modules | mIoU % | fidelity mIoU % | key frames |")
-        print("|---|---:|---:|---:|")
+        print("| modules | mIoU % | fidelity mIoU % | key frames | RGFS (of P-frames) |")
+        print("|---|---:|---:|---:|---:|")
         for name, options in {"per-frame": dict(ffw=False), **combinations}.items():
             seg = Segmenter("default", device=device, labels=labels, **options)
-            cm, fid, keys, n = ConfusionMatrix(19), ConfusionMatrix(19), 0, 0
+            cm, fid, keys, n, p_frames, selected = ConfusionMatrix(19), ConfusionMatrix(19), 0, 0, 0, 0
             for k, (video, truth) in enumerate(videos):
                 outputs = [r for r in seg.run(video)]
                 if name == "per-frame":
@@ -92,7 +95,10 @@ def accuracy(clips: int, labels: str, combinations: dict[str, dict], device: str
                     fid.update(r.labels, per_frame[k][r.index])
                     keys += r.is_key
                     n += 1
-            print(f"| {name} | {100 * cm.miou():.1f} | {100 * fid.miou():.1f} | {100 * keys / n:.0f}% |", flush=True)
+                    p_frames += r.pict_type == "P"
+                    selected += r.kind == "key-RGFS"
+            print(f"| {name} | {100 * cm.miou():.1f} | {100 * fid.miou():.1f} | {100 * keys / n:.0f}% "
+                  f"| {100 * selected / max(1, p_frames):.0f}% |", flush=True)
     print()
 
 
@@ -118,6 +124,16 @@ WARPING = {name: dict(fusion=False, **options) for name, options in WARPING.item
 MOTION = {f"FFW, {m}": dict(rgc=False, rgfs=False, fusion=False, motion_source=m)
           for m in ("codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback")}
 
+#: RGFS by rate (the default) against the paper's absolute threshold
+RGFS = {"FFW+RGFS, rate 10% (default)": dict(rgc=False, fusion=False),
+        "FFW+RGFS, absolute 5.7 (the paper's)": dict(rgc=False, fusion=False, rgfs_mode="absolute")}
+
+#: offline interpolation between the enclosing key frames against forward warping alone, at the same key frames
+INTERPOLATION = {f"{name}, {label}": dict(options, interpolation=on)
+                 for name, options in {"FFW": dict(rgc=False, rgfs=False, fusion=False),
+                                       "FFW+RGC+RGFS": dict(fusion=False), "FFW+RGC+RGFS+fusion": {}}.items()
+                 for label, on in (("forward only", False), ("interpolated", True))}
+
 #: DMNet's w_f in M = w_f M_coarse + (1 - w_f) M_edge
 FUSION_WEIGHTS = {f"FFW+fusion, w_f {w}": dict(rgc=False, rgfs=False, fusion=True, fusion_weight=w)
                   for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
@@ -134,6 +150,9 @@ def main() -> None:
     parser.add_argument("--warping", action="store_true", help="accuracy of the warping variants (WARPING) instead")
     parser.add_argument("--fusion-weights", action="store_true", help="accuracy of fusion at several w_f instead")
     parser.add_argument("--motion", action="store_true", help="codec vectors vs optical flow (speed and accuracy) instead")
+    parser.add_argument("--rgfs", action="store_true", help="RGFS by rate against the absolute threshold instead")
+    parser.add_argument("--interpolation", action="store_true",
+                        help="accuracy with and without offline interpolation (INTERPOLATION) instead")
     parser.add_argument("--correction", default=None,
                         help="a correction network file (taplab train --model conet) for the rows with fusion, "
                              "instead of the shipped one")
@@ -146,7 +165,8 @@ def main() -> None:
         speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations,
               args.device)
     if not args.skip_accuracy:
-        variants = WARPING if args.warping else fusion_weights if args.fusion_weights else MOTION if args.motion else combinations
+        variants = WARPING if args.warping else fusion_weights if args.fusion_weights else MOTION if args.motion \
+            else INTERPOLATION if args.interpolation else RGFS if args.rgfs else combinations
         accuracy(args.clips, args.labels, variants, args.device)
 
 

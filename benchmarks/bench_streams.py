@@ -4,16 +4,18 @@
 
 Streams: the real 1280x720 clips in ../shared/data/real (MPEG-4 Part 2 GOP 12; H.264 with I-frames
 up to 210 apart; H.264 with B-frames and GOP 250; HEVC with B-frames, which exports no vectors) and
-the H.264 clip re-encoded here as VP9 with GOP 250 (no vectors, no B-frames), in a temporary folder.
+the H.264 clip re-encoded here, in a temporary folder (:data:`ENCODED`): as VP9 with GOP 250 (no vectors,
+no B-frames), as MPEG-4 Part 2 with 2 B-frames and GOP 12, and as H.264 with 2 B-frames, GOP 250 and 4
+reference frames.
 
 Per stream, the model runs on every frame first: its labels are the reference of *fidelity* (mIoU
 of the accelerated output against them; real footage has no labels). Then every configuration over
 the whole stream: the share of key frames and fidelity, overall and by distance from the key frame
-whose CNN output a frame carries (deterministic). The speed-up is measured apart, on the first
+whose CNN output a frame carries (deterministic), and the share of P-frames RGFS selected. The speed-up is measured apart, on the first
 ``--speed-frames`` frames: ``--rounds`` rounds, each running the per-frame model and every
 configuration in turn; the median of the rounds' ratios is quoted with their range (the machine is
-shared). ``flow ms`` is the estimation of block vectors per frame (codecs without vectors), in the
-decoding thread.
+shared). ``flow ms`` is the estimation of block vectors per frame (codecs without vectors; a B-frame's
+future vectors included), in the decoding thread.
 """
 
 from __future__ import annotations
@@ -24,29 +26,36 @@ import tempfile
 import time
 from pathlib import Path
 
-from taplab.codec import encode
+from taplab.codec import encode, open_video
 from taplab.metrics import ConfusionMatrix, percent
 from taplab.runtime import Segmenter
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 STREAMS = {"mpeg4": "vid_mpeg4_part2.mp4", "h264": "vid_h264.mp4", "h264-b": "vid_h264_bframes_gop250.mp4",
-           "hevc": "vid_hevc.mp4", "vp9": None}
+           "hevc": "vid_hevc.mp4", "vp9": None, "mpeg4-b": None, "h264-refs": None}
+#: the streams this script encodes from the H.264 clip: name -> taplab.encode's arguments
+ENCODED = {"vp9": dict(codec="vp9", gop=250), "mpeg4-b": dict(codec="mpeg4", gop=12, bframes=2),
+           "h264-refs": dict(codec="h264", gop=250, bframes=2, refs=4)}
 #: name (no commas: --configs lists them) -> RuntimeConfig fields over the defaults
 CONFIGS = {
     "default": {},
     "no-fusion": dict(fusion=False),
+    "no-fusion no-rgc": dict(fusion=False, rgc=False),
+    "no-fusion no-interpolation": dict(fusion=False, interpolation=False),
+    "no-fusion no-interpolation b-frames-past": dict(fusion=False, interpolation=False, b_frames="past"),
+    "no-fusion no-interpolation b-frames-key": dict(fusion=False, interpolation=False, b_frames="key"),
+    "no-fusion rgfs-absolute": dict(fusion=False, rgfs_mode="absolute"),
     "no-fusion no-key-interval": dict(fusion=False, key_interval=None),
-    "no-fusion b-frames-past": dict(fusion=False, b_frames="past"),
-    "no-fusion key-interval-25": dict(fusion=False, key_interval=25),
 }
-DEFAULT_CONFIGS = tuple(CONFIGS)
+DEFAULT_CONFIGS = ("default", "no-fusion", "no-fusion no-rgc", "no-fusion no-interpolation",
+                   "no-fusion no-interpolation b-frames-past", "no-fusion rgfs-absolute")
 BINS = ((1, 12), (13, 25), (26, 50), (51, 100), (101, 250))
 
 
 def stream_path(name: str, workdir: Path) -> Path:
     if STREAMS[name] is not None:
         return REAL / STREAMS[name]
-    return encode(REAL / STREAMS["h264"], workdir / "vid_vp9_gop250.mp4", codec="vp9", gop=250)
+    return encode(REAL / STREAMS["h264"], workdir / f"{name}.mp4", **ENCODED[name])
 
 
 def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, device: str) -> dict[str, list[float]]:
@@ -61,18 +70,23 @@ def speedups(path: Path, configs: dict[str, dict], frames: int, rounds: int, dev
     return ratios
 
 
-def measure(segmenter: Segmenter, path: Path, frames: int) -> tuple[list, list[int], int, float, float]:
-    """Labels, each frame's distance from the key frame whose CNN output it carries, key frames, frames/s, and
-    the seconds of the ``flow`` stage (vectors estimated for a codec without them) per frame."""
+def measure(segmenter: Segmenter, path: Path, frames: int) -> tuple[list, list[int], int, float, float, float]:
+    """Labels, each frame's distance from the key frame whose CNN output it carries, key frames, frames/s, the
+    seconds of the ``flow`` stage (vectors estimated for a codec without them) per frame, and the share of
+    P-frames RGFS selected."""
     labels, distances, keys, flow, start = [], [], 0, 0.0, time.perf_counter()
-    for r in segmenter.run(path):
-        labels.append(r.labels)
-        distances.append(r.index - r.key_index)
-        keys += r.is_key
-        flow += r.timings.get("flow", 0.0)
-        if len(labels) >= frames:
-            break
-    return labels, distances, keys, len(labels) / (time.perf_counter() - start), flow / len(labels)
+    p_frames = selected = 0
+    with open_video(path) as video:
+        video.stop_after(frames)  # the first frames, the ones a run holds back included
+        for r in segmenter.run(video):
+            labels.append(r.labels)
+            distances.append(r.index - r.key_index)
+            keys += r.is_key
+            flow += r.timings.get("flow", 0.0) + r.timings.get("future", 0.0)
+            p_frames += r.pict_type == "P"
+            selected += r.kind == "key-RGFS"
+    return (labels, distances, keys, len(labels) / (time.perf_counter() - start), flow / len(labels),
+            selected / max(1, p_frames))
 
 
 def main() -> None:
@@ -86,8 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     configs = {name: CONFIGS[name] for name in args.configs.split(",")}
     heads = " | ".join(f"{a}-{b}" for a, b in BINS)
-    print(f"| stream | configuration | key frames | speed-up (min-max) | flow ms | fidelity % | by distance: {heads} |")
-    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(BINS))
+    print(f"| stream | configuration | key frames | RGFS | speed-up (min-max) | flow ms | fidelity % | by distance: {heads} |")
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(BINS))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.streams.split(","):
             path = stream_path(name, Path(tmp))
@@ -96,7 +110,7 @@ def main() -> None:
             speed = speedups(path, configs, args.speed_frames, args.rounds, args.device)
             for label, options in configs.items():
                 seg = Segmenter("default", device=args.device, **options)
-                labels, distances, keys, _, flow = measure(seg, path, n)
+                labels, distances, keys, _, flow, rgfs = measure(seg, path, n)
                 total, bins = ConfusionMatrix(seg.model.num_classes), {b: ConfusionMatrix(seg.model.num_classes) for b in BINS}
                 for ours, ref, distance in zip(labels, reference, distances):
                     total.update(ours, ref)
@@ -106,7 +120,8 @@ def main() -> None:
                 by_distance = " | ".join("-" if not cm.counts.any() else f"{percent(cm.miou()):.1f}" for cm in bins.values())
                 ratios = speed[label]
                 spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-                print(f"| {name} | {label} | {100 * keys / n:.0f}% | {spread} | {1000 * flow:.1f} | {percent(total.miou()):.1f} "
+                print(f"| {name} | {label} | {100 * keys / n:.0f}% | {100 * rgfs:.0f}% | {spread} | {1000 * flow:.1f} "
+                      f"| {percent(total.miou()):.1f} "
                       f"| {by_distance} |", flush=True)
 
 

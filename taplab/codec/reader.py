@@ -24,6 +24,7 @@ past :class:`MotionField` on the same block grid, computed when first asked for
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -46,7 +47,7 @@ from taplab.ops.residual import residual as compute_residual
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 #: the most B-frames in a row that learn their future anchor: H.264's and HEVC's limit on reordering (16
-#: frames); a longer run's later B-frames are warped from the past alone
+#: frames); of a longer run, the last ones (the runtime lets the oldest held frames go first)
 MAX_REORDER = 16
 
 #: seconds to wait for a network source to open or to deliver data before giving up
@@ -99,6 +100,11 @@ class Frame:
         if self._motion_future is None and self._estimate_future is not None:
             self._motion_future, self._estimate_future = self._estimate_future(), None
         return self._motion_future
+
+    @property
+    def has_future(self) -> bool:
+        """Whether ``motion_future`` is set now (the codec's, or an estimate already made), without estimating."""
+        return self._motion_future is not None
 
     @motion_future.setter
     def motion_future(self, field: MotionField | None) -> None:
@@ -200,12 +206,14 @@ class Video:
         self.exports_vectors: bool = self.codec in VECTOR_CODECS
         #: the most reference frames the stream's blocks may use (None: unknown); where more than one, past vectors
         #: into older anchors are found and marked invalid (:mod:`taplab.codec.references`)
-        self.references: int | None = reference_frames(self.codec, getattr(backend, "extradata", None))
+        self.references: int | None = reference_frames(self.codec, getattr(backend, "extradata", None),
+                                                       getattr(backend, "b_frames", False))
         self._older = 0 if not self.exports_vectors or self.references == 1 else \
             MAX_OLDER if self.references is None else min(MAX_OLDER, self.references - 1)
         self._estimator: OpticalFlow | None = None
         self._estimator_lock = threading.Lock()
         self._started = False
+        self._limit: int | None = None
 
     def estimate_motion(self, method: str | None) -> None:
         """Where the codec exports no vectors, give every P- and B-frame past vectors estimated by the optical
@@ -218,11 +226,18 @@ class Video:
             raise DecodeError(f"{self.name} is already being read: estimate_motion() must come before")
         self._estimator = OpticalFlow(method) if method is not None else None
 
+    def stop_after(self, frames: int | None) -> None:
+        """Read at most the first ``frames`` frames (None: all, the default): the video ends there, so that a run
+        gives the frames it held back too. Call it before reading."""
+        if self._started:
+            raise DecodeError(f"{self.name} is already being read: stop_after() must come before")
+        self._limit = frames
+
     def __iter__(self) -> Iterator[Frame]:
         if self._started:
             raise DecodeError(f"{self.name} was already read; open it again to read it twice")
         self._started = True
-        return self._frames()
+        return self._frames() if self._limit is None else itertools.islice(self._frames(), self._limit)
 
     def _frames(self) -> Iterator[Frame]:
         anchor_luma: np.ndarray | None = None
@@ -242,13 +257,13 @@ class Video:
             frame = Frame(index, decoded, past, future, anchor_luma, estimate)
             if frame.pict_type != "B":
                 anchor_luma, anchor_index = decoded.luma, index
-                if self._older:
-                    history = [decoded.luma] + history[:self._older]
+                if self._older:  # back to the last I-frame at most
+                    history = [decoded.luma] + (history[:self._older] if frame.pict_type != "I" else [])
                 for b in waiting:
                     b.attach_future(index, decoded.luma, self._estimate_future if self._estimator else None)
                 waiting = []
-            elif len(waiting) < MAX_REORDER:
-                waiting.append(frame)
+            else:  # the last MAX_REORDER of a run: the runtime's hold lets the oldest go first
+                waiting = waiting[-(MAX_REORDER - 1):] + [frame]
             yield frame
             index += 1
         if index == 0:

@@ -9,8 +9,10 @@ Decisions, made here:
 
 - **When to look.** Only where the stream may use more than one past reference: the H.264 sequence
   parameter set's ``max_num_ref_frames`` above 1 on a stream without B-frames, above 2 with them
-  (a B-frame needs one frame on each side) (:func:`reference_frames`); unknown counts as several.
-  Streams encoded with one reference (``taplab encode``'s default, MPEG-4 Part 2, MPEG-2) pay nothing.
+  (a B-frame keeps its future anchor among the references) (:func:`reference_frames`); unknown
+  counts as several. Streams encoded with one reference (``taplab encode``'s default, with or
+  without B-frames; MPEG-4 Part 2, MPEG-2) pay nothing. The older anchors tried go back to the
+  last I-frame at most.
 - **How to tell.** Each block's vector is tried on the previous anchor and on the older anchors the
   stream may reference: the mean absolute luma difference of the block against the block its vector
   points at in each (integer-pel block copy, as :mod:`taplab.ops.residual`). A block whose prediction
@@ -63,18 +65,44 @@ def foreign_blocks(current: np.ndarray, anchors: list[np.ndarray], vectors: np.n
     return valid & (own > FLOOR) & (older <= RATIO * own)
 
 
-def reference_frames(codec: str, extradata: bytes | None) -> int | None:
-    """The most reference frames the stream's blocks may use (``max_num_ref_frames`` of an H.264 ``avcC``
-    sequence parameter set); 1 for the codecs with one reference per direction; None where unknown."""
+def reference_frames(codec: str, extradata: bytes | None, b_frames: bool = False) -> int | None:
+    """The most past reference frames a block of the stream may choose from: for H.264, the sequence parameter
+    set's ``max_num_ref_frames`` (from an ``avcC`` record or Annex B start codes), less one where the stream has
+    B-frames (which keep their future anchor among the references); 1 for the codecs with one reference per
+    direction; None where unknown."""
     if codec in ("mpeg4", "mpeg1video", "mpeg2video", "h263", "h263p", "msmpeg4v3", "flv1"):
         return 1
-    if codec != "h264" or not extradata or extradata[0] != 1 or len(extradata) < 8:
-        return None  # not avcC (an Annex B stream carries its SPS in band)
+    if codec != "h264" or not extradata:
+        return None
     try:
-        length = int.from_bytes(extradata[6:8], "big")
-        return _max_num_ref_frames(_unescape(extradata[8:8 + length]))
+        sps = _sequence_parameter_set(extradata)
+        if sps is None:
+            return None
+        return max(1, _max_num_ref_frames(_unescape(sps)) - (1 if b_frames else 0))
     except (IndexError, ValueError):
         return None
+
+
+def _sequence_parameter_set(extradata: bytes) -> bytes | None:
+    """The first SPS NAL unit of H.264 extradata: an ``avcC`` record (MP4) or Annex B (MPEG-TS: start codes)."""
+    if extradata[0] == 1:  # avcC: version, profile, compatibility, level, length size, SPS count, SPS length, SPS
+        if len(extradata) < 8 or not extradata[5] & 0x1F:
+            return None
+        length = int.from_bytes(extradata[6:8], "big")
+        nal = extradata[8:8 + length]
+    else:
+        nal = next((unit for unit in _annex_b_units(extradata) if unit and unit[0] & 0x1F == 7), None)
+    return nal if nal and nal[0] & 0x1F == 7 else None
+
+
+def _annex_b_units(data: bytes) -> list[bytes]:
+    """The NAL units between ``00 00 01`` start codes (a four-byte ``00 00 00 01`` leaves a trailing zero)."""
+    starts, i = [], data.find(b"\x00\x00\x01")
+    while i >= 0:
+        starts.append(i + 3)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    ends = [s - 3 for s in starts[1:]] + [len(data)]
+    return [data[a:b].rstrip(b"\x00") for a, b in zip(starts, ends)]
 
 
 class _Bits:
@@ -115,7 +143,7 @@ def _unescape(nal: bytes) -> bytes:
 
 
 #: the H.264 profiles whose SPS carries chroma format, bit depths and scaling matrices
-_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135, 144}
 
 
 def _max_num_ref_frames(sps: bytes) -> int:

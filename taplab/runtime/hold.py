@@ -9,11 +9,11 @@ Two things make a frame wait, and both keep the output in display order:
   frame: the next key frame's features are carried back to each warped anchor by splatting along the
   anchors' vectors (:mod:`taplab.ops.interpolation`) and blended with its forward-warped ones by the
   error each side accumulated on its way. A B-frame's future side then comes from its future anchor's
-  blended features. The chain needs the key frame's own vectors to its previous anchor: before an
-  I-frame, the frames keep their forward side alone.
+  blended and corrected features. The chain starts with the key frame's step back to its previous
+  anchor: its own vectors, or for an I-frame (which has none) an optical flow the scheduler estimates.
 
-The hold is bounded (:class:`Hold`): past its bound the oldest frame goes out with what it has, its
-past side. So is the stream's end (:meth:`Hold.take` of everything).
+The hold is bounded (:class:`Hold`): past its bound the oldest frame goes out with what it has (no next
+key frame's side). So do all the frames held at the stream's end.
 """
 
 from __future__ import annotations
@@ -79,19 +79,18 @@ class Hold:
 
     def take(self, count: int | None = None) -> list[Held]:
         """The first ``count`` held frames (all by default), no longer held."""
-        taken, self.items = self.items[:count], self.items[len(self.items[:count]):]
+        count = len(self.items) if count is None else count
+        taken, self.items = self.items[:count], self.items[count:]
         return taken
 
 
-def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch.Tensor) -> dict[int, torch.Tensor]:
+def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch.Tensor) -> None:
     """Blend the next key frame's features (``key``, with its ``flow`` to its previous anchor and its residual per
     cell ``step``) into the held anchors' forward sides, in place (``features``, ``mask``, ``result.future``: the
-    mean weight of the key frame's side). Returns each held anchor's blended features by display index."""
-    blended: dict[int, torch.Tensor] = {}
+    mean weight of the key frame's side). The held anchors are consecutive: each one's ``flow`` is the next
+    step back (interpolation needs accumulated propagation, which keeps every anchor's motion)."""
     source, cover, accumulated = key, torch.ones(key.shape[1:]), torch.zeros(key.shape[1:])
     for h in reversed([h for h in held if h.anchor and h.features is not None]):
-        if flow is None:  # a held anchor without a step back (none: the hold was cut by its bound)
-            break
         source, cover = interpolation.splat(source, cover, flow)
         accumulated = accumulated + step + interpolation.STEP
         ok = interpolation.received(cover)
@@ -99,9 +98,7 @@ def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch
         h.features = bidirectional.blend(h.features, source, weight)
         h.mask = h.mask & ~ok
         h.result.future = float(weight.mean())
-        blended[h.frame.index] = h.features
         flow, step = h.flow, h.step  # the next step back: from this anchor (its backward side alone) to the one before
-    return blended
 
 
 def blend_future(frame: Frame, past: torch.Tensor | None, past_mask: torch.Tensor | None, ahead: torch.Tensor,

@@ -114,7 +114,9 @@ class FrameResult:
         distorted: share of feature cells the warp could not fill (no vector, or source out of frame).
         timings: seconds per stage (decode, residual, cnn_full, cnn_region, flow (the optical-flow
             baseline), warp, fusion (or details: what ``run(details=True)`` costs without fusion),
-            labels; write, added by :func:`taplab.segment`).
+            labels; future: on an anchor, its held B-frames' future vectors (estimated where the codec has
+            none) and residuals, in the decoding thread; interpolation: the next key frame's side carried
+            back and blended; write, added by :func:`taplab.segment`).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
@@ -129,8 +131,9 @@ class FrameResult:
             key frames; under a latency budget, the previous key frame while a newer one's CNN runs.
         motion: for warped frames, the motion source that carried the features (``"codec"``, an optical
             flow method such as ``"dis-ultrafast"``, ``"truth"``).
-        future: for B-frames warped from both anchors (``b_frames="both"``), the mean weight of the future
-            anchor's side over the feature cells (0: all from the past anchor; None: not warped so).
+        future: the mean weight, over the feature cells, of the features that came from later frames: a B-frame's
+            future anchor (``b_frames="both"``), or with interpolation the next key frame (0: all from the past
+            side; None: nothing came from later frames).
     """
 
     index: int

@@ -87,8 +87,8 @@ class Scheduler:
                 b.residual_future  # noqa: B018 - cached; estimates the future vectors where the reader does
             prep["future"] = time.perf_counter() - start
             self._b_prepared = []
-        elif self.bidirectional(frame) and len(self._b_prepared) < MAX_REORDER:
-            self._b_prepared.append(frame)
+        elif self.bidirectional(frame):  # the last MAX_REORDER of a run, as the reader attaches their future
+            self._b_prepared = self._b_prepared[-(MAX_REORDER - 1):] + [frame]
         start = time.perf_counter()
         warpable = self.warpable(frame)  # a motion field the reader estimates (no codec vectors) is computed here
         if warpable and frame.estimated:
@@ -111,7 +111,7 @@ class Scheduler:
             return False
         if frame.pict_type == "B" and self.cfg.b_frames == "key" and self.cfg.latency_budget is None:
             return False
-        if self.bidirectional(frame) and frame.motion_future is not None:  # the codec's: known on arrival
+        if self.bidirectional(frame) and frame.has_future:  # the codec's, known on arrival (never estimated here)
             return True
         return self.motion.available(frame)  # last: it computes a motion field the reader estimates
 
@@ -141,7 +141,7 @@ class Scheduler:
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
         back = None  # with interpolation, a key frame's step back to the frames held before it
         if decision.kind.is_key:
-            if self.interpolating and anchor and len(self.hold):
+            if self.interpolating and anchor and any(h.anchor and h.features is not None for h in self.hold.items):
                 back = self._step_back(frame, timings)
             result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
             self._error = torch.zeros(self.grid) if anchor else self._error
@@ -216,7 +216,7 @@ class Scheduler:
         start = time.perf_counter()
         self._estimator = self._estimator or OpticalFlow(self.cfg.motion_fallback)
         step = estimated_step(frame, self._estimator, self.grid, self.stride)
-        timings["flow"] = timings.get("flow", 0.0) + time.perf_counter() - start
+        timings["interpolation"] = time.perf_counter() - start
         return None if step is None else (step[0], bidirectional.cell_errors(step[1], self.grid))
 
     def _reference(self) -> torch.Tensor | None:
@@ -226,7 +226,7 @@ class Scheduler:
         return self.anchors.reference_labels(self._logits, self.cfg.propagation == "accumulate")
 
     def _release_over(self, over: list[Held]) -> list[FrameResult]:
-        """The frames past the hold's bound, from their past side alone."""
+        """The frames past the hold's bound, with what they have now (no next key frame's side)."""
         return self._complete_all(over) if over else []
 
     def _release(self, back: tuple | None = None) -> list[FrameResult]:
@@ -239,33 +239,34 @@ class Scheduler:
             share = (time.perf_counter() - start) / max(1, sum(h.anchor for h in held))
             for h in held:
                 if h.anchor:
-                    h.result.timings["interpolation"] = share
+                    h.result.timings["interpolation"] = h.result.timings.get("interpolation", 0.0) + share
         return self._complete_all(held)
 
     def _complete_all(self, held: list[Held]) -> list[FrameResult]:
-        blended = {h.frame.index: h.features for h in held if h.anchor and h.features is not None}
-        done = []
+        """The held frames' results, in display order: the anchors corrected first, so that a B-frame's future side
+        comes from its anchor's corrected features, as it does without interpolation."""
         for h in held:
-            if h.result.labels is None:  # not a key frame: warped
-                if h.anchor:
-                    features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
-                    self._finish(h.result, h.frame, features)
-                else:
-                    self._complete(h, blended)
+            if h.anchor and h.result.labels is None:
+                h.features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
+                self._finish(h.result, h.frame, h.features)
+        ahead = {h.frame.index: h.features for h in [*held, *self.hold.items] if h.anchor and h.features is not None}
+        for h in held:
+            if not h.anchor and h.result.labels is None:
+                self._complete(h, ahead)
+        for h in held:
             self._stamp(h.result, h.arrival)
-            done.append(h.result)
-        return done
+        return [h.result for h in held]
 
-    def _complete(self, held: Held, blended: dict[int, torch.Tensor]) -> None:
+    def _complete(self, held: Held, anchors: dict[int, torch.Tensor]) -> None:
         """A held B-frame's features from its past side, its future side or both (:mod:`taplab.ops.bidirectional`),
         then corrected as any warped frame; the CNN where it has neither. Its future anchor's features: that
-        anchor's blended ones where it was held, else the last anchor's."""
+        anchor's where it was held (``anchors``), else the last anchor's."""
         frame, result, timings = held.frame, held.result, held.result.timings
         index, flow, ahead = frame.future_index, None, None
         if self.bidirectional(frame) and index is not None:
-            ahead = blended.get(index, self.anchors.anchor_features if index == self.anchors.anchor_index else None)
+            ahead = anchors.get(index, self.anchors.anchor_features if index == self.anchors.anchor_index else None)
             if ahead is not None and (index == self.anchors.anchor_index or not self.motion.needs_images):
-                flow = self.motion.future(frame, self.anchors)  # an image source reads the last anchor's image
+                flow = self._flow(frame, timings, future=True)  # an image source reads the last anchor's image
         if flow is None and held.features is None:  # no motion on either side: the CNN
             result.kind = FrameKind(self._key(frame, Kind.KEY, None, timings))
             result.key_index = frame.index
@@ -366,10 +367,11 @@ class Scheduler:
         timings["warp"] = timings.get("warp", 0.0) + time.perf_counter() - start
         return features, mask, flow
 
-    def _flow(self, frame: Frame, timings: dict) -> GridFlow:
-        """The frame's motion to the last anchor on the feature grid, timed in the source's stage."""
+    def _flow(self, frame: Frame, timings: dict, future: bool = False) -> GridFlow | None:
+        """The frame's motion to the last anchor on the feature grid (``future``: a B-frame's to its future anchor,
+        None where the source has none), timed in the source's stage."""
         start = time.perf_counter()
-        flow = self.motion.flow(frame, self.anchors)
+        flow = self.motion.future(frame, self.anchors) if future else self.motion.flow(frame, self.anchors)
         timings[self.motion.stage] = timings.get(self.motion.stage, 0.0) + time.perf_counter() - start
         return flow
 

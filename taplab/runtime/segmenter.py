@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from taplab.codec import open_video
 from taplab.codec.reader import Frame, Video
-from taplab.errors import ConfigError, LatencyWarning, TapLabWarning
+from taplab.errors import ConfigError, LatencyWarning, TapLabError, TapLabWarning
 from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model
 from taplab.nets.zoo import find_correction
@@ -114,9 +114,13 @@ class Segmenter:
             raise
         frames = prefetch(_timed(video, live), self.prefetch_depth, run.prepare)
         try:
-            for frame, prep in frames:
-                arrival = prep.pop("arrival")
-                yield from run.step(frame, prep, arrival, newer=frames.waiting > 0)
+            try:
+                for frame, prep in frames:
+                    arrival = prep.pop("arrival")
+                    yield from run.step(frame, prep, arrival, newer=frames.waiting > 0)
+            except TapLabError:  # the source failed (a decode error, a lost connection): the held frames first
+                yield from run.flush()
+                raise
             yield from run.flush()
         finally:
             video.interrupt()  # a read waiting on the source (a followed file) returns now

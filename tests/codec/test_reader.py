@@ -159,3 +159,14 @@ def test_mpeg4_b_frame_streams_p_vectors_span_the_anchor_distance(tmp_path):
             assert np.median(interior_vectors(f.motion), axis=0).tolist() == [DX * steps, DY * steps]
         if f.pict_type == "B":
             assert f.motion.direction == "past" and f.motion_future.direction == "future"
+
+
+def test_stop_after_ends_the_video_at_that_frame(translation_clip):
+    from taplab.codec import open_video
+    from taplab.errors import DecodeError
+
+    with open_video(translation_clip) as video:
+        video.stop_after(5)
+        assert [f.index for f in video] == [0, 1, 2, 3, 4]
+        with pytest.raises(DecodeError, match="must come before"):
+            video.stop_after(3)

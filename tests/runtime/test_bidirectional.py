@@ -140,3 +140,45 @@ def test_both_anchors_agree_with_the_per_frame_model_better_than_the_past_alone(
     both = list(Segmenter(**QUIET).run(clip))
     assert [r.is_key for r in past] == [r.is_key for r in both]
     assert _agreement(both, reference) > _agreement(past, reference) + 0.005
+
+
+def test_with_interpolation_an_overflowing_hold_keeps_the_b_frames_future_side(b_clip, monkeypatch):
+    """A hold of 2 frames with interpolation: the oldest frames go out before the next key frame, and a B-frame
+    whose future anchor is still held gets that anchor's features all the same."""
+    import taplab.runtime.scheduler as scheduler
+
+    monkeypatch.setattr(scheduler, "MAX_HOLD", 2)
+    results = list(Segmenter(pooled_rgb(), rgc=False, rgfs=False, fusion=False, key_interval=None).run(b_clip))
+    assert [r.index for r in results] == list(range(16))
+    assert all(r.future is not None for r in results if r.pict_type == "B")
+
+
+class FailingVideo:
+    """A real decoded clip whose source fails after ``count`` frames (a fake for the failure alone, said so here)."""
+
+    def __new__(cls, path, count):
+        from taplab.codec.reader import Video
+        from taplab.errors import DecodeError
+
+        video = open_video(path)
+        frames = Video._frames
+
+        def failing(self):
+            for frame in itertools.islice(frames(self), count):
+                yield frame
+            raise DecodeError("the source failed")
+
+        video._frames = failing.__get__(video)
+        return video
+
+
+def test_frames_held_when_the_source_fails_come_out_before_the_error(b_clip):
+    from taplab.errors import DecodeError
+
+    video = FailingVideo(b_clip, 3)  # frames 0 (I), 1 (P, held for interpolation), 2 (B, held for frame 3)
+    got = []
+    with pytest.raises(DecodeError, match="the source failed"):
+        for r in Segmenter(pooled_rgb(), **{**QUIET, "interpolation": True}).run(video):
+            got.append(r)
+    video.close()
+    assert [r.index for r in got] == [0, 1, 2] and all(r.labels is not None for r in got)

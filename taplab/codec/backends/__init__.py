@@ -34,6 +34,7 @@ class Backend(Protocol):
     fps: float
     frame_count: int | None  # as declared by the container; None when unknown (streams)
     extradata: bytes | None  # the codec's out-of-band headers (an H.264 avcC), where the container has them
+    b_frames: bool  # the stream reorders frames (has B-frames), as far as its headers say
 
     def frames(self) -> Iterator[DecodedFrame]: ...
 

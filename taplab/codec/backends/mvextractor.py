@@ -26,6 +26,7 @@ class MVExtractorBackend:
         probe = PyAVBackend(source, timeout, options)  # raises the same clear errors as the default backend
         self.codec, self.width, self.height = probe.codec, probe.width, probe.height
         self.fps, self.frame_count, self.extradata = probe.fps, probe.frame_count, probe.extradata
+        self.b_frames = probe.b_frames
         probe.close()
         from mvextractor.videocap import VideoCap
 

@@ -72,6 +72,7 @@ class PyAVBackend:
         self.fps = float(rate) if rate else 0.0
         self.frame_count = self._stream.frames or None
         self.extradata = bytes(ctx.extradata) if ctx.extradata else None
+        self.b_frames = bool(ctx.has_b_frames)
         self._source = _describe(source)
 
     def frames(self) -> Iterator[DecodedFrame]:
