@@ -5,8 +5,9 @@ TapLab's Algorithm 1, with the latency budget's first rules:
 - an I-frame is a key frame (``key-I``); so is a frame that cannot be warped: no usable past
   motion, or nothing to warp from yet (``key``);
 - a P-frame ``key_interval`` or more frames after the last key frame is a key frame (``key-interval``):
-  the bound on drift for streams whose I-frames are far apart; under a budget it waits, as RGFS's do,
-  while another key frame's CNN runs;
+  the bound on drift for streams whose I-frames are far apart; with B-frames, a P-frame whose next
+  anchor would be past the bound already is, so that no B-frame is farther from its key frame; under
+  a budget it waits, as RGFS's do, while another key frame's CNN runs;
 - a frame that RGFS selects is a key frame (``key-RGFS``). RGFS does not score B-frames warped from
   both anchors (``b_frames="both"``, the default): their future anchor is fresh where the past one has
   drifted. Under a latency budget a selected frame is warped instead while another key frame's CNN
@@ -45,6 +46,7 @@ class FrameFacts:
         late: the frame is past its deadline and a newer frame is waiting.
         modules: the correction modules the run has (fusion where it has a correction network, RGC where on).
         since_key: frames since the last key frame that was an anchor (display order).
+        anchor_gap: frames since the previous anchor (1 without B-frames; B-frames + 1 with them).
         bidirectional: a B-frame that will also be warped from its future anchor (``b_frames="both"``).
     """
 
@@ -58,6 +60,7 @@ class FrameFacts:
     modules: frozenset[Module] = frozenset()
     since_key: int = 0
     bidirectional: bool = False
+    anchor_gap: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,12 @@ def rgfs_candidate(facts: FrameFacts, rgfs: bool, key_interval: int | None = Non
 
 
 def _interval_due(facts: FrameFacts, key_interval: int | None) -> bool:
-    return facts.pict_type == "P" and key_interval is not None and facts.since_key >= key_interval
+    """A P-frame is due when the frames up to the next anchor, the B-frames between included, would pass the bound:
+    ``since_key + anchor_gap - 1 >= key_interval`` (the next anchor taken to be as far as this one is from the
+    last). Without B-frames that is ``since_key >= key_interval``; with them, no B-frame is farther than
+    ``key_interval`` frames from the key frame it is warped from."""
+    return facts.pict_type == "P" and key_interval is not None \
+        and facts.since_key + max(facts.anchor_gap, 1) - 1 >= key_interval
 
 
 def decide(facts: FrameFacts, rgfs_selected: bool = False, key_interval: int | None = None) -> Decision:

@@ -121,8 +121,9 @@ class Scheduler:
     # -- in the consumer: decide and do
     @torch.inference_mode()
     def step(self, frame: Frame, prep: dict, arrival: float | None = None, newer: bool = False) -> list[FrameResult]:
-        """Segment one frame; returns the results now complete, in display order (none while a B-frame waits for
-        its future anchor; then the held B-frames' and the anchor's). ``arrival``: when the frame arrived
+        """Segment one frame; returns the results now complete, in display order: none while the frame is held
+        (:mod:`taplab.runtime.hold`), then the held frames' with the frame that completes them (a B-frame's
+        future anchor; with interpolation, the next key frame). ``arrival``: when the frame arrived
         (``perf_counter``), from which a latency budget and each result's ``latency`` count; ``newer``: whether
         a later frame has already arrived (a late frame is then skipped)."""
         timings = dict(prep)
@@ -177,7 +178,8 @@ class Scheduler:
                           features_expected=self.anchors.has_source or self.keys.busy,
                           features_ready=self.anchors.key_features is not None, budget=deadline is not None,
                           cnn_busy=self.keys.busy, late=self.policy.late(deadline, newer), modules=self.modules,
-                          since_key=frame.index - self.anchors.last_key, bidirectional=bidirectional)
+                          since_key=frame.index - self.anchors.last_key, bidirectional=bidirectional,
+                          anchor_gap=frame.index - max(self.anchors.anchor_index, 0))
 
     def _hold_b(self, frame: Frame, timings: dict, arrival: float | None) -> list[FrameResult]:
         """A B-frame warped from both anchors: the CNN now where it is a key frame, else its past side now (the

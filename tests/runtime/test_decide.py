@@ -80,3 +80,12 @@ def test_a_key_decision_never_carries_correction_modules():
 ])
 def test_the_key_interval_bounds_the_distance_from_the_last_key_frame(given, interval, expected):
     assert decide(given, False, interval) == expected
+
+
+@pytest.mark.parametrize("since_key, gap, due", [
+    (11, 1, False), (12, 1, True),  # I/P: the P-frame 12 frames after the key frame
+    (9, 3, False), (10, 3, True),  # 2 B-frames: at 10 the next anchor would be at 13, its B-frames at 11 and 12
+])
+def test_the_key_interval_bounds_the_b_frames_too(since_key, gap, due):
+    decision = decide(facts(since_key=since_key, anchor_gap=gap), key_interval=12)
+    assert (decision.kind is Kind.KEY_INTERVAL) is due
