@@ -73,7 +73,7 @@ class Hold:
         return len(self.items)
 
     def add(self, item: Held) -> list[Held]:
-        """Hold ``item``; returns the oldest ones beyond the bound, to go out from their past side alone."""
+        """Hold ``item``; returns the oldest ones beyond the bound, to go out with what they have."""
         self.items.append(item)
         return self.take(len(self.items) - self.bound) if len(self.items) > self.bound else []
 
