@@ -55,3 +55,21 @@ def real_dir() -> Path:
     if not REAL.is_dir():
         pytest.skip(f"the real test data is not at {REAL} (CI always has it)")
     return REAL
+
+
+@pytest.fixture
+def flow_calls(monkeypatch) -> list[str]:
+    """The names of the threads the real optical flow runs in, one per call: a spy around it (it still computes)."""
+    import threading
+
+    from taplab.ops.flow import OpticalFlow
+
+    calls: list[str] = []
+    real = OpticalFlow.__call__
+
+    def spy(self, current, previous):
+        calls.append(threading.current_thread().name)
+        return real(self, current, previous)
+
+    monkeypatch.setattr(OpticalFlow, "__call__", spy)
+    return calls

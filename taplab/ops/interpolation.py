@@ -22,6 +22,8 @@ Decisions, made here:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from taplab.ops.warp import GridFlow
@@ -37,9 +39,8 @@ def splat(features: torch.Tensor, cover: torch.Tensor, flow: GridFlow) -> tuple[
     its ``flow`` (cell ``p`` lands at ``p + flow(p)``): the normalised features there and the weight each cell
     received, clipped to 1 (the reference's coverage)."""
     channels, h, w = features.shape
-    fx, fy = flow.flow[..., 0], flow.flow[..., 1]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    tx, ty = xs + fx, ys + fy
+    ys, xs = _cells(h, w)
+    tx, ty = xs + flow.flow[..., 0], ys + flow.flow[..., 1]
     x0, y0 = torch.floor(tx), torch.floor(ty)
     mass = cover * flow.valid.float()
     flat = features.reshape(channels, -1)
@@ -56,6 +57,12 @@ def splat(features: torch.Tensor, cover: torch.Tensor, flow: GridFlow) -> tuple[
             out.index_add_(1, target, flat[:, inside.reshape(-1)] * share)
     normalised = out / weight.clamp(min=1e-6)
     return normalised.reshape(channels, h, w), weight.clamp(max=1.0).reshape(h, w)
+
+
+@lru_cache(maxsize=4)
+def _cells(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every cell's row and column, (h, w) float32 each (shared between calls: never written)."""
+    return torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
 
 
 def received(cover: torch.Tensor) -> torch.Tensor:

@@ -44,13 +44,11 @@ def test_a_growing_file_is_read_as_it_grows_and_ends_when_it_stops(clip, tmp_pat
                 out.flush()
 
     writer = threading.Thread(target=record)
-    start = time.perf_counter()
     writer.start()
-    got = vectors(path, follow=True, timeout=0.5)
-    elapsed = time.perf_counter() - start
+    got = vectors(path, follow=True, timeout=0.5)  # returns: it ended once the file stopped growing
     writer.join()
     assert_same_frames(got, vectors(path))  # every frame, as read from the finished file
-    assert len(got) == 24 and clip.seconds < elapsed < clip.seconds + 0.5 + 1.0  # waited, then ended
+    assert len(got) == 24  # it waited for the frames the writer had not written yet when reading began
 
 
 def test_without_follow_a_growing_file_ends_at_its_current_end(clip, tmp_path):

@@ -2,7 +2,6 @@
 display order, the bounded hold, the end of the stream, estimated futures, and the accuracy it buys."""
 
 import itertools
-import threading
 
 import cv2
 import numpy as np
@@ -103,19 +102,10 @@ def test_the_hold_is_bounded(b_clip, monkeypatch):
     assert any(r.future is None for r in b_frames) and any(r.future is not None for r in b_frames)
 
 
-def test_codecs_without_vectors_estimate_both_sides_in_the_decoding_thread(tmp_path, monkeypatch):
-    """A spy around the real optical flow (it still computes): HEVC with B-frames estimates one flow per P-frame
-    and two per B-frame (past and future), all in the decoding thread."""
-    from taplab.ops.flow import OpticalFlow
-
-    calls = []
-    real = OpticalFlow.__call__
-
-    def spy(self, current, previous):
-        calls.append(threading.current_thread().name)
-        return real(self, current, previous)
-
-    monkeypatch.setattr(OpticalFlow, "__call__", spy)
+def test_codecs_without_vectors_estimate_both_sides_in_the_decoding_thread(tmp_path, flow_calls):
+    """HEVC with B-frames estimates one flow per P-frame and two per B-frame (past and future), all in the
+    decoding thread (``flow_calls``: a spy around the real optical flow)."""
+    calls = flow_calls
     video = encode(translation_frames(14, 128, 256, DX, DY), tmp_path / "h.mp4", gop=14, codec="hevc", bframes=2)
     results = list(Segmenter(pooled_rgb(), key_interval=None, **QUIET).run(video))
     b_frames = [r for r in results if r.pict_type == "B"]

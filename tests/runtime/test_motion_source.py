@@ -100,23 +100,13 @@ def test_a_codec_without_vectors_is_warped_with_estimated_vectors_by_default(tmp
     assert any(issubclass(w.category, TapLabWarning) and "exports no motion vectors" in str(w.message) for w in caught)
 
 
-def test_estimation_runs_once_per_warped_frame_in_the_decoding_thread(tmp_path, monkeypatch):
-    """A spy around the real optical flow (it still computes): HEVC with B-frames, which are key frames under
-    b_frames="key" and must not pay for a flow they do not use; warped with b_frames="past", they do."""
-    import threading
-
+def test_estimation_runs_once_per_warped_frame_in_the_decoding_thread(tmp_path, flow_calls):
+    """HEVC with B-frames, which are key frames under b_frames="key" and must not pay for a flow they do not use;
+    warped with b_frames="past", they do (``flow_calls``: a spy around the real optical flow)."""
     from taplab.codec import encode
-    from taplab.ops.flow import OpticalFlow
     from tests.conftest import translation_frames
 
-    calls = []
-    real = OpticalFlow.__call__
-
-    def spy(self, current, previous):
-        calls.append(threading.current_thread().name)
-        return real(self, current, previous)
-
-    monkeypatch.setattr(OpticalFlow, "__call__", spy)
+    calls = flow_calls
     video = encode(translation_frames(14, 128, 256, 3, -2), tmp_path / "h.mp4", gop=14, codec="hevc", bframes=2)
     kinds = [r.kind for r in Segmenter(pooled_rgb(), rgc=False, rgfs=False, b_frames="key", key_interval=None).run(video)]
     assert kinds.count("key") >= 6 and len(calls) == kinds.count("warp")  # B-frames: keys, never estimated
