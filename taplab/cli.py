@@ -391,6 +391,69 @@ class _FieldValue(click.ParamType):
         return _UNSET if parsed is None else parsed
 
 
+class _AdaptCommand(click.Command):
+    """``taplab adapt``: one option per :class:`~taplab.adapt.AdaptConfig` field, generated when first needed (as
+    :class:`_ConfigCommand` does for the runtime), so that the option and the field cannot drift apart."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._generated = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._generated:
+            self._generated = True
+            at = next(i for i, p in enumerate(self.params) if p.name == "out") + 1
+            self.params[at:at] = _adapt_options()
+        return super().get_params(ctx)
+
+
+def _adapt_options() -> list[click.Option]:
+    import dataclasses
+    import typing
+
+    from taplab.adapt import AdaptConfig
+
+    hints = typing.get_type_hints(AdaptConfig)
+    found = []
+    for f in dataclasses.fields(AdaptConfig):
+        value_type = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        if value_type is bool:
+            found.append(click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, show_default=True,
+                                      help=f.metadata["help"]))
+        else:
+            found.append(click.Option([flag], type=value_type, default=f.default, show_default=f.default is not None,
+                                      help=f.metadata["help"]))
+    return found
+
+
+@cli.command(cls=_AdaptCommand)
+@click.argument("model")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the adapted model (created; use it as --model).")
+@click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def adapt(model: str, videos: tuple[str, ...], out: Path, device: str, overwrite: bool, **settings) -> None:
+    """Adapt the correction to MODEL on VIDEOS (your own footage, no labels needed) and write it to --out.
+
+    MODEL runs on every frame as the teacher; a correction network learns to bring the warped frames
+    closer to it. Held-out frames (the end of each video) decide whether it is switched on. Use the
+    result as `taplab segment VIDEO --model OUT`; OUT/report.md says what it gained and costs.
+    """
+    from taplab.adapt import AdaptConfig
+    from taplab.adapt import adapt as run_adapt
+
+    progress = _PhaseProgress()
+    try:
+        result = run_adapt(model, videos, out, AdaptConfig(**settings), device=device, overwrite=overwrite,
+                           progress=progress)
+    finally:
+        progress.close()
+    click.echo(result.format())
+    click.echo(f"wrote {out}")
+
+
 @cli.command(cls=_ConfigCommand)
 @click.argument("video")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (created).")
@@ -431,7 +494,7 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     from taplab.pipeline import segment as run_segment
     from taplab.runtime import RuntimeConfig
 
-    config = RuntimeConfig.from_file(config_file) if config_file else RuntimeConfig()
+    config = RuntimeConfig.from_file(config_file) if config_file else RuntimeConfig.for_model(model)
     config = config.replace(**{k: None if v is _UNSET else v for k, v in options.items() if v is not None})
     progress = _SegmentProgress()
     try:

@@ -18,7 +18,7 @@ FLOORS = [
     {"data"},
     {"nets", "metrics", "training"},
     {"runtime", "evaluate"},
-    {"io", "bench", "train_correction"},
+    {"io", "bench", "train_correction", "adapt"},
     {"pipeline", "train"},
     {"demo"},
     {"cli"},

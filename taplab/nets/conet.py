@@ -43,31 +43,45 @@ VERSION = 1
 IMAGE_SCALE = 2
 
 
-def correction_image(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The frame as CoNet takes it: uint8 RGB ``(H, W, 3)`` -> uint8 RGB ``(IMAGE_SCALE * h, IMAGE_SCALE * w, 3)``,
-    area-resized, for the feature grid ``grid = (h, w)`` (cells of the logits it corrects).
+def image_size(grid: tuple[int, int], scale: int = 1) -> tuple[int, int]:
+    """The frame's size as a CoNet of ``scale`` takes it for the feature grid ``grid = (h, w)``: :data:`IMAGE_SCALE`
+    times its working grid, which is the feature grid divided by ``scale``, rounded up."""
+    h, w = grid
+    return IMAGE_SCALE * -(-h // scale), IMAGE_SCALE * -(-w // scale)
+
+
+def correction_image(image: np.ndarray, grid: tuple[int, int], scale: int = 1) -> np.ndarray:
+    """The frame as CoNet takes it: uint8 RGB ``(H, W, 3)`` -> uint8 RGB of :func:`image_size` (``(IMAGE_SCALE * h,
+    IMAGE_SCALE * w, 3)`` at ``scale`` 1), area-resized, for the feature grid ``grid = (h, w)`` (cells of the
+    logits it corrects) and a network of ``scale``.
 
     The runtime and the trainer both prepare the frame with this (OpenCV's area resize of the uint8
     frame), so that CoNet is trained on exactly what it sees at run time; ``CoNet.forward`` resizes an
     image of any other size itself, in float.
     """
-    h, w = grid
-    return cv2.resize(image, (IMAGE_SCALE * w, IMAGE_SCALE * h), interpolation=cv2.INTER_AREA)
+    height, width = image_size(grid, scale)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
 class CoNet(nn.Module):
     """``forward(image, warped, coarse) -> (updated, edge)``.
 
+    ``scale`` 2 runs the network on a grid half the feature grid's size (the frame at the feature grid's
+    size, the warped logits averaged and the coarse map max-pooled over 2x2 cells) and upsamples its
+    outputs bilinearly: about a quarter of the work, for coarser corrections.
+
     Args:
-        image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to :data:`IMAGE_SCALE` times the grid
-            unless it has that size already, as :func:`correction_image` makes it).
+        image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to :func:`image_size` unless it has that
+            size already, as :func:`correction_image` makes it).
         warped: ``(N, C, h, w)`` warped logits on the feature grid.
         coarse: ``(N, 1, h, w)`` coarse distortion map in [0, 1].
     """
 
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 32, scale: int = 1):
         super().__init__()
-        self.num_classes, self.width = int(num_classes), int(width)
+        if scale not in (1, 2):
+            raise ModelError(f"CoNet's scale is 1 (the feature grid) or 2 (half of it), got {scale!r}")
+        self.num_classes, self.width, self.scale = int(num_classes), int(width), int(scale)
         self.normalize = Normalize()
         self.stem = conv_bn_relu(3, 16, 3, stride=2)
         self.enter = nn.Sequential(conv_bn_relu(16 + num_classes + 1, width, 1), separable(width, width))
@@ -82,14 +96,22 @@ class CoNet(nn.Module):
 
     def forward(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = warped.shape[-2:]
-        size = (IMAGE_SCALE * h, IMAGE_SCALE * w)
+        size = image_size((h, w), self.scale)
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image, size=size, mode="area")
+        scores, flags = warped, coarse
+        if self.scale > 1:
+            scores = F.avg_pool2d(warped, self.scale, ceil_mode=True)
+            flags = F.max_pool2d(coarse, self.scale, ceil_mode=True)
         x = self.stem(self.normalize(image))
-        x = self.enter(torch.cat([x, warped.softmax(1), coarse], 1))
+        x = self.enter(torch.cat([x, scores.softmax(1), flags], 1))
         low = self.down(x)
-        x = self.up(torch.cat([x, F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)], 1))
-        return warped + self.delta(x), self.edge(x)
+        x = self.up(torch.cat([x, F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1))
+        delta, edge = self.delta(x), self.edge(x)
+        if self.scale > 1:
+            delta = F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=False)
+            edge = F.interpolate(edge, size=(h, w), mode="bilinear", align_corners=False)
+        return warped + delta, edge
 
 
 class Correction:
@@ -107,6 +129,7 @@ class Correction:
             # ms, median of 8 alternating runs); the frame from to_tensor has that layout already
             self.net = self.net.to(memory_format=torch.channels_last)
         self.classes, self.stride, self.source = tuple(classes), int(stride), source
+        self.scale = net.scale  #: the frame's size for it: correction_image(frame, grid, scale)
 
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +150,7 @@ def save_correction(path: str | os.PathLike[str], net: CoNet, classes: tuple[str
                     half: bool = False, **extra: Any) -> Path:
     """Write a CoNet, the classes and stride of the model it corrects and ``extra`` keys to ``path`` atomically."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    data = {"format": FORMAT, "version": VERSION, "arch_args": {"num_classes": net.num_classes, "width": net.width},
+    data = {"format": FORMAT, "version": VERSION, "arch_args": {"num_classes": net.num_classes, "width": net.width, "scale": net.scale},
             "state_dict": state, "classes": list(classes), "stride": int(stride), "base": base, **extra}
     return write_dict(path, data)
 

@@ -30,6 +30,7 @@ from torch import nn
 from taplab.data.labels import default_metadata
 from taplab.errors import ConfigError, ModelError, TapLabWarning
 from taplab.files import read_image
+from taplab.nets.adapted import is_adapted, read_adapted
 from taplab.nets.checkpoint import build_from_checkpoint, read_checkpoint
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
@@ -212,7 +213,7 @@ def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int 
 
     ``spec`` is one of: ``"default"`` or the name of a shipped model (``taplab models`` lists them);
     a built-in network name (``"bl1"``, ``"bl2"``, ``"bl3"``: untrained, with a warning); a taplab
-    checkpoint file; a TorchScript file; an :class:`torch.nn.Module`; ``"package.module:factory"``
+    checkpoint file; a TorchScript file; a folder written by ``taplab adapt`` (the model it refers to); an :class:`torch.nn.Module`; ``"package.module:factory"``
     (a callable returning a module); or a :class:`Model` (returned as is, moved to ``device``).
     ``num_classes``, when given, is checked against the model's output.
 
@@ -256,6 +257,8 @@ def _module_from_string(spec: str) -> nn.Module:
                       "or pass a checkpoint", TapLabWarning, stacklevel=3)
         return create_model(spec)
     path = Path(spec)
+    if is_adapted(path):  # a folder written by `taplab adapt`: the model it refers to
+        return _module_from_string(read_adapted(path).model)
     if path.exists():
         return _from_file(path)
     if _FACTORY.match(spec):

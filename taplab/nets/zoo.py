@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from taplab.nets.adapted import is_adapted, read_adapted
+
 #: what ``"default"`` means: the model ``taplab segment`` uses when none is given
 DEFAULT_MODEL = "bl2-synth"
 #: a model's correction network: ``<model>.conet.pt`` beside ``<model>.pt``
@@ -49,8 +51,11 @@ def find_shipped(name: str) -> ShippedModel | None:
 
 
 def find_correction(spec) -> Path | None:
-    """The correction network that comes with a model spec: a shipped model's, or ``X.conet.pt``
-    beside a checkpoint ``X.pt``; None where there is none (and for models given as modules)."""
+    """The correction network that comes with a model spec: a shipped model's, ``X.conet.pt`` beside a
+    checkpoint ``X.pt``, or an adapted model's (``taplab adapt``) where it switched fusion on; None where
+    there is none (and for models given as modules)."""
+    if is_adapted(spec):
+        return read_adapted(spec).correction
     shipped = find_shipped(spec) if isinstance(spec, str) else None
     path = shipped.path if shipped is not None else Path(spec) if isinstance(spec, (str, Path)) else None
     if path is None or path.suffix != ".pt":

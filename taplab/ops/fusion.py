@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from taplab.ops.labels import class_map
+
 
 def residual_map(residual: np.ndarray, grid: tuple[int, int], threshold: float) -> torch.Tensor:
     """``(H, W)`` absolute luma residual (uint8) -> ``(h, w)`` float32: the share of each cell's pixels above ``threshold``.
@@ -36,7 +38,7 @@ def coarse_distortion(warped: torch.Tensor, reference_labels: torch.Tensor, dist
     """``M_coarse`` (h, w) float32 in [0, 1] from the warped logits ``(C, h, w)``, the reference frame's
     labels ``(h, w)`` (arg-max of its logits), the warp's ``distorted`` mask and an optional
     :func:`residual_map`."""
-    changed = (warped.argmax(0) != reference_labels) | distorted
+    changed = (class_map(warped) != reference_labels) | distorted
     coarse = changed.float()
     if residual is not None:
         coarse = torch.maximum(coarse, residual.to(coarse.device))

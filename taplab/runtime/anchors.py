@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from taplab.codec.reader import Frame
+from taplab.ops.labels import class_map
 from taplab.ops.warp import GridFlow, compose, zero_flow
 
 
@@ -86,9 +87,9 @@ class Anchors:
         """The labels (h, w) a warped frame's are compared with for ``M_coarse``: the key frame's (as the motion
         accumulates to it; computed once per key frame) or, chaining, the last anchor's."""
         if not accumulate:
-            return logits(self.anchor_features).argmax(0)
+            return class_map(logits(self.anchor_features))
         if self._key_labels is None:
-            self._key_labels = logits(self.key_features).argmax(0)
+            self._key_labels = class_map(logits(self.key_features))
         return self._key_labels
 
     def _restart(self, features: torch.Tensor | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from taplab.errors import ConfigError
+from taplab.nets.adapted import is_adapted, read_adapted
 from taplab.ops.flow import METHODS as FLOW_METHODS
 from taplab.ops.labels import LABEL_MODES
 from taplab.ops.regions import PAPER_RGFS_THRESHOLD
@@ -198,6 +199,15 @@ class RuntimeConfig:
             raise ConfigError(f"unknown runtime option(s): {', '.join(unknown)} "
                               f"(known: {', '.join(sorted(cls.field_names()))})")
         return cls(**values)
+
+    @classmethod
+    def for_model(cls, spec: Any) -> RuntimeConfig:
+        """The defaults that come with a model spec: an adapted model's options (``taplab adapt`` chose them on the
+        footage it adapted to), else the defaults. What ``Segmenter`` and ``taplab segment`` start from when no
+        config is given; options given override them."""
+        if is_adapted(spec):
+            return cls.from_dict(read_adapted(spec).config)
+        return cls()
 
     @classmethod
     def from_file(cls, path: str | Path) -> RuntimeConfig:

@@ -58,7 +58,7 @@ class Fusion:
 
     def __call__(self, frame: Frame, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused logits (a new tensor) and the distortion map ``M`` that weighted them."""
-        image = to_tensor(correction_image(frame.image, self.grid))[0]
+        image = to_tensor(correction_image(frame.image, self.grid, self.correction.scale))[0]
         updated, edge = self.correction(image, warped, coarse)
         distortion = distortion_map(coarse, edge, self.weight)
         return fuse(warped, updated, distortion), distortion

@@ -101,3 +101,31 @@ def test_correction_image_is_the_frame_at_twice_the_grid():
 
 def test_normalisation_is_not_in_the_weights():
     assert not any(k.startswith("normalize.") for k in CoNet(19).state_dict())  # files hold weights only
+
+
+def test_half_grid_conet_shapes_identity_start_and_round_trip(tmp_path):
+    import numpy as np
+
+    from taplab.nets.conet import correction_image, image_size
+    from taplab.nets.zoo import find_correction
+
+    net = CoNet(7, width=8, scale=2).eval()
+    warped = torch.randn(2, 7, 13, 21)  # odd: the half grid is 7x11, rounded up
+    assert image_size((13, 21), 2) == (14, 22) and image_size((13, 21), 1) == (26, 42)
+    updated, edge = net(torch.rand(2, 3, 14, 22), warped, torch.rand(2, 1, 13, 21))
+    assert updated.shape == warped.shape and edge.shape == (2, 1, 13, 21) and torch.equal(updated, warped)
+    torch.nn.init.normal_(net.delta.weight, std=0.5)
+    path = save_correction(tmp_path / "half.pt", net, tuple("abcdefg"), 4, "x")
+    corr = load_correction(path)
+    assert corr.scale == 2 and corr.net.scale == 2
+    frame = np.zeros((52, 84, 3), np.uint8)
+    image = torch.from_numpy(correction_image(frame, (13, 21), corr.scale)).permute(2, 0, 1).float()
+    assert image.shape == (3, 14, 22)
+    with torch.no_grad():
+        ref, _ = net(image[None], warped[:1], torch.zeros(1, 1, 13, 21))
+    torch.testing.assert_close(corr(image, warped[0], torch.zeros(13, 21))[0], ref[0], atol=1e-4, rtol=1e-4)
+    assert not torch.equal(ref, warped[:1])
+    # files written before the scale existed load at scale 1
+    assert load_correction(find_correction("default")).scale == 1
+    with pytest.raises(ModelError, match="scale"):
+        CoNet(7, scale=3)

@@ -75,3 +75,12 @@ def test_label_modes_at_the_logits_size_and_on_uniform_logits():
 def test_unknown_label_mode():
     with pytest.raises(ValueError, match="mode must be one of .*'bicubic'"):
         labels_from_logits(torch.zeros(2, 3, 3), (6, 6), "bicubic")
+
+
+def test_class_map_is_argmax_with_its_ties():
+    from taplab.ops.labels import class_map
+
+    logits = torch.randn(19, 30, 40, generator=torch.Generator().manual_seed(0))
+    logits[4, :5] = logits[9, :5] = 100.0  # a tie: the first class wins, as with argmax
+    assert torch.equal(class_map(logits), logits.argmax(0))
+    assert (class_map(logits)[:5] == 4).all()

@@ -1,0 +1,164 @@
+"""Label-free adaptation (taplab.adapt): a real synthetic clip encoded on the fly, the shipped model as the teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from taplab import ConfigError, ModelError, RuntimeConfig, Segmenter, load_model
+from taplab.adapt import AdaptConfig, Sample, adapt, decide, label_edges, train
+from taplab.cli import main
+from taplab.data.datasets import clip_config
+from taplab.data.synth import write_clip
+from taplab.nets.adapted import ADAPTED_FILE, is_adapted, read_adapted, write_adapted
+from taplab.nets.conet import CoNet, load_correction
+from taplab.nets.zoo import find_correction
+
+#: a short run: the clip's warped training frames, 300 steps of 4 crops (seconds on 2 cores; +1.5 points here). On the
+#: feature grid (scale 1): this tiny clip's grid is 64x128, and on half of it 300 steps gain less (+0.4)
+QUICK = AdaptConfig(steps=300, batch_size=4, crop=32, lr=5e-3, labels=False, seed=0, frames=36, scale=1)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """36 frames of a synthetic street at 256x512, MPEG-4 GOP 12, with labels (a `taplab synth` folder)."""
+    folder = tmp_path_factory.mktemp("footage")
+    return write_clip(folder, clip_config(123, (256, 512), 36), gop=12, name="street")
+
+
+@pytest.fixture(scope="module")
+def adapted(clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapted") / "street-adapted"
+    return adapt("default", [str(clip)], out, QUICK, device="cpu")
+
+
+def test_label_free_adaptation_raises_held_out_fidelity(adapted):
+    fusion = adapted.report["fusion"]
+    assert adapted.report["samples"]["train"] >= 20 and adapted.report["samples"]["held_out"] >= 8
+    assert fusion["fidelity_with"] > fusion["fidelity_without"]
+    assert fusion["enabled"] and adapted.enabled
+    # trained without labels, it still moves the warped frames towards the truth the teacher approximates
+    labels = adapted.report["labels"]
+    assert labels["miou_with"] > labels["miou_without"]
+    assert adapted.report["training"]["steps"] == QUICK.steps and not adapted.report["training"]["stopped_by_clock"]
+
+
+def test_the_folder_is_a_model_with_its_correction_and_options(adapted, clip):
+    folder = adapted.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["adapted.json", "correction.pt", "report.md"]
+    assert is_adapted(folder) and read_adapted(folder).model == "default"
+    assert find_correction(str(folder)) == folder / "correction.pt"
+    assert RuntimeConfig.for_model(folder).fusion is True
+    seg = Segmenter(str(folder), device="cpu")
+    assert seg.fusion and seg.model.num_classes == load_model("default", device="cpu").num_classes
+    results = list(seg.run(clip))
+    assert len(results) == 36 and any("fused" in str(r.kind) for r in results)
+    # options given override the folder's
+    assert not Segmenter(str(folder), device="cpu", fusion=False).fusion
+    assert "fidelity" in (folder / "report.md").read_text()
+
+
+def test_the_cli_segments_with_the_adapted_folder(adapted, clip, tmp_path):
+    out = tmp_path / "masks"
+    main(["segment", str(clip), "--out", str(out), "--model", str(adapted.folder), "--limit", "13"])
+    frames = json.loads((out / "frames.json").read_text())
+    assert any("fused" in f["kind"] for f in frames)
+
+
+def test_a_correction_that_does_not_help_is_left_off(clip, tmp_path):
+    # demanding more gain than any correction gives: the folder is written with fusion off, and says why (the default
+    # network, on half the feature grid, trained and saved on the way)
+    result = adapt("default", [str(clip)], tmp_path / "off", AdaptConfig(steps=20, batch_size=2, crop=16,
+                                                                         min_gain=50.0, frames=36))
+    assert not result.enabled and result.report["fusion"]["enabled"] is False
+    assert "needs more than" in result.report["fusion"]["why"]
+    assert read_adapted(tmp_path / "off").correction is None
+    assert load_correction(tmp_path / "off" / "correction.pt").scale == AdaptConfig().scale == 2
+    assert RuntimeConfig.for_model(tmp_path / "off").fusion is False
+    assert not Segmenter(str(tmp_path / "off"), device="cpu").fusion
+
+
+def test_decide():
+    assert decide(60.0, 65.0, 0.0) == (True, "it raised held-out fidelity by 5.0 points")
+    assert decide(60.0, 59.0, 0.0)[0] is False
+    assert decide(60.0, 61.0, 2.0)[0] is False
+    assert decide(None, 61.0, 0.0)[0] is False
+
+
+def test_label_edges():
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]]])
+    assert label_edges(labels).tolist() == [[[0, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1]]]
+
+
+def _samples(n: int, seed: int) -> list[Sample]:
+    """A fake of the runtime's samples, isolating the training loop (random logits and frames)."""
+    rng = np.random.default_rng(seed)
+    return [Sample(rng.integers(0, 255, (32, 32, 3), np.uint8), rng.normal(size=(5, 16, 16)).astype(np.float16),
+                   rng.random((16, 16)).astype(np.float16), rng.normal(size=(5, 16, 16)).astype(np.float16), None,
+                   0, i, 1) for i in range(n)]
+
+
+def test_training_is_deterministic_and_bounded_by_steps():
+    cfg = AdaptConfig(steps=5, batch_size=2, crop=8)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = CoNet(5, width=8)
+        done = train(net, _samples(4, 1), cfg, 0.5)
+        assert done["steps"] == 5 and not done["stopped_by_clock"]
+        weights.append(torch.cat([p.flatten() for p in net.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_the_clock_stops_training():
+    done = train(CoNet(5, width=8), _samples(4, 1), AdaptConfig(steps=10**6, minutes=1e-4, batch_size=2, crop=8), 0.5)
+    assert done["stopped_by_clock"] and done["steps"] < 10**6
+
+
+@pytest.mark.parametrize("bad", [{"holdout": 0}, {"holdout": 1.0}, {"steps": 0}, {"minutes": 0}, {"lr": -1}])
+def test_config_is_validated(bad):
+    with pytest.raises(ConfigError):
+        AdaptConfig(**bad)
+
+
+def _fails(args: list[str], capsys) -> str:
+    """The one line of error ``taplab ARGS`` prints (after any progress bar's), with exit status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert exit_.value.code == 2 and lines[-1].startswith("error:") and "Traceback" not in err, err
+    return lines[-1]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, clip, capsys):
+    out = tmp_path / "never"
+    assert "no such file" in _fails(["adapt", "default", str(tmp_path / "missing.mp4"), "--out", str(out)], capsys)
+    assert not out.exists() and not list(tmp_path.glob(".never*"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("keep")
+    assert "--overwrite" in _fails(["adapt", "default", str(clip), "--out", str(tmp_path / "taken")], capsys)
+    assert (tmp_path / "taken" / "x").read_text() == "keep"
+    err = _fails(["adapt", "default", str(clip), "--out", str(out), "--holdout", "0.99", "--frames", "13"], capsys)
+    assert "warped frames" in err and not out.exists() and not list(tmp_path.glob(".never*"))
+    assert "holdout" in _fails(["adapt", "default", str(clip), "--out", str(out), "--holdout", "2"], capsys)
+
+
+def test_broken_folders_are_model_errors(tmp_path):
+    (tmp_path / ADAPTED_FILE).write_text("{not json")
+    with pytest.raises(ModelError):
+        read_adapted(tmp_path)
+    write_adapted(tmp_path, "default", "correction.pt", {}, {})
+    with pytest.raises(ModelError, match="missing"):
+        read_adapted(tmp_path)
+    (tmp_path / "inner").mkdir()
+    write_adapted(tmp_path / "inner", "default", None, {}, {})
+    write_adapted(tmp_path, str(tmp_path / "inner"), None, {}, {})
+    with pytest.raises(ModelError, match="adapted model itself"):
+        load_model(str(tmp_path), device="cpu")
+    write_adapted(tmp_path, "default", None, {"no_such_option": 1}, {})
+    with pytest.raises(ConfigError, match="no_such_option"):
+        RuntimeConfig.for_model(tmp_path)
