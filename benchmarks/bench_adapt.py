@@ -1,6 +1,6 @@
 """Label-free adaptation on real footage: what the adapted correction does to held-out frames, and what it costs.
 
-    python benchmarks/bench_adapt.py [--steps 3000] [--frames 337] [--rounds 3] [--out runs/adapt-real]
+    python benchmarks/bench_adapt.py [--steps 3000] [--scale 2] [--frames 337] [--rounds 3] [--out runs/adapt-real]
 
 1. **Adapt.** ``taplab.adapt.adapt`` (the default model as teacher, no labels) on the real 1280x720
    MPEG-4 clip, its last 30% held out: the report's sample-level fidelity, with and without the
@@ -57,7 +57,8 @@ def fidelity(video: Path, configs: dict[str, dict], start: int, frames: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
+    parser.add_argument("--scale", type=int, default=AdaptConfig().scale, help="the correction network's (1 or 2)")
     parser.add_argument("--frames", type=int, default=337, help="frames of the 720p clip (adapted on, and timed)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="keep the adapted model here (default: a temporary folder)")
@@ -67,7 +68,7 @@ def main() -> None:
     clip = REAL / "vid_mpeg4_part2.mp4"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "adapted"
-        cfg = AdaptConfig(steps=args.steps, frames=args.frames, holdout=0.3, seed=0)
+        cfg = AdaptConfig(steps=args.steps, scale=args.scale, frames=args.frames, holdout=0.3, seed=0)
         result = adapt("default", [str(clip)], out, cfg, device="cpu", overwrite=True)
         print(f"## 1. Adaptation on {clip.name} (first 70% of {args.frames} frames, no labels)\n")
         print(result.format(), "\n")

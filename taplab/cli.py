@@ -432,7 +432,8 @@ def _adapt_options() -> list[click.Option]:
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the adapted model (created; use it as --model).")
-@click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the model (the teacher) runs: " + _DEVICE_HELP + " The correction trains on the CPU.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def adapt(model: str, videos: tuple[str, ...], out: Path, device: str, overwrite: bool, **settings) -> None:
     """Adapt the correction to MODEL on VIDEOS (your own footage, no labels needed) and write it to --out.

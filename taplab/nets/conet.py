@@ -68,7 +68,8 @@ class CoNet(nn.Module):
 
     ``scale`` 2 runs the network on a grid half the feature grid's size (the frame at the feature grid's
     size, the warped logits averaged and the coarse map max-pooled over 2x2 cells) and upsamples its
-    outputs bilinearly: about a quarter of the work, for coarser corrections.
+    outputs bilinearly: a quarter of the cells, for coarser corrections (files written before ``scale``
+    existed load at 1).
 
     Args:
         image: ``(N, 3, H, W)`` RGB in [0, 1] at any size (area-resized to :func:`image_size` unless it has that
@@ -150,8 +151,9 @@ def save_correction(path: str | os.PathLike[str], net: CoNet, classes: tuple[str
                     half: bool = False, **extra: Any) -> Path:
     """Write a CoNet, the classes and stride of the model it corrects and ``extra`` keys to ``path`` atomically."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    data = {"format": FORMAT, "version": VERSION, "arch_args": {"num_classes": net.num_classes, "width": net.width, "scale": net.scale},
-            "state_dict": state, "classes": list(classes), "stride": int(stride), "base": base, **extra}
+    arch = {"num_classes": net.num_classes, "width": net.width, "scale": net.scale}
+    data = {"format": FORMAT, "version": VERSION, "arch_args": arch, "state_dict": state, "classes": list(classes),
+            "stride": int(stride), "base": base, **extra}
     return write_dict(path, data)
 
 

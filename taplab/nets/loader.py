@@ -213,8 +213,8 @@ def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int 
 
     ``spec`` is one of: ``"default"`` or the name of a shipped model (``taplab models`` lists them);
     a built-in network name (``"bl1"``, ``"bl2"``, ``"bl3"``: untrained, with a warning); a taplab
-    checkpoint file; a TorchScript file; a folder written by ``taplab adapt`` (the model it refers to); an :class:`torch.nn.Module`; ``"package.module:factory"``
-    (a callable returning a module); or a :class:`Model` (returned as is, moved to ``device``).
+    checkpoint file; a TorchScript file; a folder written by ``taplab adapt`` (the model it refers to); an
+    :class:`torch.nn.Module`; ``"package.module:factory"`` (a callable returning a module); or a :class:`Model` (returned as is, moved to ``device``).
     ``num_classes``, when given, is checked against the model's output.
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: a :class:`Model` or module given as

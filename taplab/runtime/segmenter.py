@@ -32,10 +32,10 @@ class Segmenter:
 
     ``Segmenter(model="default", device="auto", config=None, **options)``: ``model`` is anything
     :func:`taplab.load_model` accepts, on ``device`` (``"auto"``: the GPU where torch sees one);
-    ``config`` a :class:`RuntimeConfig` (or a dict of its fields; default: the model's, :meth:`RuntimeConfig.for_model`:
-    an adapted model's options, else the defaults), and ``options`` override single
-    fields (``Segmenter(rgc=False)``, ``Segmenter(rgfs_rate=0.1)``: the same rules as
-    :meth:`RuntimeConfig.replace`). With ``ffw=False`` it is the per-frame baseline: the CNN on every frame.
+    ``config`` a :class:`RuntimeConfig` (or a dict of its fields; default: :meth:`RuntimeConfig.for_model`, an
+    adapted model's options, else the defaults), and ``options`` override single fields
+    (``Segmenter(rgc=False)``, ``Segmenter(rgfs_rate=0.1)``: the same rules as :meth:`RuntimeConfig.replace`).
+    With ``ffw=False`` it is the per-frame baseline: the CNN on every frame.
     """
 
     def __init__(self, model="default", device: str = "auto", config: RuntimeConfig | dict | None = None,
