@@ -16,8 +16,8 @@ teacher. The recipe:
   feature grid: the teacher's soft output (KL divergence), its arg-max as pseudo-labels
   (cross-entropy), DMNet's edge-semantics term on the pseudo-labels' boundary cells, the edge map
   against those cells and the distortion map against the cells where the warped arg-max disagrees
-  with the teacher. Where labels exist (a ``taplab synth`` folder's videos) a supervised
-  cross-entropy is added.
+  with the teacher. Where labels exist (a ``taplab synth`` folder's videos) and the model has their
+  classes, a supervised cross-entropy is added.
 - **Validation decides.** The correction is switched on only if it raises the held-out warped
   frames' fidelity (mIoU against the teacher's labels, at full resolution, as the runtime makes
   labels) by more than ``min_gain`` points; the report says which, and why.
@@ -48,13 +48,14 @@ import torch.nn.functional as F
 
 from taplab.codec import open_video
 from taplab.data import layout
-from taplab.data.labels import IGNORE_LABEL
+from taplab.data.labels import CLASSES, IGNORE_LABEL
 from taplab.data.transforms import to_tensor
 from taplab.errors import ConfigError
 from taplab.metrics import ConfusionMatrix, percent
 from taplab.nets.adapted import ADAPTED_FILE, write_adapted
 from taplab.nets.conet import IMAGE_SCALE, CoNet, Correction, correction_image, save_correction
 from taplab.nets.loader import Model, load_model
+from taplab.nets.registry import list_architectures
 from taplab.nets.zoo import find_shipped
 from taplab.ops.fusion import distortion_map, fuse
 from taplab.ops.labels import labels_from_logits
@@ -82,7 +83,8 @@ class AdaptConfig:
     batch_size: int = option(8, "Crops per training step.")
     crop: int = option(64, "Side of the square training crops, in cells of the model's output grid.")
     lr: float = option(2e-3, "Adam's initial learning rate.")
-    labels: bool = option(True, "Add a supervised term where the videos have labels (a `taplab synth` folder's).")
+    labels: bool = option(True, "Add a supervised term where the videos have labels (a `taplab synth` folder's) "
+                          "and the model their classes.")
     min_gain: float = option(0.0, "Fidelity points the correction must add on the held-out frames to be switched on.")
     seed: int = option(0, "Seed of the initialisation and the crops.")
     threads: int | None = option(None, "Torch CPU threads (default: torch's).")
@@ -130,9 +132,11 @@ class Footage:
     warp_ms: float
 
 
-def video_labels(video: str | os.PathLike[str]) -> list[np.ndarray] | None:
+def video_labels(video: str | os.PathLike[str], model: Model) -> list[np.ndarray] | None:
     """A video's labels per frame where it lives in a ``taplab synth`` folder (``video/X.mp4`` beside
-    ``gtFine/X/``), else None."""
+    ``gtFine/X/``) and ``model`` has those labels' classes (Cityscapes' train ids), else None."""
+    if tuple(model.class_names) != tuple(c.name for c in CLASSES):
+        return None
     path = Path(video)
     if path.parent.name != layout.VIDEOS_DIR:
         return None
@@ -147,7 +151,7 @@ def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
     seg = Segmenter(model, device=model.device, fusion=False, rgc=False)
     train, held, sizes, counts, warp = [], [], [], [], []
     for v, video in enumerate(videos):
-        truth = video_labels(video)
+        truth = video_labels(video, model)
         samples, frames = [], 0
         with open_video(video) as source:
             total = min(cfg.frames, source.frame_count or cfg.frames)
@@ -370,6 +374,8 @@ def adapt(model: str, videos: Sequence[str], out: str | os.PathLike[str], cfg: A
         raise ConfigError("adapt records the model by name or path; pass a shipped name, a file or package.module:factory")
     if not videos:
         raise ConfigError("adapt needs at least one video of the footage to adapt to")
+    if str(model) in {a.name for a in list_architectures()}:  # its weights would differ at every load
+        raise ConfigError(f"{model} is an untrained network; adapt a trained model (a shipped name or a checkpoint)")
     out = Path(out)
     if out.exists() and not (overwrite or (out.is_dir() and not any(out.iterdir()))):
         raise ConfigError(f"{out} exists; pass overwrite (--overwrite) to replace it")

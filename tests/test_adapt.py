@@ -81,6 +81,21 @@ def test_a_correction_that_does_not_help_is_left_off(clip, tmp_path):
     assert not Segmenter(str(tmp_path / "off"), device="cpu").fusion
 
 
+def test_a_users_own_model_is_referred_to_by_its_absolute_path(clip, tmp_path, monkeypatch):
+    # a TorchScript model of 5 classes at stride 4 (untrained: only the mechanics are checked here)
+    torch.manual_seed(0)
+    torch.jit.script(torch.nn.Conv2d(3, 5, 4, stride=4)).save(str(tmp_path / "mine.pt"))
+    monkeypatch.chdir(tmp_path)
+    result = adapt("mine.pt", [str(clip)], "mine-adapted", AdaptConfig(steps=5, batch_size=2, crop=16, frames=36))
+    assert read_adapted(tmp_path / "mine-adapted").model == str(tmp_path / "mine.pt")
+    assert load_correction(tmp_path / "mine-adapted" / "correction.pt").classes == tuple(f"class {k}" for k in range(5))
+    monkeypatch.chdir(tmp_path.parent)  # the folder works from anywhere
+    seg = Segmenter(str(tmp_path / "mine-adapted"), device="cpu")
+    assert seg.model.num_classes == 5 and seg.fusion == result.enabled
+    with pytest.raises(ConfigError, match="untrained"):
+        adapt("bl1", [str(clip)], tmp_path / "x")
+
+
 def test_decide():
     assert decide(60.0, 65.0, 0.0) == (True, "it raised held-out fidelity by 5.0 points")
     assert decide(60.0, 59.0, 0.0)[0] is False
