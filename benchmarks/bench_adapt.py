@@ -14,6 +14,9 @@
 3. **Cost.** The three configurations' speed-up over per-frame on the first ``--frames`` frames of
    the 720p clip, in ``--rounds`` alternating rounds (median, min-max).
 
+``--distances`` instead prints the warped frames' fidelity by distance from their key frame on the 720p clip, with FFW
+alone (the runtime's defaults, no corrections): where the disagreement with the per-frame output comes from.
+
 The numbers in docs/adapt.md come from this script.
 """
 
@@ -55,6 +58,17 @@ def fidelity(video: Path, configs: dict[str, dict], start: int, frames: int) -> 
     return found
 
 
+def by_distance(video: Path, frames: int) -> dict[int, float]:
+    """Fidelity (mIoU %) of the warped frames by distance from their key frame, FFW alone (no corrections)."""
+    per_frame = Segmenter("default", device="cpu", ffw=False)
+    reference = [r.labels for r, _ in zip(per_frame.run(video), range(frames))]
+    scores: dict[int, ConfusionMatrix] = {}
+    for r, _ in zip(Segmenter(per_frame.model, fusion=False, rgc=False).run(video), range(frames)):
+        if not r.is_key:
+            scores.setdefault(r.index - r.key_index, ConfusionMatrix(19)).update(r.labels, reference[r.index])
+    return {d: 100 * cm.miou() for d, cm in sorted(scores.items())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
@@ -62,10 +76,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=337, help="frames of the 720p clip (adapted on, and timed)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="keep the adapted model here (default: a temporary folder)")
+    parser.add_argument("--distances", action="store_true", help="only the fidelity by distance from the key frame")
     args = parser.parse_args()
     if not REAL.is_dir():
         sys.exit(f"the real clips are not at {REAL}")
     clip = REAL / "vid_mpeg4_part2.mp4"
+    if args.distances:
+        print("| distance from the key frame | " + " | ".join(map(str, range(1, 12))) + " |")
+        print("|---|" + "---:|" * 11)
+        found = by_distance(clip, args.frames)
+        print("| fidelity % (FFW, warped frames) | " + " | ".join(f"{found.get(d, float('nan')):.1f}"
+                                                                for d in range(1, 12)) + " |")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "adapted"
         cfg = AdaptConfig(steps=args.steps, scale=args.scale, frames=args.frames, holdout=0.3, seed=0)

@@ -7,7 +7,8 @@ The shipped CoNet (models/bl2-synth.conet.pt) on a 180x320 grid (BL2's stride 4 
 batch norms folded into the convolutions, and folded and channels-last (what
 ``taplab.nets.conet.Correction`` runs on CPU). ``--widths`` adds untrained CoNets of other widths,
 folded and channels-last, timed in the same rounds (the cost of a narrower network, before training one), at each
-of ``--scales`` (2: the network on half the feature grid, fed the frame at its own size).
+of ``--scales`` (2: the network on half the feature grid, fed the frame at its own size). Then the fusion stage's
+other parts: the frame resized for the network, ``M_coarse`` and the blend.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from taplab.nets.conet import CoNet, _build, image_size, read_correction
+from taplab.nets.conet import CoNet, _build, correction_image, image_size, read_correction
 from taplab.nets.layers import fold_batchnorm
+from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
+from taplab.ops.labels import class_map
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bl2-synth.conet.pt"
 
@@ -60,6 +64,33 @@ def main() -> None:
     print("|---|---:|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.1f} |")
+    print()
+    stage_parts(args.repeats, warped[0], coarse[0, 0])
+
+
+def stage_parts(repeats: int, warped: torch.Tensor, coarse: torch.Tensor) -> None:
+    """The fusion stage's other parts at 1280x720: the frame resized for the network, M_coarse, the blend."""
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+    residual = np.random.default_rng(1).integers(0, 40, (720, 1280), np.uint8)
+    reference, unfilled = class_map(warped), torch.zeros(warped.shape[-2:], dtype=torch.bool)
+    grid = tuple(warped.shape[-2:])
+    parts = {
+        "the frame resized (scale 1)": lambda: correction_image(frame, grid, 1),
+        "the frame resized (scale 2)": lambda: correction_image(frame, grid, 2),
+        "M_coarse": lambda: coarse_distortion(warped, reference, unfilled, residual_map(residual, grid, 30.0)),
+        "the blend": lambda: fuse(warped, warped, distortion_map(coarse, coarse)),
+    }
+    times = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, part in parts.items():
+            start = time.perf_counter()
+            for _ in range(5):
+                part()
+            times[name].append(200 * (time.perf_counter() - start))
+    print("| the fusion stage's other parts | ms per frame |")
+    print("|---|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):.2f} |")
 
 
 if __name__ == "__main__":
