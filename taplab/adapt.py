@@ -78,8 +78,8 @@ class AdaptConfig:
     minutes: float | None = option(None, "Stop training after this many minutes, even before --steps (default: no "
                                    "limit).")
     width: int = option(16, "Width of the correction network (its cost grows with it).")
-    scale: int = option(2, "Run the correction network on half the feature grid (2: at 720p about half the cost "
-                        "of 1, for slightly coarser corrections) or on the feature grid (1).")
+    scale: int = option(2, "Run the correction network on half the feature grid (2: a quarter of the cells, for "
+                        "slightly coarser corrections) or on the feature grid (1).")
     batch_size: int = option(8, "Crops per training step.")
     crop: int = option(64, "Side of the square training crops, in cells of the model's output grid.")
     lr: float = option(2e-3, "Adam's initial learning rate.")
