@@ -59,8 +59,12 @@ def correction_image(image: np.ndarray, grid: tuple[int, int], scale: int = 1) -
     frame), so that CoNet is trained on exactly what it sees at run time; ``CoNet.forward`` resizes an
     image of any other size itself, in float.
     """
-    height, width = image_size(grid, scale)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    height, width = image_size(grid, 1)
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if scale > 1:  # in two steps, as the trainers' samples (at scale 1) reach it: and OpenCV halves faster
+        height, width = image_size(grid, scale)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return image
 
 
 class CoNet(nn.Module):
