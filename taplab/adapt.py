@@ -52,7 +52,7 @@ from taplab.data.labels import CLASSES, IGNORE_LABEL
 from taplab.data.transforms import to_tensor
 from taplab.errors import ConfigError
 from taplab.metrics import ConfusionMatrix, percent
-from taplab.nets.adapted import ADAPTED_FILE, write_adapted
+from taplab.nets.adapted import write_adapted
 from taplab.nets.conet import IMAGE_SCALE, CoNet, Correction, correction_image, save_correction
 from taplab.nets.loader import Model, load_model
 from taplab.nets.registry import list_architectures
@@ -116,7 +116,6 @@ class Sample:
     labels: np.ndarray | None
     video: int
     index: int
-    distance: int
 
 
 @dataclass
@@ -165,7 +164,7 @@ def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
                     grid = tuple(r.warped.shape[-2:])
                     labels = None if truth is None or r.index >= len(truth) else _cell_labels(truth[r.index], grid)
                     samples.append(Sample(correction_image(r.image, grid), _half(r.warped), _half(r.distortion),
-                                          _half(teacher), labels, v, r.index, r.index - r.key_index))
+                                          _half(teacher), labels, v, r.index))
                     warp.append(r.timings.get("warp", 0.0))
         cut = math.ceil((1 - cfg.holdout) * frames)
         train += [s for s in samples if s.index < cut]
@@ -454,5 +453,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ADAPTED_FILE", "AdaptConfig", "AdaptResult", "adapt", "adaptation_losses", "collect", "decide", "train",
+__all__ = ["AdaptConfig", "AdaptResult", "adapt", "adaptation_losses", "collect", "decide", "train",
            "validate"]

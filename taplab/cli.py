@@ -322,10 +322,14 @@ class _PhaseProgress:
             self.bar = None
 
 
-class _ConfigCommand(click.Command):
-    """A command with one option per :class:`~taplab.runtime.RuntimeConfig` field, generated from the dataclass
-    (name, type, choices, default, help) when first needed: to parse a command line or show --help. So the
-    API and the CLI cannot drift apart, and the other commands start without importing torch."""
+class _GeneratedCommand(click.Command):
+    """A command with one option per field of a config dataclass, generated from the dataclass (name, type, choices,
+    default, help) when first needed: to parse a command line or show --help. So the API and the CLI cannot
+    drift apart, and the other commands start without importing torch. Subclasses name the generator and the
+    option after which the generated ones go."""
+
+    after: str
+    generate: staticmethod
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -334,9 +338,16 @@ class _ConfigCommand(click.Command):
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if not self._generated:
             self._generated = True
-            at = next(i for i, p in enumerate(self.params) if p.name == "config_file") + 1
-            self.params[at:at] = _runtime_options()
+            at = next(i for i, p in enumerate(self.params) if p.name == self.after) + 1
+            self.params[at:at] = self.generate()
         return super().get_params(ctx)
+
+
+class _ConfigCommand(_GeneratedCommand):
+    """``taplab segment``: one option per :class:`~taplab.runtime.RuntimeConfig` field."""
+
+    after = "config_file"
+    generate = staticmethod(lambda: _runtime_options())
 
 
 def _runtime_options() -> list[click.Option]:
@@ -391,20 +402,11 @@ class _FieldValue(click.ParamType):
         return _UNSET if parsed is None else parsed
 
 
-class _AdaptCommand(click.Command):
-    """``taplab adapt``: one option per :class:`~taplab.adapt.AdaptConfig` field, generated when first needed (as
-    :class:`_ConfigCommand` does for the runtime), so that the option and the field cannot drift apart."""
+class _AdaptCommand(_GeneratedCommand):
+    """``taplab adapt``: one option per :class:`~taplab.adapt.AdaptConfig` field."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._generated = False
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        if not self._generated:
-            self._generated = True
-            at = next(i for i, p in enumerate(self.params) if p.name == "out") + 1
-            self.params[at:at] = _adapt_options()
-        return super().get_params(ctx)
+    after = "out"
+    generate = staticmethod(lambda: _adapt_options())
 
 
 def _adapt_options() -> list[click.Option]:

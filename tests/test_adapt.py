@@ -113,7 +113,7 @@ def _samples(n: int, seed: int) -> list[Sample]:
     rng = np.random.default_rng(seed)
     return [Sample(rng.integers(0, 255, (32, 32, 3), np.uint8), rng.normal(size=(5, 16, 16)).astype(np.float16),
                    rng.random((16, 16)).astype(np.float16), rng.normal(size=(5, 16, 16)).astype(np.float16), None,
-                   0, i, 1) for i in range(n)]
+                   0, i) for i in range(n)]
 
 
 def test_training_is_deterministic_and_bounded_by_steps():
