@@ -48,6 +48,9 @@ setup(
         "opencv-python>=4.8",
         "click>=8.1",
         "matplotlib>=3.7",  # taplab bench's plots
+        # the default inference engine on CPU (taplab/nets/engines.py), and the ONNX files it exports and reads
+        "onnxruntime>=1.16",
+        "onnx>=1.14",
     ],
     extras_require={"test": ["pytest>=7"]},
     ext_modules=[

@@ -242,21 +242,39 @@ def eval_(model: str, data: str, split: str, limit: int | None, device: str, as_
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.argument("model")
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--half/--full", default=True, show_default=True, help="Store the weights as float16 (half the size).")
-def export(checkpoint: str, out: str, half: bool) -> None:
-    """Copy CHECKPOINT to OUT without its training state, ready to ship or share.
+@click.option("--format", "fmt", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="torch: a taplab checkpoint; onnx: an ONNX file for ONNX Runtime or any other runtime; "
+                   "auto: onnx where OUT ends in .onnx, else torch.")
+@click.option("--half/--full", default=True, show_default=True,
+              help="Store a checkpoint's weights as float16 (half the size; torch format only).")
+def export(model: str, out: str, fmt: str, half: bool) -> None:
+    """Write MODEL to OUT, ready to ship or share.
 
-    Keeps the architecture, weights, classes, training config and validation metrics. A correction
-    network (from `taplab train --model conet`) ships as MODEL.conet.pt beside its model MODEL.pt.
+    torch format: MODEL is a checkpoint, copied without its training state (architecture, weights,
+    classes, training config and validation metrics kept). A correction network (from `taplab train
+    --model conet`) ships as MODEL.conet.pt beside its model MODEL.pt.
+
+    onnx format: MODEL is anything `taplab segment --model` takes; OUT takes float RGB in [0, 1] with
+    dynamic height and width and gives logits, with the class names and palette in its metadata. It is
+    checked against torch in ONNX Runtime before it is written.
     """
     from taplab.nets.checkpoint import export_checkpoint
     from taplab.nets.conet import export_correction
+    from taplab.nets.loader import load_model
     from taplab.train_correction import is_correction_file
 
-    path = (export_correction(checkpoint, out, half=half) if is_correction_file(checkpoint)
-            else export_checkpoint(checkpoint, out, half=half))
+    fmt = fmt if fmt != "auto" else ("onnx" if out.lower().endswith(".onnx") else "torch")
+    if fmt == "onnx":
+        if Path(model).is_file() and is_correction_file(model):
+            raise click.UsageError("a correction network runs inside taplab only; export it in torch format")
+        path = load_model(model, device="cpu", engine="torch").export_onnx(out)
+    elif not Path(model).is_file():
+        raise click.BadParameter(f"{model} is not a file (torch format copies a checkpoint)", param_hint="MODEL")
+    else:
+        path = (export_correction(model, out, half=half) if is_correction_file(model)
+                else export_checkpoint(model, out, half=half))
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -616,6 +634,8 @@ def info() -> None:
     import taplab.ops.warp  # noqa: F401 - hands the CUDA kernel the reference its self-test compares with
     from taplab import __version__
     from taplab.native import status
+    from taplab.nets.engines import engine_lines
+    from taplab.threads import current_plan
 
     try:
         from importlib.metadata import version
@@ -636,6 +656,8 @@ def info() -> None:
         f"warp kernel   {status('warp').reason}",
         f"cuda warp     {status('warp_cuda').reason}",
         f"devices       {_devices(torch)}",
+        *engine_lines(),
+        f"threads       {current_plan().describe()}",
         f"default model {_default_model()}",
         f"correction    {_default_correction()}",
     ]

@@ -12,6 +12,22 @@ from taplab.codec import encode
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory):
+    """The tests' exported ONNX graphs go to a folder of their own, not the user's ~/.cache/taplab."""
+    import os
+
+    from taplab.nets.onnx import CACHE_ENV
+
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("taplab-cache"))
+    yield
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = saved
+
 #: the known motion of the translation clip: content moves so that current[y, x] = previous[y + DY, x + DX]
 DX, DY = 3, -2
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "taplab"
 #: taplab's packages and top-level modules, bottom floor first (docs/architecture.md)
 FLOORS = [
     {"errors"},
-    {"files", "options"},
+    {"files", "options", "threads"},
     {"native"},
     {"ops"},
     {"codec"},

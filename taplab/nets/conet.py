@@ -34,7 +34,9 @@ from torch import nn
 
 from taplab.errors import ModelError
 from taplab.nets.checkpoint import read_dict, write_dict
+from taplab.nets.engines import check_engine, choose_runner, label_agreement, probe_image
 from taplab.nets.layers import Normalize, conv_bn_relu, fold_batchnorm, separable
+from taplab.nets.onnx import image_graph
 
 FORMAT = "taplab-correction"
 VERSION = 1
@@ -120,13 +122,16 @@ class CoNet(nn.Module):
 
 
 class Correction:
-    """A trained CoNet as the runtime uses it: the module on its device and what it was trained for.
+    """A trained CoNet as the runtime uses it: the module on its device, the engine that runs it
+    (:mod:`taplab.nets.engines`; ``engine="auto"`` is torch, measured the faster for CoNet on CPU)
+    and what it was trained for.
 
     ``classes`` are the segmentation model's class names and ``stride`` its stride; ``source`` is
     where the file came from.
     """
 
-    def __init__(self, net: CoNet, classes: tuple[str, ...], stride: int, source: str, device: str | torch.device = "cpu"):
+    def __init__(self, net: CoNet, classes: tuple[str, ...], stride: int, source: str, device: str | torch.device = "cpu",
+                 engine: str = "torch"):
         self.device = torch.device(device)
         self.net = fold_batchnorm(net.eval()).to(device)
         if self.device.type == "cpu":
@@ -135,13 +140,22 @@ class Correction:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.classes, self.stride, self.source = tuple(classes), int(stride), source
         self.scale = net.scale  #: the frame's size for it: correction_image(frame, grid, scale)
+        # auto is torch here: ONNX Runtime runs CoNet's depthwise layers slower than oneDNN's channels-last
+        # convolutions (benchmarks/bench_engines.py --part networks, docs/engines.md)
+        engine = "torch" if check_engine(engine) == "auto" else engine
+        probe = tuple(t.to(self.device) for t in _probe(len(self.classes), self.scale, PROBE_GRID))
+        self._run = choose_runner(self.net, _probe(len(self.classes), self.scale, EXPORT_GRID),
+                                  image_graph("conet", ("image", "warped", "coarse"), ("updated", "edge")),
+                                  engine, self.device,
+                                  lambda runner, reference: _agreement(runner(*probe), reference(*probe)),
+                                  f"correction network {source}")
+        self.engine = getattr(self._run, "engine", "torch")
 
-    @torch.inference_mode()
     def __call__(self, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image`` (3, H, W) in [0, 1] (best already :func:`correction_image`'s), ``warped`` (C, h, w), ``coarse`` (h, w)
+        """``image`` (3, H, W) in [0, 1] (:func:`correction_image`'s size), ``warped`` (C, h, w), ``coarse`` (h, w)
         -> ``updated`` (C, h, w) and ``M_edge`` (h, w), a probability."""
         dev = self.device
-        updated, edge = self.net(image[None].to(dev), warped[None].to(dev), coarse[None, None].to(dev))
+        updated, edge = self._run(image[None].to(dev), warped[None].to(dev), coarse[None, None].to(dev))
         return updated[0].to(warped.device), torch.sigmoid(edge[0, 0]).to(warped.device)
 
     def check(self, model) -> None:
@@ -149,6 +163,27 @@ class Correction:
         if tuple(model.class_names) != self.classes or model.stride != self.stride:
             raise ModelError(f"correction network {self.source} was trained for {len(self.classes)} classes at stride "
                              f"{self.stride}, but the model {model.source} has {model.num_classes} at stride {model.stride}")
+
+
+#: the feature grid a CoNet is exported at (traced: the frame then has exactly image_size(grid, scale), as at
+#: run time), and the other grid its ONNX graph is checked against torch on
+EXPORT_GRID, PROBE_GRID = (34, 50), (45, 80)
+
+
+def _probe(classes: int, scale: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic inputs of a CoNet at ``grid``: a probe frame, confident warped logits, a coarse map of ~30% ones."""
+    g = torch.Generator().manual_seed(1)
+    h, w = grid
+    warped = 4 * torch.randn(1, classes, h, w, generator=g)
+    coarse = (torch.rand(1, 1, h, w, generator=g) > 0.7).float()
+    return probe_image(*image_size(grid, scale)), warped, coarse
+
+
+def _agreement(outputs: tuple[torch.Tensor, ...], reference: tuple[torch.Tensor, ...]) -> float:
+    """The lesser of the updated logits' label agreement and the share of edge-map cells within 0.01 (probabilities)."""
+    (u1, e1), (u0, e0) = outputs, reference
+    close = float(((torch.sigmoid(e1) - torch.sigmoid(e0)).abs() <= 0.01).float().mean())
+    return min(label_agreement(u1, u0), close)
 
 
 def save_correction(path: str | os.PathLike[str], net: CoNet, classes: tuple[str, ...], stride: int, base: str,
@@ -166,10 +201,10 @@ def read_correction(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_dict(path, FORMAT, VERSION, "correction network")
 
 
-def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Correction:
-    """A :class:`Correction` from a file written by :func:`save_correction`."""
+def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu", engine: str = "torch") -> Correction:
+    """A :class:`Correction` from a file written by :func:`save_correction`, run by ``engine``."""
     data = read_correction(path)
-    return Correction(_build(data, path), tuple(data["classes"]), data["stride"], str(path), device)
+    return Correction(_build(data, path), tuple(data["classes"]), data["stride"], str(path), device, engine)
 
 
 def _build(data: dict[str, Any], source) -> CoNet:

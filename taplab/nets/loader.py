@@ -32,6 +32,8 @@ from taplab.errors import ConfigError, ModelError, TapLabWarning
 from taplab.files import read_image
 from taplab.nets.adapted import is_adapted, read_adapted
 from taplab.nets.checkpoint import build_from_checkpoint, read_checkpoint
+from taplab.nets.engines import AGREEMENT, ENGINES, OrtRunner, TorchRunner, check_engine, choose_runner, label_agreement, probe_image
+from taplab.nets.onnx import EXPORT_SIZE, export_graph, image_graph, read_metadata, write_bytes
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
 from taplab.ops.labels import logits_to_labels
@@ -50,61 +52,126 @@ class Geometry:
 
 
 class Model:
-    """A segmentation model as taplab uses it: the module, its device, metadata and output geometry.
+    """A segmentation model as taplab uses it: the network, the engine that runs it, its device, metadata and
+    output geometry.
 
     Attributes:
-        module: the wrapped :class:`torch.nn.Module`, in eval mode on ``device``.
+        module: the wrapped :class:`torch.nn.Module`, in eval mode on ``device`` (None for an ONNX file).
         source: where it came from (a name, a path, ``package.module:factory``, ``<module>``).
+        engine: the engine running it (:mod:`taplab.nets.engines`): ``"torch"`` or ``"onnxruntime"``.
         num_classes, stride: read from a forward pass (:data:`PROBE_SIZE`).
-        class_names, colors: from the model (or its checkpoint) when it has them; otherwise
+        class_names, colors: from the model (or its checkpoint or ONNX metadata) when it has them; otherwise
             Cityscapes' names and colours for 19 classes, ``class k`` and grey levels else.
-        has_split: whether the module has ``features()``/``head()``.
-        channels_last: whether the module runs in channels-last memory format. On CPU it does:
+        has_split: whether the model has ``features()``/``head()``.
+        channels_last: whether the module runs in channels-last memory format under torch. On CPU it does:
             oneDNN's convolutions are 1.5-2x faster that way (BL2 at 720x1280 on 2 cores: 467 ->
             251 ms), and the logits equal the contiguous layout's to 1e-5. The module is converted
             in place, as ``.to(device)`` would; outputs may be channels-last tensors. The trainer's
             validation passes ``channels_last=False`` so that training stays in one layout.
+
+    ``engine`` (``"torch"``, ``"onnxruntime"`` or ``"auto"``) is tried as :func:`taplab.nets.engines.choose_runner`
+    says: an ONNX Runtime graph is used only where its labels agree with torch's on a probe, at
+    :data:`PROBE_SIZE` now and at every new input size the first time :meth:`geometry` sees it (a
+    traced graph may hold a branch that another size would not take); otherwise torch runs it, with a
+    warning.
     """
 
-    def __init__(self, module: nn.Module, source: str, device: str | torch.device = "cpu",
-                 probe_size: tuple[int, int] = PROBE_SIZE, channels_last: bool | None = None):
+    def __init__(self, module: nn.Module | None, source: str, device: str | torch.device = "cpu",
+                 probe_size: tuple[int, int] = PROBE_SIZE, channels_last: bool | None = None, engine: str = "torch",
+                 onnx: OrtRunner | None = None):
         self.source = source
         self.device = torch.device(device)
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.module = module.eval().to(device)
-        if self.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
-        self.has_split = callable(getattr(module, "features", None)) and callable(getattr(module, "head", None))
-        self._mean, self._std = _normalisation(module, self.device)
+        self.module = module
         self._geometry: dict[tuple[int, int], Geometry] = {}
+        if module is None:  # an ONNX file: its session is the only way to run it
+            meta = read_metadata(onnx.metadata)
+            self.channels_last, self.has_split, self.engine = False, False, "onnxruntime"
+            self._mean, self._std = _normalisation(_Attributes(meta), self.device)
+            self._graphs = {"logits": lambda x: onnx(self._normalise(x.to(self.device)))[0]}
+            metadata_source = _Attributes(meta)
+        else:
+            self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+            self.module = module.eval().to(device)
+            if self.channels_last:
+                self.module = self.module.to(memory_format=torch.channels_last)
+            self.has_split = callable(getattr(module, "features", None)) and callable(getattr(module, "head", None))
+            self._mean, self._std = _normalisation(module, self.device)
+            self._use_torch()
+            metadata_source = module
         g = self.geometry(*probe_size)
         self.num_classes, self.stride = g.num_classes, g.stride
-        self.class_names, self.colors = _metadata(module, self.num_classes)
+        self.class_names, self.colors = _metadata(metadata_source, self.num_classes)
+        self.requested_engine = check_engine(engine)
+        if engine != "torch" and module is not None:
+            self._use_engine(engine, probe_size)
 
     def __repr__(self) -> str:
-        return f"Model({self.source!r}, {self.num_classes} classes, stride {self.stride}, {self.device})"
+        return f"Model({self.source!r}, {self.num_classes} classes, stride {self.stride}, {self.device}, {self.engine})"
+
+    # -- engines
+
+    def _use_torch(self) -> None:
+        m = self.module
+        self.engine = "torch"
+        self._graphs = {"logits": lambda x: m(self._prepare(x))}
+        if self.has_split:
+            self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
+
+    def _use_engine(self, engine: str, probe_size: tuple[int, int]) -> None:
+        """Run the logits with the first engine that agrees with torch at ``probe_size``; ``features``/``head``
+        follow it on first use (:meth:`_split_graphs`)."""
+        probe = probe_image(*probe_size).to(self.device)
+        runner = choose_runner(_Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE),),
+                               image_graph("logits"), engine, self.device, _agreement_on(probe), f"model {self.source}",
+                               metadata=self._onnx_metadata())
+        if not isinstance(runner, TorchRunner):
+            self.engine = runner.engine
+            self._graphs["logits"] = lambda x: runner(x)[0]
+            if self.has_split:  # exported when first used: most runs warp the logits
+                self._graphs.pop("features"), self._graphs.pop("head")
+
+    def _split_graphs(self) -> None:
+        """``features`` and ``head`` as two graphs of the model's engine, checked together against torch."""
+        m, probe = self.module, probe_image(*PROBE_SIZE).to(self.device)
+        features = _Prepared(_Method(m, "features"), self._mean, self._std)
+        example = (probe_image(*EXPORT_SIZE),)
+        feature_runner = choose_runner(features, example, image_graph("features", outputs=("features",)),
+                                       self.engine, self.device, lambda r, ref: 1.0, f"model {self.source}")
+        grid = feature_runner(example[0].to(self.device))[0]
+        head_runner = choose_runner(_Method(m, "head"), (grid.cpu(),), image_graph("head", ("features",)),
+                                    self.engine, self.device, lambda r, ref: 1.0, f"model {self.source}")
+        split = head_runner(feature_runner(probe)[0])[0]
+        if not isinstance(feature_runner, TorchRunner) and label_agreement(split, self._graphs["logits"](probe)) >= AGREEMENT:
+            self._graphs.update(features=lambda x: feature_runner(x)[0], head=lambda f: head_runner(f)[0])
+        else:
+            self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
+
+    def _graph(self, name: str):
+        if name not in self._graphs:
+            self._split_graphs()
+        return self._graphs[name]
 
     # -- tensors in, tensors out (float RGB (N, 3, H, W) in [0, 1] on any device)
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(self._prepare(x))
+        return self._graphs["logits"](x)
 
     @torch.inference_mode()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The interior layer the runtime may warp: ``features()`` where the model has it, else the logits."""
-        x = self._prepare(x)
-        return self.module.features(x) if self.has_split else self.module(x)
+        return self._graph("features")(x) if self.has_split else self.logits(x)
 
     @torch.inference_mode()
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Features from :meth:`features` -> logits (the identity for models without a split)."""
-        return self.module.head(features) if self.has_split else features
+        return self._graph("head")(features) if self.has_split else features
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._mean) / self._std if self._mean is not None else x
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if self._mean is not None:
-            x = (x - self._mean) / self._std
+        x = self._normalise(x.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- images in, labels out
@@ -127,12 +194,81 @@ class Model:
         out = labels.cpu().numpy()
         return out[0] if single else out
 
+    def export_onnx(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model as an ONNX file that :func:`load_model` (or any ONNX runtime) takes: float RGB in [0, 1]
+        ``(N, 3, H, W)`` in (normalisation inside), logits out, height and width dynamic, class names and
+        palette in its metadata. The file is checked in ONNX Runtime against torch before it is written
+        (:class:`ModelError` if it does not agree; nothing is written then)."""
+        if self.module is None:
+            raise ModelError(f"{self.source} is an ONNX file already")
+        data = export_graph(_Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE).to(self.device),),
+                            image_graph("logits"), self._onnx_metadata())
+        probe = probe_image(*PROBE_SIZE)
+        runner = OrtRunner(data, torch.device("cpu"), ["CPUExecutionProvider"])
+        with torch.inference_mode():
+            score = label_agreement(runner(probe)[0], self.module(self._prepare(probe.to(self.device))).cpu())
+        if score < AGREEMENT:
+            raise ModelError(f"{self.source}: its ONNX export gives torch's labels on {score:.1%} of a probe only; not written")
+        return write_bytes(path, data)
+
+    def _onnx_metadata(self) -> dict:
+        return {"class_names": list(self.class_names), "palette": [list(c) for c in self.colors]}
+
     def geometry(self, height: int, width: int) -> Geometry:
-        """Stride, class count and logits size for ``height x width`` input (one forward pass, cached)."""
+        """Stride, class count and logits size for ``height x width`` input (one forward pass, cached). Under an
+        engine other than torch, the first call at a size also checks that engine against torch there."""
         key = (height, width)
         if key not in self._geometry:
-            self._geometry[key] = _check_output(self, height, width)
+            geometry = _check_output(self, height, width)
+            if self.engine != "torch" and self.module is not None and not self._agrees_at(height, width):
+                self._use_torch()
+            self._geometry[key] = geometry
         return self._geometry[key]
+
+    def _agrees_at(self, height: int, width: int) -> bool:
+        probe = probe_image(height, width).to(self.device)
+        with torch.inference_mode():
+            score = label_agreement(self._graphs["logits"](probe), self.module(self._prepare(probe)))
+        if score < AGREEMENT:
+            warnings.warn(f"model {self.source}: {self.engine} gives torch's labels on {score:.1%} of a {height}x{width} "
+                          f"probe, under {AGREEMENT:.1%}; running it with torch", TapLabWarning, stacklevel=4)
+        return score >= AGREEMENT
+
+
+class _Attributes:
+    """An ONNX file's metadata as the attributes a module would have (``class_names``, ``palette``, ``mean``, ``std``)."""
+
+    def __init__(self, meta: dict):
+        self.__dict__.update(meta)
+
+
+class _Method(nn.Module):
+    """One method of a module (``features``, ``head``) as a module's forward, for export."""
+
+    def __init__(self, module: nn.Module, method: str):
+        super().__init__()
+        self.inner, self.method = module, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.inner, self.method)(x)
+
+
+class _Prepared(nn.Module):
+    """A model with its input normalisation (``mean``/``std``) inside, so that an exported graph takes RGB in [0, 1]."""
+
+    def __init__(self, module: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
+        super().__init__()
+        self.inner = module
+        self.register_buffer("mean", None if mean is None else mean.detach().clone().cpu())
+        self.register_buffer("std", None if std is None else std.detach().clone().cpu())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x - self.mean) / self.std if self.mean is not None else x)
+
+
+def _agreement_on(probe: torch.Tensor):
+    """An agreement check of two logits runners on ``probe``."""
+    return lambda runner, reference: label_agreement(runner(probe)[0], reference(probe)[0])
 
 
 def _check_images(images: Any) -> None:
@@ -146,7 +282,7 @@ def _check_images(images: Any) -> None:
 
 
 def _check_output(model: Model, height: int, width: int) -> Geometry:
-    x = torch.zeros(1, 3, height, width, device=model.device)
+    x = probe_image(height, width).to(model.device)
     try:
         out = model.logits(x)
     except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
@@ -208,13 +344,16 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int | None = None,
-               probe_size: tuple[int, int] = PROBE_SIZE) -> Model:
+               probe_size: tuple[int, int] = PROBE_SIZE, engine: str = "auto") -> Model:
     """Load a model and check it against the contract.
 
     ``spec`` is one of: ``"default"`` or the name of a shipped model (``taplab models`` lists them);
     a built-in network name (``"bl1"``, ``"bl2"``, ``"bl3"``: untrained, with a warning); a taplab
-    checkpoint file; a TorchScript file; a folder written by ``taplab adapt`` (the model it refers to); an
-    :class:`torch.nn.Module`; ``"package.module:factory"`` (a callable returning a module); or a :class:`Model` (returned as is, moved to ``device``).
+    checkpoint file; a TorchScript file; an ONNX file (``*.onnx``, from any framework: float RGB in [0, 1]
+    ``(N, 3, H, W)`` in, logits out, height and width dynamic; ``class_names``, ``palette``, ``mean`` and ``std``
+    read from its metadata where present); a folder written by ``taplab adapt`` (the model it refers to); an
+    :class:`torch.nn.Module`; ``"package.module:factory"`` (a callable returning a module); or a :class:`Model`
+    (returned as is, moved to ``device``, and to ``engine`` when one is named).
     ``num_classes``, when given, is checked against the model's output.
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: a :class:`Model` or module given as
@@ -222,20 +361,26 @@ def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int 
     :func:`resolve_device`'s choice (``cuda`` where torch sees a GPU). A module that has to move is
     moved in place, as ``.to(device)`` moves it.
 
+    ``engine``: ``"auto"`` (ONNX Runtime where it runs the model as torch does, else torch), ``"torch"`` or
+    ``"onnxruntime"`` (:mod:`taplab.nets.engines`; an ONNX file always runs in ONNX Runtime).
+
     Raises :class:`~taplab.errors.ModelError` for anything that is not a working model, and
-    :class:`~taplab.errors.ConfigError` for an unavailable device.
+    :class:`~taplab.errors.ConfigError` for an unavailable device or an unknown engine.
     """
+    check_engine(engine)
     if _is_auto(device) and isinstance(spec, Model):
         device = spec.device
     elif _is_auto(device) and isinstance(spec, nn.Module):
         device = next(itertools.chain(spec.parameters(), spec.buffers()), torch.empty(0)).device
     device = resolve_device(device)
     if isinstance(spec, Model):
-        model = spec if spec.device == device else Model(copy.deepcopy(spec.module), spec.source, device, probe_size)
+        model = _moved(spec, device, probe_size, engine)
     elif isinstance(spec, nn.Module):
-        model = Model(spec, f"<{type(spec).__name__}>", device, probe_size)
+        model = Model(spec, f"<{type(spec).__name__}>", device, probe_size, engine=engine)
     elif isinstance(spec, (str, Path)):
-        model = Model(_module_from_string(str(spec)), str(spec), device, probe_size)
+        onnx_file = _onnx_file(str(spec))
+        model = (_from_onnx(onnx_file, str(spec), device, probe_size, engine) if onnx_file
+                 else Model(_module_from_string(str(spec)), str(spec), device, probe_size, engine=engine))
     else:
         raise ModelError(f"cannot load a model from a {type(spec).__name__}; expected a name, a file, "
                          "'package.module:factory' or an nn.Module")
@@ -243,6 +388,38 @@ def load_model(spec: Any, device: str | torch.device = "auto", num_classes: int 
         raise ModelError(f"{model.source}: class count does not match: the model outputs {model.num_classes} "
                          f"classes, {num_classes} expected")
     return model
+
+
+def _moved(model: Model, device: torch.device, probe_size: tuple[int, int], engine: str) -> Model:
+    """``model`` on ``device`` and ``engine`` (``auto``: the engine it has), itself where it is there already."""
+    wanted = model.requested_engine if engine == "auto" else engine
+    if model.device == device and (engine == "auto" or model.engine == engine):
+        return model
+    if model.module is None:
+        return load_model(model.source, device, probe_size=probe_size, engine=wanted)
+    module = copy.deepcopy(model.module) if model.device != device else model.module
+    return Model(module, model.source, device, probe_size, engine=wanted)
+
+
+def _onnx_file(spec: str) -> Path | None:
+    """The ONNX file ``spec`` names (itself, or the model of a folder written by ``taplab adapt``), or None."""
+    path = Path(spec)
+    if is_adapted(path):
+        return _onnx_file(read_adapted(path).model)
+    return path if path.suffix.lower() == ".onnx" and path.is_file() else None
+
+
+def _from_onnx(path: Path, source: str, device: torch.device, probe_size: tuple[int, int], engine: str) -> Model:
+    if engine == "torch":
+        raise ConfigError(f"{source} is an ONNX file: it runs in onnxruntime, not torch (use engine auto or onnxruntime)")
+    why = ENGINES["onnxruntime"].unavailable(device)
+    if why:
+        raise ConfigError(f"{source}: cannot run an ONNX file: {why}")
+    try:
+        runner = OrtRunner(path, device, ENGINES["onnxruntime"].providers(device))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
+        raise ModelError(f"{path}: not a model ONNX Runtime can load: {str(exc).strip().splitlines()[0][:300]}") from None
+    return Model(None, source, device, probe_size, engine="onnxruntime", onnx=runner)
 
 
 def _module_from_string(spec: str) -> nn.Module:

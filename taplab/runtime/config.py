@@ -18,6 +18,7 @@ from typing import Any, get_args, get_type_hints
 
 from taplab.errors import ConfigError
 from taplab.nets.adapted import is_adapted, read_adapted
+from taplab.nets.engines import ENGINE_CHOICES
 from taplab.ops.flow import METHODS as FLOW_METHODS
 from taplab.ops.labels import LABEL_MODES
 from taplab.ops.regions import PAPER_RGFS_THRESHOLD
@@ -119,6 +120,10 @@ class RuntimeConfig:
                                         "one's (Inter-BMV; default: on for files, off for live sources).")
     labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
                          "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
+    engine: str = option("auto", "Inference engine of the CNN and the correction network: auto (ONNX Runtime where its "
+                         "labels agree with torch's on a probe, else torch), torch or onnxruntime.", ENGINE_CHOICES)
+    threads: int | None = option(None, "CPU threads for inference, the whole process's policy (docs/engines.md; "
+                                 "default: the CPUs this process may use, its affinity and cgroup quota respected).")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -148,6 +153,8 @@ class RuntimeConfig:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
         if not 0 <= self.rgc_alpha <= 1:
             raise ConfigError(f"rgc_alpha must be in 0..1, got {self.rgc_alpha}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (or None: every CPU this process may use), got {self.threads}")
         if self.key_interval is not None and self.key_interval < 1:
             raise ConfigError(f"key_interval must be >= 1 frame (or None), got {self.key_interval}")
         for name in ("rgc_size", "rgc_stride"):

@@ -25,6 +25,7 @@ from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
 from taplab.runtime.result import FrameResult
 from taplab.runtime.scheduler import Scheduler
+from taplab.threads import ThreadGovernor, apply_threads
 
 
 class Segmenter:
@@ -45,7 +46,8 @@ class Segmenter:
         elif isinstance(config, dict):
             config = RuntimeConfig.from_dict(config)
         self.config = config.replace(**options) if options else config
-        self.model: Model = load_model(model, device=device)
+        apply_threads(self.config.threads)  # before any engine session or decoder is made: they read the plan
+        self.model: Model = load_model(model, device=device, engine=self.config.engine)
         if self.config.warp_layer == "features" and not self.model.has_split:
             raise ConfigError(f"warp_layer='features' needs a model with features()/head(); {self.model.source} has none")
         self.correction = self._correction()
@@ -62,7 +64,7 @@ class Segmenter:
                 return None
             raise ConfigError(f"fusion needs a correction network; the model {self.model.source} has none: "
                               "pass correction=FILE (train one with `taplab train --model conet`) or fusion=False")
-        correction = load_correction(path, self.model.device)
+        correction = load_correction(path, self.model.device, self.config.engine)
         correction.check(self.model)
         return correction
 
@@ -114,9 +116,12 @@ class Segmenter:
                 video.close()
             raise
         frames = prefetch(_timed(video, live), self.prefetch_depth, run.prepare)
+        governor = ThreadGovernor.for_run(self.config.threads)
         try:
             try:
                 for frame, prep in frames:
+                    if governor is not None:
+                        governor.tick()
                     arrival = prep.pop("arrival")
                     yield from run.step(frame, prep, arrival, newer=frames.waiting > 0)
             except TapLabError:  # the source failed (a decode error, a lost connection): the held frames first
@@ -128,6 +133,8 @@ class Segmenter:
             if not frames.close():  # the decoding thread, stopped and joined before the video closes under it
                 video.abandon()  # still blocked in a network read: closing the decoder now would pull it away
             run.close()
+            if governor is not None:
+                governor.close()
             if owned:
                 video.close()
 

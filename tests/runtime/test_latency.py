@@ -14,7 +14,8 @@ from taplab.runtime import Segmenter
 
 
 class GatedModel(torch.nn.Module):
-    """Pooled RGB as 'logits'; from the ``gate_from``-th call on, each forward waits for ``gate``."""
+    """Pooled RGB as 'logits'; from the ``gate_from``-th call on, each forward waits for ``gate``. A fake that
+    isolates the latency policy: its forward's Python is the point, so torch runs it (an exported graph has none)."""
 
     def __init__(self, gate_from: int):
         super().__init__()
@@ -35,13 +36,13 @@ class GatedModel(torch.nn.Module):
 
 def _inline_logits(clip, **options):
     """The same run without a budget, frame by frame as the budgeted one warps (no interpolation)."""
-    return {r.index: r.logits for r in Segmenter(GatedModel(10**9), interpolation=False, **options).run(clip, logits=True)}
+    return {r.index: r.logits for r in Segmenter(GatedModel(10**9), engine="torch", interpolation=False, **options).run(clip, logits=True)}
 
 
 def test_a_late_key_frame_holds_then_catches_up_exactly(translation_clip):
     inline = _inline_logits(translation_clip, rgc=False, rgfs=False)
     model = GatedModel(gate_from=2)  # the probe pass, the first key frame; then the gate
-    run = Segmenter(model, rgc=False, rgfs=False, latency_budget=0.1).run(translation_clip, logits=True, live=True)
+    run = Segmenter(model, engine="torch", rgc=False, rgfs=False, latency_budget=0.1).run(translation_clip, logits=True, live=True)
     results = [next(run) for _ in range(15)]  # frames 0..14: the second I-frame (12) is over budget
     model.gate.set()  # (before the checks: the stream goes on meanwhile, and late frames would be skipped)
     assert model.finished.wait(10)
@@ -63,7 +64,7 @@ def test_a_late_key_frame_holds_then_catches_up_exactly(translation_clip):
 def test_frames_before_the_first_key_frames_features_are_skipped_then_exact(translation_clip):
     inline = _inline_logits(translation_clip, rgc=False, rgfs=False)
     model = GatedModel(gate_from=1)  # the first key frame's CNN waits for the test
-    run = Segmenter(model, rgc=False, rgfs=False, latency_budget=0.1).run(translation_clip, logits=True, live=True)
+    run = Segmenter(model, engine="torch", rgc=False, rgfs=False, latency_budget=0.1).run(translation_clip, logits=True, live=True)
     first = [next(run) for _ in range(4)]
     assert [r.kind for r in first] == ["skip"] * 4 and all(r.labels is None and r.logits is None for r in first)
     model.gate.set()
@@ -76,13 +77,13 @@ def test_frames_before_the_first_key_frames_features_are_skipped_then_exact(tran
 
 
 def test_key_frames_whose_cnn_fits_the_budget_are_shown_at_once(translation_clip):
-    results = list(Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=60.0).run(translation_clip))
+    results = list(Segmenter(GatedModel(10**9), engine="torch", rgc=False, rgfs=False, latency_budget=60.0).run(translation_clip))
     assert [r.kind for r in results] == (["key-I"] + ["warp"] * 11) * 2
 
 
 def test_closing_a_run_with_a_key_frame_pending_ends_its_thread(translation_clip):
     model = GatedModel(gate_from=2)
-    run = Segmenter(model, rgc=False, rgfs=False, latency_budget=1e-9).run(translation_clip)
+    run = Segmenter(model, engine="torch", rgc=False, rgfs=False, latency_budget=1e-9).run(translation_clip)
     for _ in range(13):
         next(run)
     threading.Timer(0.3, model.gate.set).start()  # the background CNN finishes shortly
@@ -93,9 +94,9 @@ def test_closing_a_run_with_a_key_frame_pending_ends_its_thread(translation_clip
 
 def test_latency_budget_is_validated():
     with pytest.raises(ConfigError, match="latency_budget must be > 0"):
-        Segmenter(GatedModel(0), latency_budget=0)
+        Segmenter(GatedModel(0), engine="torch", latency_budget=0)
     with pytest.raises(ConfigError, match="needs propagation='accumulate'"):
-        Segmenter(GatedModel(0), latency_budget=0.1, propagation="chain")
+        Segmenter(GatedModel(0), engine="torch", latency_budget=0.1, propagation="chain")
 
 
 class SlowModel(GatedModel):
@@ -118,7 +119,7 @@ P_FRAME = 0.05
 
 def test_a_slow_model_keeps_latency_within_budget_and_catches_up_after_each_key_frame(translation_clip):
     budget = 0.1
-    results = list(Segmenter(SlowModel(0.25), rgfs=False, rgc_threshold=0, latency_budget=budget).run(
+    results = list(Segmenter(SlowModel(0.25), engine="torch", rgfs=False, rgc_threshold=0, latency_budget=budget).run(
         translation_clip, live=True))
     assert [r.index for r in results] == list(range(24))
     assert all(r.latency <= budget + P_FRAME for r in results), [round(r.latency, 3) for r in results]
@@ -139,7 +140,7 @@ def test_a_slow_model_keeps_latency_within_budget_and_catches_up_after_each_key_
 def test_a_cnn_slower_than_the_gop_still_has_its_features_used(translation_clip):
     # 0.6 s a CNN against 0.48 s between I-frames: the second I-frame arrives while the first one's CNN
     # runs; that one is not dropped but carried to the second I-frame when it finishes
-    results = list(Segmenter(SlowModel(0.6), rgc=False, rgfs=False, latency_budget=0.1).run(
+    results = list(Segmenter(SlowModel(0.6), engine="torch", rgc=False, rgfs=False, latency_budget=0.1).run(
         translation_clip, live=True))
     shown = [r for r in results if r.labels is not None]
     assert len(shown) >= 5 and all(r.key_index == 0 and r.index > 12 for r in shown)
@@ -151,7 +152,7 @@ def test_b_frames_under_a_budget_are_warped_or_skipped_never_run_in_line(tmp_pat
     from tests.conftest import DX, DY, translation_frames
 
     clip = encode(translation_frames(24, 128, 256, DX, DY), tmp_path / "b.mp4", gop=12, codec="mpeg4", bframes=2)
-    results = list(Segmenter(SlowModel(0.25), rgc=False, rgfs=False, latency_budget=0.1).run(clip, live=True))
+    results = list(Segmenter(SlowModel(0.25), engine="torch", rgc=False, rgfs=False, latency_budget=0.1).run(clip, live=True))
     b_frames = [r for r in results if r.pict_type == "B"]
     assert len(b_frames) >= 12 and {r.kind for r in b_frames} <= {"warp", "skip"}
     assert all(r.future is None for r in b_frames)  # from the past side alone: no hold for the future anchor
@@ -161,7 +162,7 @@ def test_b_frames_under_a_budget_are_warped_or_skipped_never_run_in_line(tmp_pat
 
 def test_modules_that_cannot_fit_in_the_budget_are_shed_before_they_run(translation_clip):
     budget = 0.02  # below RGC's expected 25 ms (0.2 s / 8)
-    results = list(Segmenter(SlowModel(0.2), rgfs=False, rgc_threshold=0, latency_budget=budget).run(
+    results = list(Segmenter(SlowModel(0.2), engine="torch", rgfs=False, rgc_threshold=0, latency_budget=budget).run(
         translation_clip, live=True))
     warped = [r for r in results if r.kind not in ("skip", "hold") and not r.is_key]
     assert len(warped) >= 8 and all(r.kind == "warp" and r.shed == ("rgc",) for r in warped)
@@ -169,7 +170,7 @@ def test_modules_that_cannot_fit_in_the_budget_are_shed_before_they_run(translat
 
 
 def test_one_background_cnn_at_a_time_rgfs_frames_meanwhile_are_warped(translation_clip):
-    results = list(Segmenter(SlowModel(0.15), rgc=False, rgfs_threshold=0, latency_budget=0.05).run(
+    results = list(Segmenter(SlowModel(0.15), engine="torch", rgc=False, rgfs_threshold=0, latency_budget=0.05).run(
         translation_clip, live=True))
     kinds = [r.kind for r in results]
     assert "key-RGFS" not in kinds and 3 <= kinds.count("hold") <= 8  # each P-frame is selected; one CNN at a time
@@ -182,7 +183,7 @@ def test_late_frames_are_skipped_when_a_newer_one_is_waiting(translation_clip):
     from taplab.runtime.scheduler import Scheduler
 
     inline = _inline_logits(translation_clip, rgc=False, rgfs=False)
-    seg = Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=0.05)
+    seg = Segmenter(GatedModel(10**9), engine="torch", rgc=False, rgfs=False, latency_budget=0.05)
     results = []
     with open_video(translation_clip) as video:
         run = Scheduler(seg.model, seg.config, video.height, video.width, want_logits=True)
@@ -231,7 +232,7 @@ def test_a_budget_on_a_file_read_without_pacing_warns(translation_clip):
 
     from taplab.errors import LatencyWarning
 
-    seg = Segmenter(GatedModel(10**9), rgc=False, rgfs=False, latency_budget=0.1)
+    seg = Segmenter(GatedModel(10**9), engine="torch", rgc=False, rgfs=False, latency_budget=0.1)
     with pytest.warns(LatencyWarning, match="without live pacing"):
         run = seg.run(translation_clip)
         next(run)

@@ -12,6 +12,7 @@ import numpy as np
 from taplab.codec.backends import PICT_TYPES, DecodedFrame
 from taplab.codec.motion import AV_MOTION_VECTOR_DTYPE
 from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
+from taplab.threads import current_plan
 
 #: FFmpeg's frame-threaded H.264 decoder races when exporting vectors of reordered (B-frame)
 #: streams: the last P-frame's side data picked up future vectors in 5 of 12 runs, measured.
@@ -66,6 +67,8 @@ class PyAVBackend:
         # cannot afford, and which arrival times taken after decoding would hide. Decoding costs under
         # 1.2 ms per 720p frame either way (the real clips: benchmarks/bench_reader.py --threading).
         ctx.thread_type = "SLICE" if live else _THREADING.get(ctx.name, "AUTO")
+        # the process's thread policy: the decoder runs beside inference, so it gets its share, not every core
+        ctx.thread_count = current_plan().decode
         self.codec = ctx.name
         self.width, self.height = ctx.width, ctx.height
         rate = self._stream.average_rate or self._stream.guessed_rate
