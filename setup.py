@@ -57,7 +57,7 @@ setup(
         Extension("taplab.native._mc", ["native/cpu/mc.c"], depends=["native/cpu/buffers.h"],
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
         Extension("taplab.native._labels", ["native/cpu/labels.c"], depends=["native/cpu/buffers.h"],
-                  include_dirs=["native/cpu"], extra_compile_args=["-O3"]),
+                  include_dirs=["native/cpu"], extra_compile_args=["-O3", "-fopenmp"], extra_link_args=["-fopenmp"]),
         # C++ with OpenMP (the libgomp torch itself loads, so torch.set_num_threads bounds its threads)
         Extension("taplab.native._warp", ["native/cpu/warp.cpp"], depends=["native/cpu/buffers.h"],
                   include_dirs=["native/cpu"], language="c++",

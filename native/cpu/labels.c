@@ -9,12 +9,16 @@
  *
  * upsample_labels(logits, C, h, w, H, W, out)
  *   logits: (C, h, w) float32, C-contiguous; out: (H, W) uint8, written. C <= 256.
- * The GIL is released; no numpy headers (the buffer protocol only).
+ * The GIL is released; no numpy headers (the buffer protocol only). Both passes are split over OpenMP threads
+ * (the libgomp torch loads, so torch.set_num_threads bounds them, as for the warp kernel).
  */
 #include "buffers.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+/* cells per block of the arg-max pass (its running maxima stay in L1) */
+#define ARGMAX_BLOCK 2048
 
 /* PyTorch's source index for output i of n over an input of size m (align_corners=False). */
 static void axis(int n, int m, int *i0, int *i1, float *frac) {
@@ -54,18 +58,25 @@ static PyObject *upsample_labels(PyObject *self, PyObject *args) {
     if (!coarse || !y0 || !y1 || !x0 || !x1 || !fy || !fx) {
         ok = 0;
     } else {
-        /* arg-max per cell, the first maximum winning (as torch.argmax and numpy.argmax) */
-        for (Py_ssize_t p = 0; p < cells; p++) {
-            float best = x[p];
-            int k = 0;
+        /* arg-max per cell, the first maximum winning (as torch.argmax and numpy.argmax): class planes in
+         * turn over a block of cells, so that every pass reads one plane sequentially and vectorises */
+        #pragma omp parallel for schedule(static)
+        for (Py_ssize_t start = 0; start < cells; start += ARGMAX_BLOCK) {
+            float best[ARGMAX_BLOCK];
+            Py_ssize_t n = cells - start < ARGMAX_BLOCK ? cells - start : ARGMAX_BLOCK;
+            for (Py_ssize_t i = 0; i < n; i++) { best[i] = x[start + i]; coarse[start + i] = 0; }
             for (int c = 1; c < C; c++) {
-                float v = x[(Py_ssize_t)c * cells + p];
-                if (v > best) { best = v; k = c; }
+                const float *plane = x + (Py_ssize_t)c * cells + start;
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    int more = plane[i] > best[i];
+                    best[i] = more ? plane[i] : best[i];
+                    coarse[start + i] = more ? (uint8_t)c : coarse[start + i];
+                }
             }
-            coarse[p] = (uint8_t)k;
         }
         axis(H, h, y0, y1, fy);
         axis(W, w, x0, x1, fx);
+        #pragma omp parallel for schedule(static)
         for (int yy = 0; yy < H; yy++) {
             const uint8_t *r0 = coarse + (Py_ssize_t)y0[yy] * w, *r1 = coarse + (Py_ssize_t)y1[yy] * w;
             uint8_t *o = out + (Py_ssize_t)yy * W;

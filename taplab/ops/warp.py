@@ -26,6 +26,8 @@ Decisions, made here:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from typing import NamedTuple
 
 import cv2
@@ -46,9 +48,21 @@ class GridFlow(NamedTuple):
     valid: torch.Tensor
 
 
+@lru_cache(maxsize=16)
 def cell_centres(size: int, stride: float) -> np.ndarray:
-    """Pixel coordinate of the centres of ``size`` cells of ``stride`` pixels."""
-    return (np.arange(size, dtype=np.float64) + 0.5) * stride - 0.5
+    """Pixel coordinate of the centres of ``size`` cells of ``stride`` pixels (read-only: cached, as every frame
+    of a video asks for the same)."""
+    centres = (np.arange(size, dtype=np.float64) + 0.5) * stride - 0.5
+    centres.flags.writeable = False
+    return centres
+
+
+@lru_cache(maxsize=16)
+def _nearest_block(cells: int, stride: float, block: int, blocks: int) -> np.ndarray:
+    """For each of ``cells`` cells of ``stride`` pixels, the block (of ``blocks`` of ``block`` pixels) holding its centre."""
+    index = np.clip(np.floor(cell_centres(cells, stride) / block - 0.5 + 0.5).astype(int), 0, blocks - 1)
+    index.flags.writeable = False
+    return index
 
 
 def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tuple[int, int],
@@ -68,8 +82,7 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
     bx = cell_centres(w, sx) / block - 0.5
     cells = np.array([sx, sy], np.float32)  # pixels -> cells
     if mode == "nearest":
-        iy = np.clip(np.floor(by + 0.5).astype(int), 0, gh - 1)
-        ix = np.clip(np.floor(bx + 0.5).astype(int), 0, gw - 1)
+        iy, ix = _nearest_block(h, sy, block, gh), _nearest_block(w, sx, block, gw)
         # scale at block resolution, then gather rows and columns (two 1-D takes beat one 2-D fancy index)
         per_block = np.where(valid[..., None], vectors, 0).astype(np.float32) / cells
         flow = per_block.take(iy, 0).take(ix, 1)
