@@ -1,6 +1,6 @@
 """Inference engines and threads: torch against ONNX Runtime, per network and end to end, on a quiet and a shared CPU.
 
-    python benchmarks/bench_engines.py [--part networks|end-to-end|shared|all] [--rounds 5] [--frames 337]
+    python benchmarks/bench_engines.py [--part networks|end-to-end|stages|shared|all] [--rounds 5] [--frames 337]
                                        [--per-frame-frames 48]
 
 Every comparison runs in this one process, side by side, in alternating rounds; the tables give medians
@@ -11,9 +11,12 @@ and ratios (the machines are shared and noisy: absolute times move, ratios much 
   height), and the shipped correction network (fusion, on the 180x320 grid). Label agreement of the
   two engines on the real clip's frames (every 8th).
 - ``end-to-end``: frames/s of ``Segmenter()`` with its defaults on the real 720p MPEG-4 clip (``--frames``),
-  with ``engine=onnxruntime`` (what ``auto`` picks here) and ``engine=torch``, and of the per-frame baseline
+  with ``engine=onnxruntime`` (what ``auto`` picks here) and ``engine=torch`` (and with fusion off), and of the per-frame baseline
   (``ffw=False``) under torch and ONNX Runtime on its first ``--per-frame-frames`` frames; ratios to torch
   per-frame. Label agreement of the two engines' default runs.
+- ``stages``: where a frame's time goes, per stage (ms per key frame and per warped frame, medians over the
+  rounds), in the default configuration and with FFW alone (the P-frame path: decoding and vectors,
+  warp, labels); the stages are ``FrameResult.timings`` (decoding runs in its own thread, beside the rest).
 - ``shared``: the default configuration's frames/s on a quiet machine and with another process
   busy on one core (a Python loop in a subprocess), under ONNX Runtime with the thread policy's
   default and with ``threads=1``, and under torch.
@@ -112,6 +115,7 @@ def end_to_end(rounds: int, count: int, per_frame: int) -> None:
     outputs = {}
     rows = {"default configuration (onnxruntime)": (count, dict(engine="onnxruntime")),
             "default configuration (torch)": (count, dict(engine="torch")),
+            "default configuration, fusion off (onnxruntime)": (count, dict(engine="onnxruntime", fusion=False)),
             "per-frame (onnxruntime)": (per_frame, dict(engine="onnxruntime", ffw=False)),
             "per-frame (torch)": (per_frame, dict(engine="torch", ffw=False))}
     for _ in range(rounds):
@@ -127,6 +131,33 @@ def end_to_end(rounds: int, count: int, per_frame: int) -> None:
     a, b = outputs["default configuration (onnxruntime)"], outputs["default configuration (torch)"]
     agree = np.mean([float((x == y).mean()) for x, y in zip(a, b)])
     print(f"\nlabels equal, default configuration onnxruntime vs torch, {len(a)} frames: {100 * agree:.2f}%")
+
+
+def stages(rounds: int, count: int) -> None:
+    rows = {"default configuration": {}, "FFW only": dict(rgc=False, rgfs=False, fusion=False, interpolation=False)}
+    per: dict[tuple[str, str, str], list[float]] = {}
+    walls: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, options in rows.items():
+            totals: dict[tuple[str, str], float] = {}
+            counts = {"key": 0, "warped": 0}
+            with open_video(REAL) as video:
+                video.stop_after(count)
+                start = time.perf_counter()
+                for r in Segmenter(**options).run(video):
+                    kind = "key" if r.kind.is_key else "warped"
+                    counts[kind] += 1
+                    for stage, seconds in r.timings.items():
+                        totals[(kind, stage)] = totals.get((kind, stage), 0.0) + seconds
+                walls.setdefault(name, []).append((time.perf_counter() - start) / sum(counts.values()))
+            for (kind, stage), seconds in totals.items():
+                per.setdefault((name, kind, stage), []).append(1000 * seconds / max(1, counts[kind]))
+    print(f"\n## Where the time goes: real 1280x720 clip, {count} frames ({rounds} rounds, median ms per frame)\n")
+    print("| configuration | frames | stage | ms |\n|---|---|---|---:|")
+    for (name, kind, stage), values in sorted(per.items()):
+        print(f"| {name} | {kind} | {stage} | {statistics.median(values):.2f} |")
+    for name, values in walls.items():
+        print(f"| {name} | all | wall time per frame | {1000 * statistics.median(values):.2f} |")
 
 
 def shared(rounds: int, count: int) -> None:
@@ -153,7 +184,7 @@ def shared(rounds: int, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["networks", "end-to-end", "shared", "all"], default="all")
+    parser.add_argument("--part", choices=["networks", "end-to-end", "stages", "shared", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=337)
     parser.add_argument("--per-frame-frames", type=int, default=48)
@@ -164,6 +195,8 @@ def main() -> None:
         networks(args.rounds)
     if args.part in ("end-to-end", "all"):
         end_to_end(args.rounds, args.frames, args.per_frame_frames)
+    if args.part in ("stages", "all"):
+        stages(args.rounds, args.frames)
     if args.part in ("shared", "all"):
         shared(args.rounds, min(args.frames, 120))
 

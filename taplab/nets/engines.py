@@ -9,10 +9,11 @@ tensors to a tuple of torch tensors. An engine makes runners:
   Runtime session, with the CPU provider, or on a GPU the TensorRT and CUDA providers where the
   installed onnxruntime has them (on a GPU without them, the engine is unavailable).
 
-``"auto"`` (the default everywhere) tries ONNX Runtime first where it is available, then torch: the
-loaders keep the first engine whose runner agrees with torch on a probe (:func:`label_agreement`,
-:data:`AGREEMENT`), with one warning line when an engine asked for by name fails or disagrees.
-The measurements behind this order are in docs/engines.md (``benchmarks/bench_engines.py``).
+``"auto"`` (the default) tries ONNX Runtime first where it is available, then torch (the correction network
+maps it to torch, measured the faster for it): the loaders keep the first engine whose runner agrees with
+torch on a probe (:func:`choose_runner`, :func:`label_agreement`, :data:`AGREEMENT`), with one warning
+line for each engine that fails or disagrees. The measurements behind this order are in docs/engines.md
+(``benchmarks/bench_engines.py``).
 
 A new engine is a class with the members of :class:`Engine`, added to :data:`ENGINES`.
 """

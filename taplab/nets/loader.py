@@ -33,7 +33,7 @@ from taplab.files import read_image
 from taplab.nets.adapted import is_adapted, read_adapted
 from taplab.nets.checkpoint import build_from_checkpoint, read_checkpoint
 from taplab.nets.engines import AGREEMENT, ENGINES, OrtRunner, TorchRunner, check_engine, choose_runner, label_agreement, probe_image
-from taplab.nets.onnx import EXPORT_SIZE, export_graph, image_graph, read_metadata, write_bytes
+from taplab.nets.onnx import EXPORT_SIZE, Method, Prepared, export_graph, image_graph, read_metadata, write_bytes
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
 from taplab.ops.labels import logits_to_labels
@@ -121,7 +121,7 @@ class Model:
         """Run the logits with the first engine that agrees with torch at ``probe_size``; ``features``/``head``
         follow it on first use (:meth:`_split_graphs`)."""
         probe = probe_image(*probe_size).to(self.device)
-        runner = choose_runner(_Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE),),
+        runner = choose_runner(Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE),),
                                image_graph("logits"), engine, self.device, _agreement_on(probe), f"model {self.source}",
                                metadata=self._onnx_metadata())
         if not isinstance(runner, TorchRunner):
@@ -131,20 +131,27 @@ class Model:
                 self._graphs.pop("features"), self._graphs.pop("head")
 
     def _split_graphs(self) -> None:
-        """``features`` and ``head`` as two graphs of the model's engine, checked together against torch."""
-        m, probe = self.module, probe_image(*PROBE_SIZE).to(self.device)
-        features = _Prepared(_Method(m, "features"), self._mean, self._std)
-        example = (probe_image(*EXPORT_SIZE),)
-        feature_runner = choose_runner(features, example, image_graph("features", outputs=("features",)),
-                                       self.engine, self.device, lambda r, ref: 1.0, f"model {self.source}")
-        grid = feature_runner(example[0].to(self.device))[0]
-        head_runner = choose_runner(_Method(m, "head"), (grid.cpu(),), image_graph("head", ("features",)),
-                                    self.engine, self.device, lambda r, ref: 1.0, f"model {self.source}")
-        split = head_runner(feature_runner(probe)[0])[0]
-        if not isinstance(feature_runner, TorchRunner) and label_agreement(split, self._graphs["logits"](probe)) >= AGREEMENT:
-            self._graphs.update(features=lambda x: feature_runner(x)[0], head=lambda f: head_runner(f)[0])
+        """``features`` and ``head`` as two graphs of the model's engine, used where ``head(features(probe))`` gives
+        torch's labels; otherwise torch runs them, with a warning."""
+        m, probe, example = self.module, probe_image(*PROBE_SIZE).to(self.device), probe_image(*EXPORT_SIZE)
+        engine = ENGINES[self.engine]
+        try:
+            features = engine.runner(Prepared(Method(m, "features"), self._mean, self._std), (example,),
+                                     image_graph("features", outputs=("features",)), self.device)
+            head = engine.runner(Method(m, "head"), (features(example.to(self.device))[0].cpu(),),
+                                 image_graph("head", ("features",)), self.device)
+            with torch.inference_mode():
+                score = label_agreement(head(features(probe)[0])[0], m(self._prepare(probe)))
+        except Exception as exc:  # noqa: BLE001 - as choose_runner: the export may fail in many ways
+            score, reason = 0.0, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         else:
-            self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
+            reason = f"its features()/head() give torch's labels on {score:.1%} of a probe"
+        if score >= AGREEMENT:
+            self._graphs.update(features=lambda x: features(x)[0], head=lambda f: head(f)[0])
+            return
+        warnings.warn(f"model {self.source}: {self.engine} cannot run its split ({reason}); running features() and "
+                      "head() with torch", TapLabWarning, stacklevel=5)
+        self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
 
     def _graph(self, name: str):
         if name not in self._graphs:
@@ -201,7 +208,7 @@ class Model:
         (:class:`ModelError` if it does not agree; nothing is written then)."""
         if self.module is None:
             raise ModelError(f"{self.source} is an ONNX file already")
-        data = export_graph(_Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE).to(self.device),),
+        data = export_graph(Prepared(self.module, self._mean, self._std), (probe_image(*EXPORT_SIZE).to(self.device),),
                             image_graph("logits"), self._onnx_metadata())
         probe = probe_image(*PROBE_SIZE)
         runner = OrtRunner(data, torch.device("cpu"), ["CPUExecutionProvider"])
@@ -240,30 +247,6 @@ class _Attributes:
 
     def __init__(self, meta: dict):
         self.__dict__.update(meta)
-
-
-class _Method(nn.Module):
-    """One method of a module (``features``, ``head``) as a module's forward, for export."""
-
-    def __init__(self, module: nn.Module, method: str):
-        super().__init__()
-        self.inner, self.method = module, method
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self.inner, self.method)(x)
-
-
-class _Prepared(nn.Module):
-    """A model with its input normalisation (``mean``/``std``) inside, so that an exported graph takes RGB in [0, 1]."""
-
-    def __init__(self, module: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
-        super().__init__()
-        self.inner = module
-        self.register_buffer("mean", None if mean is None else mean.detach().clone().cpu())
-        self.register_buffer("std", None if std is None else std.detach().clone().cpu())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner((x - self.mean) / self.std if self.mean is not None else x)
 
 
 def _agreement_on(probe: torch.Tensor):

@@ -68,6 +68,30 @@ def image_graph(name: str, inputs: tuple[str, ...] = ("image",), outputs: tuple[
     return GraphSpec(name, inputs, outputs, axes)
 
 
+class Method(nn.Module):
+    """One method of a module (``features``, ``head``) as a module's forward, for export."""
+
+    def __init__(self, module: nn.Module, method: str):
+        super().__init__()
+        self.inner, self.method = module, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.inner, self.method)(x)
+
+
+class Prepared(nn.Module):
+    """A model with its input normalisation (``mean``/``std``) inside, so that an exported graph takes RGB in [0, 1]."""
+
+    def __init__(self, module: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
+        super().__init__()
+        self.inner = module
+        self.register_buffer("mean", None if mean is None else mean.detach().clone())
+        self.register_buffer("std", None if std is None else std.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x - self.mean) / self.std if self.mean is not None else x)
+
+
 def cache_dir() -> Path:
     """Where exported graphs are kept: ``$TAPLAB_CACHE``, else ``$XDG_CACHE_HOME/taplab``, else ``~/.cache/taplab``."""
     if os.environ.get(CACHE_ENV):
