@@ -220,13 +220,20 @@ def choose_runner(module: nn.Module, example: tuple[torch.Tensor, ...], spec: Gr
             runner = ENGINES[name].runner(module, example, spec, device, metadata)
             score = agreement(runner, reference)
         except Exception as exc:  # noqa: BLE001 - an export or a session may fail in many ways; torch still works
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            _fallback(f"{what}: {name} cannot run it ({reason})")
+            _fallback(f"{what}: {name} cannot run it ({failure(exc)})")
             continue
         if score >= AGREEMENT:
             return runner
         _fallback(f"{what}: {name} gives torch's labels on {score:.1%} of a probe, under {AGREEMENT:.1%}")
     return reference
+
+
+def failure(exc: BaseException) -> str:
+    """An exporter's or a session's error in a few words: its first sentence, at most 200 characters."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0][:200]
 
 
 def _fallback(message: str) -> None:

@@ -64,6 +64,27 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)``; while torch exports to ONNX, the same from an integral image, because
+    the exporter cannot write adaptive pooling over an input of dynamic size (taplab/nets/onnx.py).
+
+    Bin ``i`` of ``bins`` over ``n`` rows spans rows ``floor(i n / bins)`` to ``ceil((i + 1) n / bins)``, as in
+    torch; the sum over a bin is four reads of the zero-padded cumulative sums."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, bins)
+    h, w = x.shape[-2], x.shape[-1]
+    total = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    i = torch.arange(bins, device=x.device)
+    y0, y1 = (i * h) // bins, ((i + 1) * h + bins - 1) // bins
+    x0, x1 = (i * w) // bins, ((i + 1) * w + bins - 1) // bins
+
+    def corner(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        return total.index_select(-2, ys).index_select(-1, xs)
+
+    sums = corner(y1, x1) - corner(y0, x1) - corner(y1, x0) + corner(y0, x0)
+    return sums / ((y1 - y0)[:, None] * (x1 - x0)[None, :]).to(x.dtype)
+
+
 def separable(cin: int, cout: int) -> nn.Sequential:
     """3x3 depthwise then 1x1 pointwise, each with batch norm and ReLU (MobileNet's cheap 3x3)."""
     return nn.Sequential(conv_bn_relu(cin, cin, 3, groups=cin), conv_bn_relu(cin, cout, 1))
@@ -86,5 +107,5 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [resize_to(b(F.adaptive_avg_pool2d(x, n)), size) for n, b in zip(self.bins, self.branches)]
+        pooled = [resize_to(b(adaptive_avg_pool(x, n)), size) for n, b in zip(self.bins, self.branches)]
         return self.fuse(torch.cat([x, *pooled], 1))

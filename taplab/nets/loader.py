@@ -32,7 +32,17 @@ from taplab.errors import ConfigError, ModelError, TapLabWarning
 from taplab.files import read_image
 from taplab.nets.adapted import is_adapted, read_adapted
 from taplab.nets.checkpoint import build_from_checkpoint, read_checkpoint
-from taplab.nets.engines import AGREEMENT, ENGINES, OrtRunner, TorchRunner, check_engine, choose_runner, label_agreement, probe_image
+from taplab.nets.engines import (
+    AGREEMENT,
+    ENGINES,
+    OrtRunner,
+    TorchRunner,
+    check_engine,
+    choose_runner,
+    failure,
+    label_agreement,
+    probe_image,
+)
 from taplab.nets.onnx import EXPORT_SIZE, Method, Prepared, export_graph, image_graph, read_metadata, write_bytes
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
@@ -143,7 +153,7 @@ class Model:
             with torch.inference_mode():
                 score = label_agreement(head(features(probe)[0])[0], m(self._prepare(probe)))
         except Exception as exc:  # noqa: BLE001 - as choose_runner: the export may fail in many ways
-            score, reason = 0.0, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            score, reason = 0.0, failure(exc)
         else:
             reason = f"its features()/head() give torch's labels on {score:.1%} of a probe"
         if score >= AGREEMENT:

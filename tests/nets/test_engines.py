@@ -17,6 +17,7 @@ from taplab.nets.conet import load_correction
 from taplab.nets.engines import AGREEMENT, candidates, label_agreement
 from taplab.nets.loader import load_model
 from taplab.nets.onnx import cache_dir
+from taplab.nets.registry import create_model
 from taplab.nets.zoo import find_correction
 from tests.nets.user_models import TinySegmenter
 
@@ -59,6 +60,20 @@ def test_an_exported_graph_has_dynamic_height_and_width(engines, size):
     a, b = engines["torch"].logits(x), engines["onnxruntime"].logits(x)
     assert a.shape == b.shape == (1, 19, -(-size[0] // 4), -(-size[1] // 4))
     torch.testing.assert_close(b, a.contiguous(), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["bl1", "bl2", "bl3"])
+def test_every_built_in_network_exports_and_agrees_at_any_size(name):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = create_model(name)  # untrained: what matters here is that the graph computes what torch does
+    model = load_model(net, device="cpu", engine="onnxruntime")
+    assert model.engine == "onnxruntime"  # bl1 and bl3 pool adaptively: exported from an integral image
+    for size in [(100, 150), (200, 328)]:
+        x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            reference = model.module(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(model.logits(x), reference.contiguous(), atol=1e-4, rtol=1e-4)
 
 
 def test_the_features_head_split_runs_in_the_engine_too(engines, scene):
