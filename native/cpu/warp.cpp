@@ -18,6 +18,12 @@
  *   (gh, gw) uint8; each cell takes the vector of the block holding its centre (motion_to_grid's
  *   "nearest"), divided by the stride (sy, sx); no grid-sized flow is built.
  *
+ * splat(features, C, h, w, cover, flow, valid, out, weight)
+ *   the other direction (taplab/ops/interpolation.py, splat_reference): cell p puts its features down at
+ *   p + flow(p), bilinearly over the four cells around it, weighted by cover[p] (0 where !valid[p]);
+ *   out = the sums normalised by the weight each cell received (at least 1e-6), weight clipped to 1.
+ *   cover: (h, w) float32; out: (C, h, w) float32, written; weight: (h, w) float32, written.
+ *
  * Two passes: the source and weights of every cell (rows in parallel), then the channel planes in
  * order, four at a time so that each cell's taps are read once per four channels (groups in parallel). OpenMP threads come from the runtime torch loaded
  * (the same libgomp), so torch.set_num_threads bounds them. The GIL is released; arrays travel
@@ -26,6 +32,7 @@
 #include "buffers.h"
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -189,8 +196,67 @@ PyObject *warp_blocks(PyObject *, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyObject *splat(PyObject *, PyObject *args) {
+    PyObject *x_o, *cover_o, *flow_o, *valid_o, *out_o, *weight_o;
+    int C, h, w;
+    if (!PyArg_ParseTuple(args, "OiiiOOOOO", &x_o, &C, &h, &w, &cover_o, &flow_o, &valid_o, &out_o, &weight_o))
+        return nullptr;
+    if (C < 1 || h < 1 || w < 1) {
+        PyErr_SetString(PyExc_ValueError, "splat: sizes must be positive");
+        return nullptr;
+    }
+    Py_ssize_t cells = (Py_ssize_t)h * w;
+    Buffers b;
+    b.get(x_o, C * cells * 4, false, "features");
+    b.get(cover_o, cells * 4, false, "cover");
+    b.get(flow_o, cells * 8, false, "flow");
+    b.get(valid_o, cells, false, "valid");
+    b.get(out_o, C * cells * 4, true, "out");
+    b.get(weight_o, cells * 4, true, "weight");
+    if (!b.ok) return nullptr;
+    auto x = (const float *)b[0], cover = (const float *)b[1], flow = (const float *)b[2];
+    auto valid = (const uint8_t *)b[3];
+    auto out = (float *)b[4], weight = (float *)b[5];
+    Py_BEGIN_ALLOW_THREADS
+    /* each cell's four targets and shares, and the weight every cell receives (in cell order, one thread) */
+    std::vector<int32_t> target(4 * cells);
+    std::vector<float> share(4 * cells);
+    std::fill(weight, weight + cells, 0.0f);
+    for (int i = 0; i < h; i++)
+        for (int j = 0; j < w; j++) {
+            Py_ssize_t p = (Py_ssize_t)i * w + j;
+            float tx = (float)j + flow[2 * p], ty = (float)i + flow[2 * p + 1];
+            float x0 = std::floor(tx), y0 = std::floor(ty), mass = valid[p] ? cover[p] : 0.0f;
+            for (int k = 0; k < 4; k++) {
+                float cx = x0 + (k >> 1), cy = y0 + (k & 1);
+                float s = mass * (1.0f - std::fabs(tx - cx)) * (1.0f - std::fabs(ty - cy));
+                bool inside = cx >= 0 && cx < w && cy >= 0 && cy < h && s > 0;
+                int32_t t = inside ? (int32_t)cy * w + (int32_t)cx : -1;
+                target[4 * p + k] = t;
+                share[4 * p + k] = s;
+                if (inside) weight[t] += s;
+            }
+        }
+    /* the channel planes, each by one thread (no two threads write one plane), normalised by the weight */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *src = x + (Py_ssize_t)c * cells;
+        float *dst = out + (Py_ssize_t)c * cells;
+        std::fill(dst, dst + cells, 0.0f);
+        for (Py_ssize_t q = 0; q < 4 * cells; q++) {
+            int32_t t = target[q];
+            if (t >= 0) dst[t] += src[q >> 2] * share[q];
+        }
+        for (Py_ssize_t p = 0; p < cells; p++) dst[p] /= weight[p] > 1e-6f ? weight[p] : 1e-6f;
+    }
+    for (Py_ssize_t p = 0; p < cells; p++) weight[p] = weight[p] < 1.0f ? weight[p] : 1.0f;
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"warp", warp, METH_VARARGS, "warp(features, C, h, w, flow, valid, bilinear, out, distorted)"},
+    {"splat", splat, METH_VARARGS, "splat(features, C, h, w, cover, flow, valid, out, weight)"},
     {"warp_blocks", warp_blocks, METH_VARARGS,
      "warp_blocks(features, C, h, w, vectors, valid, gh, gw, block, sy, sx, bilinear, out, distorted)"},
     {nullptr, nullptr, 0, nullptr},

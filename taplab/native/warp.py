@@ -108,6 +108,22 @@ class CpuWarp(WarpKernels):
         self.compiled.warp_blocks(x.numpy(), c, h, w, vectors.numpy(), valid.numpy(), *valid.shape, block, sy, sx,
                                  bilinear, out.numpy(), distorted.numpy())
 
+    def splat(self, x: torch.Tensor, cover: torch.Tensor, flow: torch.Tensor,
+              valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``taplab.ops.interpolation.splat_reference`` for float32 CPU features ``(C, h, w)``: the features carried
+        into the reference along ``flow`` (h, w, 2), each cell weighted by ``cover`` (h, w), and the weight received."""
+        if x.dim() != 3 or x.dtype != torch.float32 or x.device.type != "cpu":
+            raise ValueError(f"splat takes float32 CPU features (C, h, w), got {tuple(x.shape)} {x.dtype} on {x.device}")
+        c, h, w = x.shape
+        if tuple(cover.shape) != (h, w) or tuple(flow.shape) != (h, w, 2) or tuple(valid.shape) != (h, w):
+            raise ValueError(f"cover {tuple(cover.shape)}, flow {tuple(flow.shape)}, valid {tuple(valid.shape)} "
+                             f"do not fit features {tuple(x.shape)}")
+        x = x.contiguous()
+        out, weight = torch.empty_like(x), torch.empty(h, w)
+        self.compiled.splat(x.numpy(), c, h, w, cover.float().contiguous().numpy(), flow.float().contiguous().numpy(),
+                            valid.contiguous().numpy(), out.numpy(), weight.numpy())
+        return out, weight
+
 
 class CudaWarp(WarpKernels):
     """``native/cuda/warp.cu`` (a ctypes library, see :mod:`taplab.native.cuda`): float32 and float16 CUDA

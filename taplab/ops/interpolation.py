@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import torch
 
+from taplab.native import bind
 from taplab.ops.warp import GridFlow
 
 #: a cell that received less splatting weight than this has no backward source
@@ -37,7 +38,17 @@ STEP = 1.0
 def splat(features: torch.Tensor, cover: torch.Tensor, flow: GridFlow) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(C, h, w)`` of a frame, with their ``cover`` ``(h, w)`` in [0, 1], carried into its reference along
     its ``flow`` (cell ``p`` lands at ``p + flow(p)``): the normalised features there and the weight each cell
-    received, clipped to 1 (the reference's coverage)."""
+    received, clipped to 1 (the reference's coverage). The C++ kernel where it is built and the features are
+    float32 on the CPU (equal to :func:`splat_reference` to float rounding), else the reference."""
+    kernels = bind("warp") if features.dim() == 3 and features.dtype == torch.float32 \
+        and features.device.type == "cpu" and not features.requires_grad else None
+    if kernels is None:
+        return splat_reference(features, cover, flow)
+    return kernels.splat(features, cover, flow.flow, flow.valid)
+
+
+def splat_reference(features: torch.Tensor, cover: torch.Tensor, flow: GridFlow) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`splat` in torch: the reference that defines it."""
     channels, h, w = features.shape
     ys, xs = _cells(h, w)
     tx, ty = xs + flow.flow[..., 0], ys + flow.flow[..., 1]

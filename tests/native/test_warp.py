@@ -8,6 +8,8 @@ import torch
 
 from taplab.native import kernel, status
 from taplab.native.cuda import compile_library, source
+from taplab.native import bind
+from taplab.ops.interpolation import splat, splat_reference
 from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks, warp_reference
 
 
@@ -57,6 +59,21 @@ def test_whole_cell_vectors_move_features_exactly(built):
         out, distorted = warp(features, motion, sampling)
         assert torch.equal(out[:, :, :6], features[:, :, 2:])
         assert distorted[:, 6:].all() and not distorted[:, :6].any()
+
+
+@pytest.mark.parametrize("channels, h, w", [(19, 45, 80), (3, 17, 33), (1, 1, 1), (64, 8, 5)])
+def test_splat_kernel_agrees_with_the_reference(built, channels, h, w):
+    g = torch.Generator().manual_seed(channels * h)
+    features = torch.randn(channels, h, w, generator=g)
+    cover = torch.rand(h, w, generator=g)
+    cover[:, 0] = 0  # cells that send nothing
+    motion = random_motion(h, w, seed=h + w)  # some landing outside the grid, a tenth without a vector
+    (out, weight), (ref, ref_weight) = splat(features, cover, motion), splat_reference(features, cover, motion)
+    torch.testing.assert_close(weight, ref_weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert weight.max() <= 1 and (h * w == 1 or weight.min() < 1)  # clipped; and some cells received less
+    with pytest.raises(ValueError, match="do not fit"):
+        bind("warp").splat(features, cover[:-1], motion.flow, motion.valid)
 
 
 def test_kernel_rejects_buffers_too_small_for_the_sizes(built):
