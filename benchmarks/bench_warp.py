@@ -6,7 +6,8 @@
    calls: the C++ kernel (native/cpu/warp.cpp) against ``warp_reference`` (torch: ``grid_sample`` for
    bilinear, indexing for nearest) for 19x180x320 and 19x256x512 logits (BL2's stride 4 at 720p and at
    1024x2048) and 128-channel stride-8 features at 1024x2048; and from the codec's block field in one
-   pass (``warp_blocks``) against resampling the vectors then warping.
+   pass (``warp_blocks``) against resampling the vectors then warping; and interpolation's splatting
+   (``taplab.ops.interpolation.splat``: the C++ kernel against ``splat_reference``) at the same sizes.
 2. The runtime with FFW only on the first ``--frames`` frames of the real 1280x720 MPEG-4 clip, with
    the native warp and with the reference: ms per warped frame (T_P) and per stage.
 3. On a CUDA device, if any: the CUDA kernel against ``grid_sample`` and against a torch gather at
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from taplab.native import status
+from taplab.ops.interpolation import splat, splat_reference
 from taplab.ops.warp import GridFlow, motion_to_grid, warp, warp_blocks, warp_reference
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
@@ -58,6 +60,19 @@ def fields(c: int, h: int, w: int, device: str = "cpu", dtype=torch.float32):
     valid = rng.random((gh, gw)) > 0.05
     motion = motion_to_grid(vectors, valid, 16, (h, w), stride)
     return features, GridFlow(motion.flow.to(device), motion.valid.to(device)), vectors, valid, stride
+
+
+def splats(repeats: int) -> None:
+    """Interpolation's splatting (the backward carry): the C++ kernel against ``splat_reference``."""
+    print("\n## Splatting (interpolation): C++ kernel vs the torch reference\n")
+    print("| features | reference ms | native ms | speed-up |\n|---|---:|---:|---:|")
+    for name, (c, h, w) in SIZES.items():
+        x, motion, _, _, _ = fields(c, h, w)
+        cover = torch.rand(h, w, generator=torch.Generator().manual_seed(1))
+        t = median_ms({"ref": lambda: splat_reference(x, cover, motion), "native": lambda: splat(x, cover, motion)},
+                      repeats)
+        print(f"| {name} | {t['ref']:.2f} | {t['native']:.2f} | {t['ref'] / t['native']:.1f}x |", flush=True)
+    print()
 
 
 def kernels(repeats: int) -> None:
@@ -137,6 +152,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=96)
     args = parser.parse_args()
     kernels(args.repeats)
+    splats(args.repeats)
     runtime(args.frames)
     gpu(args.repeats)
 
