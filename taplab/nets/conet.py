@@ -130,8 +130,8 @@ class Correction:
     where the file came from.
     """
 
-    def __init__(self, net: CoNet, classes: tuple[str, ...], stride: int, source: str, device: str | torch.device = "cpu",
-                 engine: str = "torch"):
+    def __init__(self, net: CoNet, classes: tuple[str, ...], stride: int, source: str,
+                 device: str | torch.device = "cpu", engine: str = "torch"):
         self.device = torch.device(device)
         self.net = fold_batchnorm(net.eval()).to(device)
         if self.device.type == "cpu":
@@ -171,7 +171,8 @@ EXPORT_GRID, PROBE_GRID = (34, 50), (45, 80)
 
 
 def _probe(classes: int, scale: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Deterministic inputs of a CoNet at ``grid``: a probe frame, confident warped logits, a coarse map of ~30% ones."""
+    """Deterministic inputs of a CoNet at ``grid``: a probe frame, confident warped logits, a coarse map of ~30%
+    ones."""
     g = torch.Generator().manual_seed(1)
     h, w = grid
     warped = 4 * torch.randn(1, classes, h, w, generator=g)
@@ -201,7 +202,8 @@ def read_correction(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_dict(path, FORMAT, VERSION, "correction network")
 
 
-def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu", engine: str = "torch") -> Correction:
+def load_correction(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    engine: str = "torch") -> Correction:
     """A :class:`Correction` from a file written by :func:`save_correction`, run by ``engine``."""
     data = read_correction(path)
     return Correction(_build(data, path), tuple(data["classes"]), data["stride"], str(path), device, engine)

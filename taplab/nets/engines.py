@@ -114,7 +114,8 @@ class OnnxRuntimeEngine:
         ort = self._ort()
         if ort is None:
             return "onnxruntime not installed"
-        return f"onnxruntime {ort.__version__} ({', '.join(p.removesuffix('ExecutionProvider') for p in ort.get_available_providers())})"
+        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in ort.get_available_providers())
+        return f"onnxruntime {ort.__version__} ({providers})"
 
     def runner(self, module, example, spec, device, metadata=None) -> Runner:
         example = tuple(x.to(device) for x in example)  # traced on the module's device
@@ -213,6 +214,8 @@ def choose_runner(module: nn.Module, example: tuple[torch.Tensor, ...], spec: Gr
     at least :data:`AGREEMENT`. An engine that fails or disagrees is reported in one warning line (naming
     ``what``) and the next is tried; torch is the last."""
     reference = TorchRunner(module)
+    if requested not in ("auto", "torch") and ENGINES[requested].unavailable(device):
+        _fallback(f"{what}: {requested} is not available here ({ENGINES[requested].unavailable(device)})")
     for name in candidates(requested, device):
         if name == "torch":
             return reference

@@ -10,8 +10,9 @@ loader still checks the graph against torch at every new input size (:mod:`tapla
 
 The graph is cached in :func:`cache_dir` under a key made of the network's architecture and weights,
 the graph's name and inputs, torch's version and :data:`EXPORT_VERSION`: loading the same model again
-reads the file instead of exporting (about 1.4 s for the default model). A cache that cannot be
-written is skipped: the graph is then exported in memory on every load.
+reads the file instead of exporting. An export that fails is remembered beside them (``*.failed``), so
+that it is not tried on every load. A cache that cannot be written is skipped: the graph is then
+exported in memory on every load.
 
 Metadata: an exported segmentation model carries ``class_names`` and ``palette`` (JSON) in the ONNX
 file's ``metadata_props``, and :func:`read_metadata` reads them (and ``mean``/``std``) from any ONNX file.
@@ -121,8 +122,9 @@ def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], spec: Gra
     try:
         with warnings.catch_warnings(), torch.no_grad(), _output_silenced():
             warnings.simplefilter("ignore")  # the tracer's advice; agreement with torch is checked on load
-            torch.onnx.export(module, example, buffer, dynamo=False, verbose=False, opset_version=OPSET, input_names=list(spec.inputs),
-                              output_names=list(spec.outputs), dynamic_axes=spec.dynamic_axes, do_constant_folding=True)
+            torch.onnx.export(module, example, buffer, dynamo=False, verbose=False, opset_version=OPSET,
+                              input_names=list(spec.inputs), output_names=list(spec.outputs),
+                              dynamic_axes=spec.dynamic_axes, do_constant_folding=True)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds for unsupported code
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {message}") from None

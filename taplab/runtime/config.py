@@ -120,8 +120,9 @@ class RuntimeConfig:
                                         "one's (Inter-BMV; default: on for files, off for live sources).")
     labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
                          "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
-    engine: str = option("auto", "Inference engine of the CNN and the correction network: auto (ONNX Runtime where its "
-                         "labels agree with torch's on a probe, else torch), torch or onnxruntime.", ENGINE_CHOICES)
+    engine: str = option("auto", "Inference engine of the CNN and the correction network: auto (the CNN in ONNX Runtime "
+                         "where its labels agree with torch's on a probe, else torch; the correction network in "
+                         "torch, measured faster), torch or onnxruntime.", ENGINE_CHOICES)
     threads: int | None = option(None, "CPU threads for inference, the whole process's policy (docs/engines.md; "
                                  "default: the CPUs this process may use, its affinity and cgroup quota respected).")
 
