@@ -176,8 +176,8 @@ class ThreadGovernor:
         if requested is not None or plan.inference < 2:
             return None
         try:
-            sampler = CpuSampler()
-            if cgroup_cpus() is not None and cgroup_cpus() < len(sampler.cpus):
+            sampler, quota = CpuSampler(), cgroup_cpus()
+            if quota is not None and quota < len(sampler.cpus):
                 return None
         except (OSError, ValueError, AttributeError):
             return None
