@@ -153,6 +153,11 @@ class OrtRunner:
         self.inputs = [i.name for i in session.get_inputs()]
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
 
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The (height, width) the graph's first input is fixed at, or None where either is dynamic."""
+        shape = self._session().get_inputs()[0].shape
+        return (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
+
     def _session(self):
         threads = inference_threads()
         if threads not in self._sessions:

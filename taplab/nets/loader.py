@@ -92,6 +92,7 @@ class Model:
         self.source = source
         self.device = torch.device(device)
         self.module = module
+        self._onnx = onnx
         self._geometry: dict[tuple[int, int], Geometry] = {}
         if module is None:  # an ONNX file: its session is the only way to run it
             meta = read_metadata(onnx.metadata)
@@ -211,6 +212,11 @@ class Model:
         out = labels.cpu().numpy()
         return out[0] if single else out
 
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The only input size an ONNX file exported with fixed height and width takes; None for every other model."""
+        return self._onnx.fixed_size() if self._onnx is not None else None
+
     def export_onnx(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as an ONNX file that :func:`load_model` (or any ONNX runtime) takes: float RGB in [0, 1]
         ``(N, 3, H, W)`` in (normalisation inside), logits out, height and width dynamic, class names and
@@ -279,6 +285,10 @@ def _check_output(model: Model, height: int, width: int) -> Geometry:
     try:
         out = model.logits(x)
     except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+        fixed = model.fixed_size
+        if fixed is not None and fixed != (height, width):
+            raise ModelError(f"{model.source} takes {fixed[0]}x{fixed[1]} frames only, not {height}x{width}: export it "
+                             "with dynamic height and width") from None
         raise ModelError(f"{model.source}: forward pass on a (1, 3, {height}, {width}) input failed: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not isinstance(out, torch.Tensor):
@@ -412,6 +422,9 @@ def _from_onnx(path: Path, source: str, device: torch.device, probe_size: tuple[
         runner = OrtRunner(path, device, ENGINES["onnxruntime"].providers(device))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
         raise ModelError(f"{path}: not a model ONNX Runtime can load: {str(exc).strip().splitlines()[0][:300]}") from None
+    fixed = runner.fixed_size()
+    if fixed is not None:  # a graph exported for one size is probed at it; another size fails in geometry()
+        probe_size = fixed
     return Model(None, source, device, probe_size, engine="onnxruntime", onnx=runner)
 
 

@@ -171,7 +171,8 @@ def test_the_correction_network_agrees_in_both_engines():
 # ------------------------------------------------------------ ONNX files
 
 
-def outside_onnx(path, classes=("sky", "grass", "brick"), palette=((0, 0, 255), (0, 255, 0), (255, 0, 0))):
+def outside_onnx(path, classes=("sky", "grass", "brick"), palette=((0, 0, 255), (0, 255, 0), (255, 0, 0)),
+                 size=("h", "w")):
     """An ONNX model written with the onnx package alone, as another framework would: a 1x1 convolution scoring
     each class by one colour channel (red -> brick, green -> grass, blue -> sky), then 4x4 average pooling."""
     weight = np.zeros((3, 3, 1, 1), np.float32)
@@ -180,7 +181,7 @@ def outside_onnx(path, classes=("sky", "grass", "brick"), palette=((0, 0, 255), 
              helper.make_node("AveragePool", ["scores"], ["output"], kernel_shape=[4, 4], strides=[4, 4])]
     graph = helper.make_graph(
         nodes, "colours",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, *size])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
         [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -235,6 +236,20 @@ def test_onnx_files_errors(tmp_path):
     broken.write_bytes(b"not a protobuf")
     with pytest.raises(ModelError, match="not a model ONNX Runtime can load"):
         load_model(broken)
+
+
+def test_an_onnx_file_of_fixed_size_segments_that_size_and_refuses_others_before_the_first_frame(tmp_path):
+    from taplab.codec import encode
+    from taplab.runtime import Segmenter
+
+    model_path = outside_onnx(tmp_path / "fixed.onnx", size=(64, 128))
+    model = load_model(model_path)
+    assert model.geometry(64, 128).size == (16, 32)
+    video = encode(colour_frames(4), tmp_path / "bands.mp4", gop=4, codec="mpeg4", quality=2)
+    assert len(list(Segmenter(model_path).run(video))) == 4
+    other = encode(colour_frames(4, height=96), tmp_path / "taller.mp4", gop=4, codec="mpeg4", quality=2)
+    with pytest.raises(ModelError, match="takes 64x128 frames only, not 96x128: export it with dynamic"):
+        next(iter(Segmenter(model_path).run(other)))
 
 
 def test_export_format_onnx_writes_a_file_that_loads_with_the_models_metadata(tmp_path, capsys, scene):
