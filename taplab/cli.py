@@ -100,10 +100,12 @@ def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int,
     Writes the encoded video, per-frame label PNGs (Cityscapes train ids) and the
     ground-truth optical flow; see docs/synth.md for the layout.
     """
+    from taplab.codec.encoder import check_encoding
     from taplab.data.synth import SynthConfig, write_clip
 
     height, width = parse_size(size, "--size")
     config = SynthConfig(height=height, width=width, frames=frames, seed=seed)
+    check_encoding(codec, gop, bframes)  # before the progress bar: a bad option is the only line printed
     with _progress(frames, "rendering") as update:
         path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=name, images=images, progress=lambda _t: update(1))
     click.echo(f"wrote {path}")

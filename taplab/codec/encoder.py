@@ -88,6 +88,30 @@ CODECS: dict[str, CodecSpec] = {
 }
 
 
+def check_encoding(codec: str, gop: int, bframes: int = 0, quality: int | None = None,
+                   refs: int = 1) -> tuple[CodecSpec, int]:
+    """The codec's spec and the quality to use (its default for None); :class:`EncodeError` for options
+    :func:`encode` refuses. Callers that create folders before encoding check with it first."""
+    spec = CODECS.get(codec)
+    if spec is None:
+        raise EncodeError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    if gop < 1:
+        raise EncodeError(f"gop must be >= 1, got {gop}")
+    if bframes < 0 or (bframes > 0 and bframes >= gop):
+        raise EncodeError(f"bframes must be in 0..{gop - 1} for gop {gop}, got {bframes}")
+    if spec.max_bframes is not None and bframes > spec.max_bframes:
+        raise EncodeError(f"{codec} takes at most {spec.max_bframes} B-frames"
+                          f"{' (it has none)' if spec.max_bframes == 0 else ''}; got {bframes}")
+    if not 1 <= refs <= spec.max_refs:
+        raise EncodeError(f"refs for {codec} must be in 1..{spec.max_refs}, got {refs}")
+    if quality is None:
+        quality = spec.default_quality
+    lo, hi = spec.quality_range
+    if not lo <= quality <= hi:
+        raise EncodeError(f"quality for {codec} is {spec.quality_meaning}; got {quality}")
+    return spec, quality
+
+
 def encode(
     source: Iterable[np.ndarray] | str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -118,28 +142,11 @@ def encode(
     Returns:
         the path written. Raises :class:`EncodeError` for bad parameters or input.
     """
-    spec = CODECS.get(codec)
-    if spec is None:
-        raise EncodeError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-    if gop < 1:
-        raise EncodeError(f"gop must be >= 1, got {gop}")
-    if bframes < 0 or (bframes > 0 and bframes >= gop):
-        raise EncodeError(f"bframes must be in 0..{gop - 1} for gop {gop}, got {bframes}")
-    if spec.max_bframes is not None and bframes > spec.max_bframes:
-        raise EncodeError(f"{codec} takes at most {spec.max_bframes} B-frames"
-                          f"{' (it has none)' if spec.max_bframes == 0 else ''}; got {bframes}")
-    if not 1 <= refs <= spec.max_refs:
-        raise EncodeError(f"refs for {codec} must be in 1..{spec.max_refs}, got {refs}")
-    if quality is None:
-        quality = spec.default_quality
-    lo, hi = spec.quality_range
-    if not lo <= quality <= hi:
-        raise EncodeError(f"quality for {codec} is {spec.quality_meaning}; got {quality}")
-
+    spec, quality = check_encoding(codec, gop, bframes, quality, refs)
+    if fps is not None and not fps > 0:
+        raise EncodeError(f"fps must be positive, got {fps}")
     frames, source_fps = _frames_from(source)
     fps = fps or source_fps or 25.0
-    if fps <= 0:
-        raise EncodeError(f"fps must be positive, got {fps}")
 
     out_path = Path(out_path)
     if not out_path.parent.exists():

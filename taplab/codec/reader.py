@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taplab.codec.backends import BACKENDS, Backend, DecodedFrame
+from taplab.codec.backends import BACKENDS, Backend, DecodedFrame, describe_source
 from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, VECTOR_CODECS, MotionField
 from taplab.codec.references import MAX_OLDER, foreign_blocks, reference_frames
 from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
@@ -406,7 +406,7 @@ def open_video(source, backend: str = "pyav", timeout: float | None = DEFAULT_TI
         if follow:
             raise VideoOpenError("follow is for a path to a file that is still being written; a file object "
                                  "(a pipe) already waits for its writer")
-        name = getattr(source, "name", None) or f"<{type(source).__name__}>"
+        name = describe_source(source)
         if live and hasattr(source, "read1"):
             source = _Arrived(source)
     else:

@@ -658,10 +658,11 @@ def write_clip(
     ``progress`` is called with the index t of each frame once it is written. Returns the video path.
     Raises :class:`~taplab.errors.EncodeError` for bad encoder options.
     """
-    from taplab.codec.encoder import encode
+    from taplab.codec.encoder import check_encoding, encode
 
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise ConfigError(f"name must be a plain file name stem, got {name!r}")
+    check_encoding(codec, gop, bframes, quality)  # before any folder is made: bad options leave nothing behind
     out = Path(out_dir)
     video_path, flow_path = layout.clip_video_path(out, name), layout.clip_flow_path(out, name)
     folders = [video_path.parent, flow_path.parent, layout.clip_labels_dir(out, name)]

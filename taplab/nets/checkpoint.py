@@ -49,13 +49,24 @@ def write_dict(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     return path
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in words for a user. torch's own message for a file that holds more than
+    tensors and plain data advises loading it with ``weights_only=False``, which would run its code: never
+    repeat that."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only" in text:
+        return ("not a torch file, or one that holds objects other than tensors and plain data, which taplab never "
+                "loads (no code runs from a model file)")
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
+
+
 def read_dict(path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
     """A taplab file's dict, read with ``weights_only=True``; :class:`ModelError` unless it is a readable
     torch file whose ``format`` is ``fmt`` and whose ``version`` this taplab reads (``what`` names the kind)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ModelError(f"{path} is not a readable {what}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{path} is not a readable {what}: {_load_failure(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ModelError(f"{path} is not a taplab {what} (a torch file without format={fmt!r})")
     if data.get("version", 0) > version:

@@ -210,6 +210,10 @@ def load_correction(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 def _build(data: dict[str, Any], source) -> CoNet:
+    classes = data["arch_args"].get("num_classes")
+    if len(data.get("classes", ())) != classes:
+        raise ModelError(f"{source}: a correction network for {classes} classes cannot carry "
+                         f"{len(data.get('classes', ()))} class names")
     net = CoNet(**data["arch_args"])
     try:
         net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()})

@@ -138,6 +138,9 @@ def test_encode_rejects_bad_parameters_and_leaves_no_file(tmp_path):
         encode(frames, out, quality=99)
     with pytest.raises(EncodeError, match="frame 2"):
         encode(frames[:2] + [frames[2][:32]], out)
+    for fps in (0, -5):  # 0 once fell back to the source's rate and encoded
+        with pytest.raises(EncodeError, match="fps must be positive"):
+            encode(frames, out, fps=fps)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -147,6 +150,8 @@ def test_encode_rejects_bad_parameters_and_leaves_no_file(tmp_path):
         (["probe", "/no/such.mp4"], "error: no such file: /no/such.mp4"),
         (["probe", "/"], "error: is a folder, not a video: /"),
         (["encode", "/no/such/folder", "out.mp4"], "error: no such file or folder: /no/such/folder"),
+        (["synth", "clip", "--gop", "-1"], "error: gop must be >= 1, got -1"),  # once left flow/, gtFine/, video/
+        (["synth", "clip", "--bframes", "3", "--gop", "3"], "error: bframes must be in 0..2 for gop 3, got 3"),
     ],
 )
 def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
@@ -154,3 +159,11 @@ def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_standard_input_is_named_so_in_errors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", "segment", "-", "--out", "masks"], input=b"not a video",
+                            capture_output=True, cwd=tmp_path, timeout=120)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.strip().endswith("standard input"), err
+    assert "object>" not in err and "Traceback" not in err and not list(tmp_path.iterdir())

@@ -205,3 +205,14 @@ def test_bad_config_raises_config_error(bad):
 def test_write_clip_rejects_a_bad_name(tmp_path):
     with pytest.raises(ConfigError):
         write_clip(tmp_path, SynthConfig(height=64, width=64, frames=1), name="../x")
+
+
+def test_bad_encoder_options_leave_no_folders(tmp_path):
+    from taplab.errors import EncodeError
+
+    config = SynthConfig(height=64, width=128, frames=2, seed=1)
+    with pytest.raises(EncodeError, match="gop must be >= 1"):
+        write_clip(tmp_path / "clip", config, gop=-1)
+    with pytest.raises(EncodeError, match="quality"):
+        write_clip(tmp_path / "clip", config, quality=999)
+    assert not (tmp_path / "clip").exists()  # once: flow/, gtFine/ and video/ were left behind

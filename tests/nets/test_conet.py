@@ -66,6 +66,12 @@ def test_bad_files_and_a_mismatched_model_are_clear_errors(tmp_path):
     torch.save({"format": "taplab-checkpoint"}, tmp_path / "seg.pt")
     with pytest.raises(ModelError, match="not a taplab correction network"):
         load_correction(tmp_path / "seg.pt")
+    crafted = save_correction(tmp_path / "crafted.conet.pt", CoNet(5), tuple(f"c{k}" for k in range(19)), 4, "default")
+    with pytest.raises(ModelError, match="for 5 classes cannot carry 19 class names"):
+        load_correction(crafted)  # it once passed the class check and failed after output was written
+    with pytest.raises(ModelError, match="cannot carry 19 class names"):
+        export_correction(crafted, tmp_path / "out.conet.pt")
+    assert not (tmp_path / "out.conet.pt").exists()
     model = load_model("default")
     corr = Correction(CoNet(5), tuple("abcde"), 4, "five.conet.pt")
     with pytest.raises(ModelError, match="trained for 5 classes at stride 4"):

@@ -214,3 +214,19 @@ class RedOnly(torch.nn.Module):
 
     def forward(self, x):
         return torch.cat([x[:, :1], 1 - x[:, :1]], 1)
+
+
+class Payload:
+    """A pickled object: what a malicious model file holds (loading it with weights_only=False would run code)."""
+
+    def __reduce__(self):
+        return (print, ("this would have run",))
+
+
+def test_a_file_holding_objects_is_refused_without_advising_unsafe_loading(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "taplab-checkpoint", "payload": Payload()}, path)
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    message = str(error.value)
+    assert "never loads" in message and "weights_only" not in message and "arbitrary code" not in message

@@ -7,6 +7,7 @@ what every backend yields. Register a new backend in :data:`BACKENDS`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,3 +60,13 @@ BACKENDS: dict[str, Callable[..., Backend]] = {"pyav": _pyav, "mvextractor": _mv
 
 #: PyAV's generic picture types folded onto the three the runtime knows
 PICT_TYPES = {"I": "I", "P": "P", "B": "B", "S": "P", "SP": "P", "SI": "I", "BI": "B"}
+
+
+def describe_source(source) -> str:
+    """A source as messages name it: a path or URL as given, standard input as such, a file object by its name."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    if name in ("<stdin>", 0):  # sys.stdin.buffer, or a file object over descriptor 0
+        return "standard input"
+    return name if isinstance(name, str) and name else f"a {type(source).__name__} object"

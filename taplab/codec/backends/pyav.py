@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 
 import av
 import numpy as np
 
-from taplab.codec.backends import PICT_TYPES, DecodedFrame
+from taplab.codec.backends import PICT_TYPES, DecodedFrame, describe_source
 from taplab.codec.motion import AV_MOTION_VECTOR_DTYPE
 from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
 from taplab.threads import current_plan
@@ -43,9 +42,7 @@ def open_container(source, timeout: float | None, options: dict[str, str] | None
 
 
 def _describe(source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return f"<{type(source).__name__} object>"
+    return describe_source(source)
 
 
 class PyAVBackend:
