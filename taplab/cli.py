@@ -7,7 +7,9 @@ and exit with status 2; ``taplab --debug ...`` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -694,11 +696,13 @@ def main(argv: list[str] | None = None) -> None:
     if not debug:
         # One line per warning, no source line: these are messages for users.
         warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    saved = _stop_on_signals()
     try:
         cli.main(args=args, prog_name="taplab", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        terminated = isinstance(exc.__cause__, Terminated)
+        click.echo("error: terminated" if terminated else "error: interrupted", err=True)
+        sys.exit(143 if terminated else 130)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
@@ -707,9 +711,36 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Terminated:
+        click.echo("error: terminated", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
+    finally:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # no stop signal came: hand them back
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which ends a command as Ctrl-C does: the frame in hand finished, the logs and overlay written."""
+
+
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM end the command through the same path, once: the first raises in the main thread, and
+    later ones are ignored while the outputs are closed and the process exits, so that a second Ctrl-C cannot
+    cut the log short. Returns the handlers replaced, which :func:`main` hands back when no signal came (none
+    outside the main thread, where Python cannot install any)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Decisions:
   none: its text would be unreadable.
 - A skipped frame (``kind="skip"``, no labels) shows the frame alone, keeping the video's timing.
 - The video is H.264, encoded in a background thread by :func:`taplab.codec.encode`, with a key frame
-  every two seconds; it appears only when complete (:meth:`OverlayVideo.close` with ``complete=False``
-  discards it).
+  every two seconds, written under its name when closed. A run that ends early (an interruption, a
+  source that failed) keeps the frames written so far, as its log does; one that wrote none leaves no file.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class OverlayVideo:
         self.legend = Legend(names, colors) if names is not None else None
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
+        self._frames = 0
 
         def frames() -> Iterator[np.ndarray]:
             while True:
@@ -126,14 +127,17 @@ class OverlayVideo:
         while self._thread.is_alive():
             try:
                 self._queue.put(frame, timeout=0.1)
+                self._frames += 1
                 return
             except queue.Full:
                 continue
         self.close()
 
     def close(self, complete: bool = True) -> None:
+        """Finish the video. A run that ended early (``complete=False``) keeps the frames it wrote, as its log
+        does; one that wrote none leaves no file."""
         if self._thread.is_alive():
-            self._queue.put(None if complete else _Abandon())
+            self._queue.put(None if complete or self._frames else _Abandon())
             self._thread.join()
         if self._error is not None and not isinstance(self._error, _Abandon):
             error, self._error = self._error, None

@@ -88,11 +88,16 @@ def test_an_overlay_video_keeps_the_frame_size_and_shows_skipped_frames_bare(tmp
     assert np.abs(frames[1].astype(int) - 200).mean() < 4  # the skipped frame: the image alone
 
 
-def test_an_interrupted_overlay_leaves_no_file(tmp_path):
+def test_an_interrupted_overlay_keeps_its_frames_and_one_without_frames_leaves_no_file(tmp_path):
     path = tmp_path / "o.mp4"
     video = OverlayVideo(path, COLORS, 25.0)
-    video.add(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
+    for _ in range(3):
+        video.add(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
     video.close(complete=False)
-    assert not path.exists() and not list(tmp_path.glob(".taplab-*"))
+    with open_video(path) as v:
+        assert sum(1 for _ in v) == 3
+    empty = tmp_path / "empty.mp4"
+    OverlayVideo(empty, COLORS, 25.0).close(complete=False)
+    assert not empty.exists() and not list(tmp_path.glob(".taplab-*"))
     with pytest.raises(ConfigError, match="does not exist"):
         OverlayVideo(tmp_path / "nowhere" / "o.mp4", COLORS, 25.0)

@@ -206,12 +206,15 @@ def test_overlay_video_and_csv_log(clip, model, tmp_path):
     assert rows[1].split(",")[:3] == ["0", "I", "key-I"]
 
 
-def test_interrupted_run_leaves_no_overlay_video(clip, model, tmp_path):
+def test_interrupted_run_keeps_the_overlay_of_the_frames_done(clip, model, tmp_path):
     video, _ = clip
     overlay = tmp_path / "overlay.mp4"
     with pytest.raises(KeyboardInterrupt):
         segment_to_folder(Segmenter(model), video, tmp_path / "masks", overlay=str(overlay), progress=stop_after(2))
-    assert not overlay.exists() and not list(tmp_path.glob(".taplab-*"))
+    with open_video(overlay) as v:  # once discarded: the run's log kept its frames, its video did not
+        assert sum(1 for _ in v) == 2
+    assert len(json.loads((tmp_path / "masks" / "frames.json").read_text())) == 2
+    assert not list(tmp_path.glob(".taplab-*"))
 
 
 def test_b_frames_warp_from_their_anchor_not_from_the_previous_b_frame(tmp_path, model):
