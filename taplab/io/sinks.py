@@ -139,13 +139,15 @@ def write_log(out: Path, records: list[dict]) -> Path:
 
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a folder that holds anything unless ``overwrite``, which first removes
-    what an earlier run wrote there (the names above; nothing else is touched)."""
+    what an earlier run wrote there (the names above, and the hidden ``.taplab-*`` files a killed run's
+    atomic writes left half-done; nothing else is touched)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
-        for pattern in ("frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME):
+        for pattern in ("frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
+                        ".taplab-*", "color/.taplab-*", "npz/.taplab-*"):
             for old in out.glob(pattern):
                 old.unlink()
     out.mkdir(parents=True, exist_ok=True)

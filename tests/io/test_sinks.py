@@ -101,3 +101,17 @@ def test_an_interrupted_overlay_keeps_its_frames_and_one_without_frames_leaves_n
     assert not empty.exists() and not list(tmp_path.glob(".taplab-*"))
     with pytest.raises(ConfigError, match="does not exist"):
         OverlayVideo(tmp_path / "nowhere" / "o.mp4", COLORS, 25.0)
+
+
+def test_overwrite_removes_an_earlier_runs_files_and_a_killed_runs_temporaries_only(tmp_path):
+    from taplab.io.sinks import prepare_output
+
+    out = tmp_path / "masks"
+    (out / "color").mkdir(parents=True)
+    kept = out / "notes.txt"
+    for name in ("frame_000000.png", "frames.json", ".taplab-abc123.png", "color/.taplab-x.png", "notes.txt"):
+        (out / name).write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not empty"):
+        prepare_output(out, overwrite=False)
+    prepare_output(out, overwrite=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["notes.txt"] and kept.exists()
