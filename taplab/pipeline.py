@@ -29,6 +29,7 @@ from taplab.io.overlay import OverlayVideo
 from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output
 from taplab.io.summary import RunSummary
 from taplab.runtime import FrameResult, RuntimeConfig, Segmenter, Stream
+from taplab.runtime.stream import connect
 
 
 def segment(video, out: str | Path, model="default", *, formats: Sequence[str] = ("labels",),
@@ -52,7 +53,7 @@ def segment(video, out: str | Path, model="default", *, formats: Sequence[str] =
         return segment_to_folder(segmenter, video, out, formats=formats, overwrite=overwrite, limit=limit,
                                  progress=progress, overlay=overlay, side_by_side=side_by_side, live=live,
                                  reconnect=reconnect)
-    with open_video(video, timeout=timeout, follow=follow, options=source_options) as opened:
+    with connect(video, retry=reconnect, timeout=timeout, follow=follow, options=source_options) as opened:
         return segment_to_folder(segmenter, opened, out, formats=formats, overwrite=overwrite, limit=limit,
                                  progress=progress, overlay=overlay, side_by_side=side_by_side, live=live,
                                  reconnect=reconnect)

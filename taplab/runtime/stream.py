@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 from taplab.codec import open_video
 from taplab.codec.reader import DEFAULT_TIMEOUT, Video, is_url
-from taplab.errors import TapLabError
+from taplab.errors import TapLabError, TapLabWarning, VideoOpenError
 from taplab.runtime.result import FrameResult
 from taplab.runtime.segmenter import Segmenter
 
@@ -106,7 +107,7 @@ class Stream:
                     raise error
                 return
             gap_since = gap_since or time.perf_counter()
-            if self._stop.wait(min(self.max_backoff, self.backoff * 2 ** (failures - 1))):
+            if self._stop.wait(retry_delay(failures, self.backoff, self.max_backoff)):
                 return
             self.reconnections += 1
 
@@ -145,6 +146,30 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def retry_delay(failures: int, backoff: float = 0.5, max_backoff: float = 8.0) -> float:
+    """Seconds to wait before the next try after ``failures`` failed ones in a row: ``backoff``, doubling, at most
+    ``max_backoff``."""
+    return min(max_backoff, backoff * 2 ** (failures - 1))
+
+
+def connect(source, *, retry: bool, timeout: float | None = DEFAULT_TIMEOUT, follow: bool = False,
+            options: dict[str, str] | None = None, backoff: float = 0.5, max_backoff: float = 8.0) -> Video:
+    """:func:`taplab.open_video`; with ``retry``, a URL that cannot be opened yet is tried again after
+    :func:`retry_delay` (a warning line each time) until it opens or the caller is interrupted: the first
+    connection of a run that reconnects, as later ones are."""
+    failures = 0
+    while True:
+        try:
+            return open_video(source, timeout=timeout, follow=follow, options=options)
+        except VideoOpenError as exc:
+            if not (retry and is_url(source)):
+                raise
+            failures += 1
+            wait = retry_delay(failures, backoff, max_backoff)
+            warnings.warn(f"{exc}; trying again in {wait:g} s", TapLabWarning, stacklevel=2)
+            time.sleep(wait)
 
 
 def stream(source, model="default", latency_budget: float | None = 0.1,

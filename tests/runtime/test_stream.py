@@ -290,3 +290,21 @@ def test_a_stream_of_a_file_paces_it_so_that_a_budget_means_what_it_says(transla
     labelled = [r.index for r in paced if r.labels is not None]
     assert len(paced) == 24 and len(labelled) >= 18 and labelled == list(range(labelled[0], 24))
     assert sum(r.labels is not None for r in unpaced) < len(labelled)
+
+
+def test_segment_with_reconnect_retries_the_first_connection_too(tmp_path):
+    from taplab.codec.loopback import TsClip
+    from taplab.errors import TapLabWarning
+    from tests.conftest import DX, DY, translation_frames
+
+    clip = mpegts_clip(translation_frames(24, 128, 256, DX, DY))
+    garbage = TsClip(bytes(188 * 8), [188 * 8], clip.fps)  # the first connection sends no video: it fails to open
+    url = f"tcp://127.0.0.1:{serve_tcp([garbage, clip])}"
+    with pytest.warns(TapLabWarning, match="trying again in 0.5 s"):
+        summary = taplab.segment(url, tmp_path / "masks", model=GatedModel(10**9), engine="torch", reconnect=True,
+                                 limit=6, latency_budget=None, rgc=False, rgfs=False, interpolation=False)
+    assert summary.frames == 6 and len(list((tmp_path / "masks").glob("frame_*.png"))) == 6
+    with pytest.raises(taplab.VideoOpenError):  # without reconnect, the first failure is the answer
+        taplab.segment(f"tcp://127.0.0.1:{serve_tcp([garbage])}", tmp_path / "other", model=GatedModel(10**9),
+                       engine="torch")
+    assert not (tmp_path / "other").exists()
