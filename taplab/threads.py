@@ -108,8 +108,9 @@ def apply_threads(requested: int | None = None) -> ThreadPlan:
 
 
 def current_plan() -> ThreadPlan:
-    """The plan in force (:func:`apply_threads`' last, or the default one, applied now)."""
-    return _plan if _plan is not None else apply_threads()
+    """The plan in force: :func:`apply_threads`' last, or the default one (not applied: reading it imports no
+    torch, so that the reader, which takes its decoder threads from it, starts without torch)."""
+    return _plan if _plan is not None else plan_threads(available_cpus())
 
 
 def inference_threads() -> int:

@@ -245,7 +245,14 @@ class Video:
         history: list[np.ndarray] = []  # the anchors' luma planes, the last first, where older ones may be referenced
         waiting: list[Frame] = []  # the B-frames since the last anchor, which the next one is the future of
         index = 0
+        size = None  # the first frame's (height, width)
         for decoded in self._backend.frames():
+            size = size or decoded.luma.shape
+            if decoded.luma.shape != size:
+                # legal in a stream (MPEG-TS, adaptive live sources), but the runtime's grids are sized once
+                raise DecodeError(f"the frame size of {self.name} changes at frame {index}, from {size[1]}x{size[0]} "
+                                  f"to {decoded.luma.shape[1]}x{decoded.luma.shape[0]}: taplab reads streams of one "
+                                  "size (cut the stream there)")
             if decoded.corrupt:
                 warnings.warn(f"frame {index} of {self.name} is damaged (concealed by the decoder)", CorruptDataWarning, stacklevel=2)
             past, future = self._motion_fields(decoded, anchor_index)

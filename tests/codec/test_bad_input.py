@@ -167,3 +167,23 @@ def test_standard_input_is_named_so_in_errors(tmp_path):
     err = result.stderr.decode()
     assert result.returncode == 2 and err.strip().endswith("standard input"), err
     assert "object>" not in err and "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_a_frame_size_change_mid_stream_is_a_clean_error(tmp_path):
+    from taplab.codec.loopback import mpegts_clip
+    from taplab.errors import DecodeError
+
+    first = mpegts_clip(translation_frames(6, 64, 128, 1, 0))
+    second = mpegts_clip(translation_frames(6, 96, 160, 1, 0))
+    path = tmp_path / "two_sizes.ts"
+    path.write_bytes(first.data + second.data)  # MPEG-TS concatenates: one stream whose size changes
+    frames = []
+    with pytest.raises(DecodeError, match=r"changes at frame 6, from 128x64 to 160x96"), open_video(path) as video:
+        for frame in video:
+            frames.append(frame.index)
+            frame.residual  # noqa: B018 - once a ValueError from the residual of planes of two sizes
+    assert frames == list(range(6))
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", "probe", str(path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: the frame size of")
+    assert "Traceback" not in result.stderr

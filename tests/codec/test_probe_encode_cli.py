@@ -46,3 +46,13 @@ def test_reencode_a_video_keeps_frames_and_rate(translation_clip, tmp_path):
         types = "".join(f.pict_type for f in video)
         assert video.fps == 25
     assert types == "IPPP" * 6
+
+
+def test_probe_reads_a_video_without_importing_torch(translation_clip):
+    """The reader takes its decoder threads from the thread policy; reading that must not pull in torch."""
+    code = ("import sys; from taplab.cli import main; main(['probe', sys.argv[1]]); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(translation_clip)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "24 frames" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "no torch"

@@ -39,6 +39,14 @@ def open_container(source, timeout: float | None, options: dict[str, str] | None
         raise VideoOpenError(f"timed out after {timeout} s opening {name}") from exc
     except (av.FFmpegError, OSError) as exc:
         raise VideoOpenError(f"cannot open {name}: {exc}") from exc
+    except DAMAGED as exc:
+        raise VideoOpenError(f"cannot open {name}: its container is damaged ({type(exc).__name__}: {exc})") from exc
+
+
+#: what PyAV raises on damaged data besides FFmpeg's own errors (found by tests/fuzz/harness.py: an
+#: IndexError demuxing a corrupt MPEG-TS, a UnicodeDecodeError on corrupt metadata, a stream without a
+#: codec context): at this one place where frames come out of FFmpeg they become taplab's errors
+DAMAGED = (IndexError, KeyError, UnicodeDecodeError, AttributeError, ValueError, TypeError)
 
 
 def _describe(source) -> str:
@@ -50,6 +58,14 @@ class PyAVBackend:
 
     def __init__(self, source, timeout: float | None, options: dict[str, str] | None = None, live: bool = False):
         self._container = open_container(source, timeout, options)
+        try:
+            self._setup(source, live)
+        except DAMAGED as exc:  # a header PyAV cannot read (metadata, a stream without a codec context)
+            self.close()
+            raise VideoOpenError(f"cannot open {_describe(source)}: its header is damaged "
+                                 f"({type(exc).__name__}: {exc})") from exc
+
+    def _setup(self, source, live: bool) -> None:
         videos = self._container.streams.video
         if not videos:
             kinds = sorted({s.type for s in self._container.streams})
@@ -90,6 +106,8 @@ class PyAVBackend:
             raise DecodeError(f"timed out reading {self._source}") from exc
         except (av.FFmpegError, OSError) as exc:
             raise DecodeError(f"reading {self._source} failed: {exc}") from exc
+        except DAMAGED as exc:
+            raise DecodeError(f"reading {self._source} failed: damaged data ({type(exc).__name__}: {exc})") from exc
 
     def _convert(self, frame: "av.VideoFrame") -> DecodedFrame:
         side = frame.side_data.get("MOTION_VECTORS")
