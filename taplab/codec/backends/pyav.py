@@ -43,9 +43,10 @@ def open_container(source, timeout: float | None, options: dict[str, str] | None
         raise VideoOpenError(f"cannot open {name}: its container is damaged ({type(exc).__name__}: {exc})") from exc
 
 
-#: what PyAV raises on damaged data besides FFmpeg's own errors (found by tests/fuzz/harness.py: an
-#: IndexError demuxing a corrupt MPEG-TS, a UnicodeDecodeError on corrupt metadata, a stream without a
-#: codec context): at this one place where frames come out of FFmpeg they become taplab's errors
+#: what PyAV raises on damaged data besides FFmpeg's own errors (seen when fuzzing the real clips: an
+#: IndexError demuxing a corrupt MPEG-TS, a UnicodeDecodeError on corrupt metadata, an AttributeError on a
+#: stream without a codec context): at this one place where frames come out of FFmpeg they become taplab's
+#: errors (tests/fuzz/harness.py keeps looking)
 DAMAGED = (IndexError, KeyError, UnicodeDecodeError, AttributeError, ValueError, TypeError)
 
 
