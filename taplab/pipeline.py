@@ -98,7 +98,20 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
             if summary.frames == 0:  # nothing was segmented: remove what this run made
                 undo_output(out, made)
             raise
+    lost = lost_frames(video.frame_count, summary.frames, limit, reconnect)
+    if lost:
+        summary.notes.append(f"{lost} of the {video.frame_count} frames the file's index lists could not be decoded "
+                             "(a truncated or damaged file): their outputs are missing")
     return summary
+
+
+def lost_frames(indexed: int | None, done: int, limit: int | None, reconnect: bool) -> int:
+    """Frames a file's index lists that a run that read it to its end did not give (0 where the index says nothing,
+    the run stopped at ``limit`` or reconnected). A truncated MP4 still lists every frame it was meant to hold:
+    the run's outputs then miss the rest, and the summary says so, while the frames decoded stand (exit 0)."""
+    if not indexed or reconnect or (limit is not None and done >= min(limit, indexed)):
+        return 0
+    return max(0, indexed - done)
 
 
 def motion_notes(config: RuntimeConfig, video: Video) -> list[str]:

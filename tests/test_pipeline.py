@@ -192,3 +192,28 @@ def test_a_gop_sweep_runs_without_the_key_interval_unless_it_is_swept():
     plain = BenchConfig(gops=(24,), modules=("FFW",)).points()
     swept = BenchConfig(gops=(24,), modules=("FFW",), sweep={"key_interval": [12]}).points()
     assert [p.options["key_interval"] for p in plain] == [None] and [p.options["key_interval"] for p in swept] == [12]
+
+
+def test_a_truncated_file_says_how_many_of_its_indexed_frames_were_lost(translation_clip, tmp_path):
+    import warnings
+
+    import av
+
+    from taplab.pipeline import lost_frames, segment
+
+    fast = tmp_path / "fast.mp4"  # the index first (faststart), so that cutting the file keeps it
+    with av.open(str(translation_clip)) as src, av.open(str(fast), "w", options={"movflags": "+faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: int(fast.stat().st_size * 0.6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the decoder's complaints about the missing data
+        summary = segment(cut, tmp_path / "out", rgc=False)
+    assert 0 < summary.frames < 24
+    assert f"{24 - summary.frames} of the 24 frames the file's index lists could not be decoded" in summary.format()
+    assert [lost_frames(24, 10, None, False), lost_frames(24, 10, 10, False), lost_frames(None, 10, None, False),
+            lost_frames(24, 24, None, False), lost_frames(24, 5, None, True)] == [14, 0, 0, 0, 0]
