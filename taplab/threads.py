@@ -18,9 +18,9 @@ the CPUs this process may actually use:
 
 Decisions (measured, docs/engines.md): inference gets every free CPU, because the key-frame CNN is most
 of the time; the decoder gets one thread on machines of up to four CPUs, because it runs beside
-inference in the prefetch thread and needs ~1 ms per 720p frame (one thread decodes the real clip as
-fast as FFmpeg's automatic count, end to end); OpenCV gets one, its work here (a resize, DIS flow at
-its fastest presets) being too small to split. ONNX Runtime's threads do not spin while waiting
+inference in the prefetch thread and needs ~1 ms per 720p frame (one thread made no difference
+against FFmpeg's automatic count end to end, in a one-off comparison); OpenCV gets one, its work here
+(a resize, DIS flow at its fastest presets) being too small to split. ONNX Runtime's threads do not spin while waiting
 (``allow_spinning=0``): spinning only pays on a quiet machine, and it costs a busy one a core.
 """
 

@@ -219,8 +219,9 @@ def choose_runner(module: nn.Module, example: tuple[torch.Tensor, ...], spec: Gr
     at least :data:`AGREEMENT`. An engine that fails or disagrees is reported in one warning line (naming
     ``what``) and the next is tried; torch is the last."""
     reference = TorchRunner(module)
-    if requested not in ("auto", "torch") and ENGINES[requested].unavailable(device):
-        _fallback(f"{what}: {requested} is not available here ({ENGINES[requested].unavailable(device)})")
+    why = None if requested in ("auto", "torch") else ENGINES[requested].unavailable(device)
+    if why:
+        _fallback(f"{what}: {requested} is not available here ({why})")
     for name in candidates(requested, device):
         if name == "torch":
             return reference

@@ -95,11 +95,10 @@ class Model:
         self._onnx = onnx
         self._geometry: dict[tuple[int, int], Geometry] = {}
         if module is None:  # an ONNX file: its session is the only way to run it
-            meta = read_metadata(onnx.metadata)
+            metadata_source = _Attributes(read_metadata(onnx.metadata))
             self.channels_last, self.has_split, self.engine = False, False, "onnxruntime"
-            self._mean, self._std = _normalisation(_Attributes(meta), self.device)
+            self._mean, self._std = _normalisation(metadata_source, self.device)
             self._graphs = {"logits": lambda x: onnx(self._normalise(x.to(self.device)))[0]}
-            metadata_source = _Attributes(meta)
         else:
             self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
             self.module = module.eval().to(device)

@@ -196,8 +196,8 @@ def test_the_key_frame_worker_carries_a_finished_cnn_to_the_current_key_frame():
     deadline = time.perf_counter() + 5
     while not all(j.future.done() for j in worker.jobs) and time.perf_counter() < deadline:
         time.sleep(0.01)
-    features_, index, seconds = worker.finished()
-    assert index == 12 and features_.sum() == 3 and isinstance(seconds, float)  # the newest; the older one carried first
+    features_, index, cnn_time = worker.finished()
+    assert index == 12 and features_.sum() == 3 and isinstance(cnn_time, float)  # the newest; the older one carried first
     assert len(carried) == 1 and torch.equal(carried[0].flow, shift(grid, 1.0).flow) and not worker.busy
     worker.close()
 
