@@ -52,7 +52,8 @@ setup(
         "onnxruntime>=1.16",
         "onnx>=1.14",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # ray: `taplab segment --ray` (taplab.batch), imported only when asked for; the tests run a local Ray with it
+    extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.9"]},
     ext_modules=[
         Extension("taplab.native._mc", ["native/cpu/mc.c"], depends=["native/cpu/buffers.h"],
                   include_dirs=["native/cpu"], extra_compile_args=["-O3"]),

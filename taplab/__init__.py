@@ -7,6 +7,7 @@ Public API (the rest is internal and may change):
     from taplab import Segmenter, RuntimeConfig   # the accelerated segmentation of a video: FrameResults
     from taplab import segment                    # the same into a folder: masks, log, overlay video, summary
     from taplab import stream                     # the same on a live source, with bounded latency
+    from taplab import segment_many               # many videos: worker processes or Ray, resumable
     from taplab import TapLabError                # base class of every input error
 """
 
@@ -25,7 +26,8 @@ __version__ = "0.1.0"
 #: imported on first use, so that commands that need no torch (probe, encode) start fast
 _LAZY = {"load_model": "taplab.nets.loader", "Model": "taplab.nets.loader", "Segmenter": "taplab.runtime",
          "RuntimeConfig": "taplab.runtime", "FrameResult": "taplab.runtime", "stream": "taplab.runtime",
-         "segment": "taplab.pipeline"}
+         "segment": "taplab.pipeline",
+         "segment_many": "taplab.batch"}
 
 
 def __getattr__(name: str):
@@ -46,6 +48,7 @@ __all__ = [
     "RuntimeConfig",
     "FrameResult",
     "segment",
+    "segment_many",
     "stream",
     "TapLabError",
     "VideoOpenError",

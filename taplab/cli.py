@@ -480,7 +480,7 @@ def adapt(model: str, videos: tuple[str, ...], out: Path, device: str, overwrite
 
 
 @cli.command(cls=_ConfigCommand)
-@click.argument("video")
+@click.argument("videos", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (created).")
 @click.option("--model", default="default", show_default=True,
               help="default, a shipped or built-in name, a checkpoint, a TorchScript file or package.module:factory.")
@@ -491,10 +491,18 @@ def adapt(model: str, videos: tuple[str, ...], out: Path, device: str, overwrite
               show_default=True, help="Per-frame outputs, repeatable: labels (frame_*.png, label ids), color (color/), "
                                       "npz (npz/). Only those asked are written.")
 @click.option("--overlay", type=click.Path(dir_okay=False), default=None,
-              help="Also write an H.264 video of the frames blended with their masks and a class legend, e.g. overlay.mp4.")
+              help="Also write an H.264 video of the frames blended with their masks and a class legend, e.g. "
+                   "overlay.mp4 (several videos: a file name, written in each video's folder).")
 @click.option("--side-by-side", is_flag=True, help="In the overlay video, put the mask next to the frame instead.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N frames (of each video).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out, replacing an earlier run's files "
+                                                "(several videos: redo the ones complete already too).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Several videos: worker processes (with --ray: Ray actors), the CPU threads shared among them "
+                   "[default: one per CPU, at most one per video; docs/scale.md].")
+@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Several videos: run them on Ray (pip install -e '.[ray]'): the cluster at ADDRESS, else the one "
+                   "RAY_ADDRESS names, else a local Ray. Outputs go to --out, which the cluster must share.")
 @click.option("--live", is_flag=True, help="Pace a file at its frame rate, as a camera delivers frames (with "
                                           "--latency-budget: see how the runtime keeps up).")
 @click.option("--follow", is_flag=True, help="VIDEO is a file still being written (MPEG-TS or raw MPEG-4/H.264): "
@@ -505,22 +513,44 @@ def adapt(model: str, videos: tuple[str, ...], out: Path, device: str, overwrite
               help="An FFmpeg option for the source, e.g. rtsp_transport=udp (RTSP defaults to tcp; repeatable).")
 @click.option("--reconnect", is_flag=True, help="For a stream URL: reopen it when it ends, disconnects or fails "
                                                "(after 0.5 s, doubling to 8 s), until --limit or Ctrl-C.")
-def segment(video: str, out: Path, model: str, device: str, config_file: str | None, formats: tuple[str, ...],
-            overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool, live: bool, follow: bool,
-            timeout: float, source_options: tuple[str, ...], reconnect: bool, **options) -> None:
-    """Segment VIDEO frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
+@click.pass_context
+def segment(ctx: click.Context, videos: tuple[str, ...], out: Path, model: str, device: str, config_file: str | None,
+            formats: tuple[str, ...], overlay: str | None, side_by_side: bool, limit: int | None, overwrite: bool,
+            workers: int | None, ray: str | None, live: bool, follow: bool, timeout: float,
+            source_options: tuple[str, ...], reconnect: bool, **options) -> None:
+    """Segment VIDEOS frame by frame into --out: label-id PNGs (frame_000000.png ...), frames.json/.csv.
 
-    VIDEO is a path, a URL (rtsp://, udp://, tcp://, http://...: until the stream ends or Ctrl-C) or -
+    A VIDEO is a path, a URL (rtsp://, udp://, tcp://, http://...: until the stream ends or Ctrl-C) or -
     (standard input, e.g. piped from ffmpeg in MPEG-TS). Key frames (I-frames, and P-frames whose
     residual is large) run the CNN; the other frames are warped with the codec's motion vectors,
     fused with a light correction network where warping failed, and corrected by the CNN in the
     region with the most residual. Every runtime option below is a field of taplab.RuntimeConfig.
+
+    Several videos, a folder (its videos, recursively), a quoted glob ('clips/**/*.mp4') or a list file
+    (.txt: a path or URL per line) make a batch: each video's outputs go to --out/NAME/, a table and
+    --out/summary.json say how each went, videos complete already are skipped, and the exit status is 3
+    where any failed (docs/scale.md).
     """
-    from taplab.pipeline import segment as run_segment
+    from taplab.batch import is_batch
     from taplab.runtime import RuntimeConfig
 
     config = RuntimeConfig.from_file(config_file) if config_file else RuntimeConfig.for_model(model)
     config = config.replace(**{k: None if v is _UNSET else v for k, v in options.items() if v is not None})
+    if is_batch(videos):
+        single = {"--live": live, "--follow": follow, "--reconnect": reconnect, "--source-option": source_options,
+                  "--timeout": ctx.get_parameter_source("timeout") is not click.core.ParameterSource.DEFAULT}
+        given = [flag for flag, value in single.items() if value]
+        if given:
+            raise click.UsageError(f"{given[0]} is for one video or stream, not a batch")
+        _segment_batch(videos, out, model, device, config, formats, overlay, side_by_side, limit, overwrite, workers,
+                       ray)
+        return
+    if workers is not None or ray is not None:
+        raise click.UsageError(f"--{'ray' if ray is not None else 'workers'} is for several videos; for one video, "
+                               "--threads sets the CPU threads it uses")
+    from taplab.pipeline import segment as run_segment
+
+    (video,) = videos
     progress = _SegmentProgress()
     try:
         summary = run_segment(click.get_binary_stream("stdin") if video == "-" else video, out, model,
@@ -533,6 +563,57 @@ def segment(video: str, out: Path, model: str, device: str, config_file: str | N
     click.echo(summary.format())
     skipped = summary.skipped
     click.echo(f"wrote {summary.frames - skipped} frames to {out}" + (f" ({skipped} skipped)" if skipped else ""))
+
+
+#: the exit status of a batch in which some videos failed (the others' outputs stand; 2 stays "the command was wrong")
+BATCH_FAILED = 3
+
+
+def _segment_batch(videos, out: Path, model: str, device: str, config, formats, overlay, side_by_side: bool,
+                   limit: int | None, overwrite: bool, workers: int | None, ray: str | None) -> None:
+    from taplab.batch import segment_many
+
+    progress = _BatchProgress()
+    try:
+        batch = segment_many(videos, out, model, workers=workers, ray=ray, overwrite=overwrite, formats=formats,
+                             overlay=overlay, side_by_side=side_by_side, limit=limit, device=device, config=config,
+                             progress=progress)
+    finally:
+        progress.close()
+    click.echo(batch.format())
+    click.echo(f"summary: {out / 'summary.json'}")
+    if batch.failed:
+        sys.exit(BATCH_FAILED)
+
+
+class _BatchProgress:
+    """Progress of a batch on stderr: a bar over the videos with the frames done, frames/s and failures; when
+    stderr is not a terminal, one line per video that ends."""
+
+    def __init__(self):
+        self.tty, self.bar, self.text = sys.stderr.isatty(), None, ""
+
+    def __call__(self, state) -> None:
+        rate = f"{state.frames / state.seconds:.1f} frames/s" if state.seconds else ""
+        failed = f", {state.failed} failed" if state.failed else ""
+        self.text = f"{state.frames} frames, {rate}{failed}"
+        if not self.tty:
+            if state.record is not None:
+                r = state.record
+                what = r.status + (f": {r.error}" if r.error else f", {r.frames} frames")
+                click.echo(f"[{state.videos}/{state.total}] {r.name}: {what}", err=True)
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=state.total, label="videos", file=sys.stderr, show_pos=True,
+                                         show_eta=True, item_show_func=lambda _: self.text).__enter__()
+        if state.record is not None:
+            self.bar.update(1)
+        else:
+            self.bar.render_progress()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 @cli.command()
@@ -641,18 +722,23 @@ def info() -> None:
     from taplab.nets.engines import engine_lines
     from taplab.threads import current_plan
 
-    try:
+    def installed(package: str, missing: str = "not installed") -> str:
         from importlib.metadata import version
 
-        mvx = version("motion-vector-extractor")
-    except Exception:  # noqa: BLE001 - an optional package's metadata may be missing
-        mvx = "not installed"
+        try:
+            return version(package)
+        except Exception:  # noqa: BLE001 - an optional package's metadata may be missing
+            return missing
+
+    mvx = installed("motion-vector-extractor")
+    ray = installed("ray", "not installed (for --ray: pip install -e '.[ray]')")
     ffmpeg = ".".join(str(v) for v in av.library_versions.get("libavcodec", ()))
     lines = [
         f"taplab        {__version__}",
         f"torch         {torch.__version__} (cuda: {'yes' if torch.cuda.is_available() else 'no'})",
         f"PyAV          {av.__version__} (libavcodec {ffmpeg})",
         f"mv-extractor  {mvx}",
+        f"ray           {ray}",
         f"opencv        {cv2.__version__}",
         f"numpy         {numpy.__version__}",
         f"mc kernels    {status('mc').reason}",

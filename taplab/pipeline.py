@@ -12,21 +12,24 @@ overlay video (only when the run completes) and the :class:`~taplab.io.summary.R
 Bad input fails before anything is written: the source is opened, the segmenter checked against it,
 the formats and the overlay's folder checked, and only then is the output folder made. A run that
 fails before its first frame removes what it made (with ``overwrite``, an earlier run's files are gone
-by then).
+by then). A run that completes writes ``summary.json`` last (:func:`run_settings` says what it records of
+the settings): the mark of a complete folder that :func:`taplab.segment_many` skips on a re-run.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from taplab import __version__
 from taplab.codec import open_video
 from taplab.codec.reader import DEFAULT_TIMEOUT, Video
 from taplab.errors import ConfigError
 from taplab.io.overlay import OverlayVideo
-from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output
+from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output, write_run_record
 from taplab.io.summary import RunSummary
 from taplab.runtime import FrameResult, RuntimeConfig, Segmenter, Stream
 from taplab.runtime.stream import connect
@@ -102,7 +105,28 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
     if lost:
         summary.notes.append(f"{lost} of the {video.frame_count} frames the file's index lists could not be decoded "
                              "(a truncated or damaged file): their outputs are missing")
+    write_run_record(out, {"taplab": __version__, "source": video.name, "complete": True,
+                           "settings": run_settings(segmenter, formats, limit, overlay, side_by_side),
+                           "summary": summary.to_dict()})
     return summary
+
+
+def run_settings(segmenter: Segmenter, formats: Sequence[str], limit: int | None = None,
+                 overlay: str | Path | None = None, side_by_side: bool = False) -> dict:
+    """What decides a run's outputs, as JSON values: the model's digest (its weights, not its path), the runtime
+    options but ``threads`` (which does not change labels, and which batch workers set for themselves), the formats,
+    the limit and the overlay's file name. Two runs with equal settings on one video write the same files."""
+    return settings_record(segmenter.model.digest, segmenter.config, formats, limit, overlay, side_by_side)
+
+
+def settings_record(model_digest: str, config: RuntimeConfig, formats: Sequence[str], limit: int | None = None,
+                    overlay: str | Path | None = None, side_by_side: bool = False) -> dict:
+    """:func:`run_settings` from its parts, as JSON would give them back (so that a record read from a file compares
+    equal). Pure."""
+    values = {k: v for k, v in config.to_dict().items() if k != "threads"}
+    record = {"model": model_digest, "config": values, "formats": sorted(set(formats)), "limit": limit,
+              "overlay": None if overlay is None else Path(overlay).name, "side_by_side": bool(overlay and side_by_side)}
+    return json.loads(json.dumps(record, default=str))
 
 
 def lost_frames(indexed: int | None, done: int, limit: int | None, reconnect: bool) -> int:

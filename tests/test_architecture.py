@@ -20,7 +20,7 @@ FLOORS = [
     {"runtime", "evaluate"},
     {"io", "bench", "train_correction", "adapt"},
     {"pipeline", "train"},
-    {"demo"},
+    {"demo", "batch"},
     {"cli"},
 ]
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}

@@ -17,7 +17,8 @@ def blocks(language: str) -> list[str]:
 
 def test_the_setup_commands_are_install_then_the_demo():
     install, demo = blocks("bash")[0].strip().splitlines()
-    assert "pip install torch==2.13.0" in install and 'pip install -e ".[test]"' in install
+    assert "pip install torch==2.13.0" in install and 'pip install -e ".[test,ray]"' in install
+    assert 'pip install -q -e ".[test,ray]"' in (README.parent / ".ci" / "run").read_text()  # CI installs the same
     assert demo == "taplab demo --out demo/" and "../shared" not in blocks("bash")[0]
 
 

@@ -6,7 +6,10 @@ A sink has ``write(result)`` and ``close(complete)``. The ones here write into a
   channel, what evaluation tools read), ``color/frame_<index:06d>.png`` (RGB, the model's palette) or
   ``npz/frame_<index:06d>.npz`` (key ``labels``); a skipped frame (``kind="skip"``) gets none;
 - :class:`FrameLog`: ``frames.json`` and ``frames.csv``, one record per frame (skipped ones too),
-  written when the run ends, also when it was interrupted (the frames done so far).
+  written when the run ends, also when it was interrupted (the frames done so far);
+- ``summary.json`` (:func:`write_run_record`): the run's summary, its source and the settings that made
+  its outputs, written last and only when the run completes: a folder that has one is complete
+  (``taplab segment`` over many videos skips it on a re-run).
 
 The overlay video is :class:`taplab.io.overlay.OverlayVideo`, the summary
 :class:`taplab.io.summary.RunSummary`. Every file is written under a temporary name and renamed when
@@ -31,6 +34,7 @@ from taplab.runtime.result import FrameResult
 FRAME_NAME = "frame_{index:06d}"
 LOG_NAME = "frames.json"
 CSV_NAME = "frames.csv"
+RUN_NAME = "summary.json"
 #: the stages whose milliseconds frames.csv has a column for
 CSV_STAGES = ("decode", "flow", "residual", "cnn_full", "cnn_region", "warp", "fusion", "labels")
 
@@ -137,6 +141,24 @@ def write_log(out: Path, records: list[dict]) -> Path:
     return path
 
 
+def write_run_record(out: Path, record: dict) -> Path:
+    """Write ``out/summary.json`` (atomically): the record of a completed run."""
+    path = out / RUN_NAME
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def read_run_record(out: Path) -> dict | None:
+    """``out/summary.json`` as written by :func:`write_run_record`; None where there is none or it cannot be read
+    (then the folder does not hold a completed run)."""
+    try:
+        record = json.loads((out / RUN_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a folder that holds anything unless ``overwrite``, which first removes
     what an earlier run wrote there (the names above, and the hidden ``.taplab-*`` files a killed run's
@@ -146,7 +168,8 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
-        for pattern in ("frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
+        # the completion record first: a removal cut short must not leave a folder that looks complete
+        for pattern in (RUN_NAME, "frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
                         ".taplab-*", "color/.taplab-*", "npz/.taplab-*"):
             for old in out.glob(pattern):
                 old.unlink()

@@ -57,6 +57,20 @@ class RunSummary:
         keyed = [k for k in Kind if k.is_key or k is Kind.HOLD]
         return sum(self.kinds.get(k.value, 0) for k in keyed) / max(self.frames, 1)
 
+    def to_dict(self) -> dict:
+        """The summary as JSON-ready values (``summary.json``): counts, seconds, frames/s, the key-frame share, ms per
+        frame per stage, and latency percentiles where :attr:`live`."""
+        record = {"frames": self.frames, "total": self.total, "seconds": round(self.seconds, 3),
+                  "fps": round(self.fps, 2), "key_share": round(self.key_share, 4), "kinds": dict(self.kinds),
+                  "ms_per_frame": {k: round(1000 * v / max(self.frames, 1), 2) for k, v in self.stages.items()},
+                  "motion": dict(self.motions), "notes": list(self.notes), "outputs": dict(self.outputs)}
+        if self.live and self.latencies:
+            p50, p95 = np.percentile(self.latencies, [50, 95])
+            record["latency_ms"] = {"p50": round(1000 * p50, 1), "p95": round(1000 * p95, 1),
+                                    "max": round(1000 * max(self.latencies), 1), "shed": self.shed,
+                                    "skipped": self.skipped}
+        return record
+
     def format(self) -> str:
         kinds = ", ".join(f"{k} {self.kinds[k]}" for k in KINDS if k in self.kinds)
         stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f}" for k, v in self.stages.items())

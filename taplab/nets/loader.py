@@ -12,6 +12,8 @@ an interior layer instead of the logits (the Tamed Warping Network's idea).
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import importlib
 import itertools
 import math
@@ -43,7 +45,16 @@ from taplab.nets.engines import (
     label_agreement,
     probe_image,
 )
-from taplab.nets.onnx import EXPORT_SIZE, Method, Prepared, export_graph, image_graph, read_metadata, write_bytes
+from taplab.nets.onnx import (
+    EXPORT_SIZE,
+    Method,
+    Prepared,
+    export_graph,
+    image_graph,
+    network_digest,
+    read_metadata,
+    write_bytes,
+)
 from taplab.nets.registry import create_model, list_architectures
 from taplab.nets.zoo import find_shipped, shipped_models
 from taplab.ops.labels import logits_to_labels
@@ -117,6 +128,15 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.source!r}, {self.num_classes} classes, stride {self.stride}, {self.device}, {self.engine})"
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """What the model computes, as a hash: its architecture and weights (an ONNX file: its bytes), not where it was
+        loaded from, so that the same model on two machines has the same digest (batch runs' resume compares it)."""
+        if self.module is not None:
+            return network_digest(self.module)
+        graph = self._onnx.graph  # the ONNX file's path, or its bytes
+        return hashlib.sha256(graph if isinstance(graph, bytes) else Path(graph).read_bytes()).hexdigest()
 
     # -- engines
 
