@@ -15,8 +15,9 @@ runs it (a fresh process: its start, its workers' start and their models' loadin
 - ``rerun``: the ``workers=2`` command again on a folder it completed: every video is skipped.
 
 Every round runs every arm once, in an order that alternates between rounds (the machine is shared); quoted are the
-median time of each arm, its videos per hour, and the median over rounds of its ratio to ``workers=1`` in the same
-round (throughput: above 1 is faster), with the range.
+median time of each arm, its videos per hour, its CPU use (the CPU time of the command and its worker processes
+over wall time times CPUs; not measured for Ray, whose actors are the Ray node's processes), and the median over
+rounds of its ratio to ``workers=1`` in the same round (throughput: above 1 is faster), with the range.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,12 +82,17 @@ def command(arm: str, clips: Path, out: Path, address: str | None) -> list[str]:
     raise SystemExit(f"unknown arm {arm}")
 
 
-def timed(args: list[str], env: dict) -> float:
+def timed(args: list[str], env: dict) -> tuple[float, float]:
+    """The command's wall time, and the CPU time it and the processes it waited for used (not Ray's actors, which
+    are the Ray node's children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     run = subprocess.run(args, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({run.returncode}): {run.stderr.strip()[-500:]}")
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def stage_means(summary: Path) -> dict[str, float]:
@@ -136,23 +143,27 @@ def main() -> None:
                 print(f"\n{args.clips} clips of {args.frames} frames at {SIZES[size][0]}x{SIZES[size][1]}: {origin}; "
                       f"{cpus} CPUs, {args.rounds} rounds", flush=True)
                 times: dict[str, list[float]] = {a: [] for a in arms}
+                busy: dict[str, list[float]] = {a: [] for a in arms}
                 stages: dict[str, list[float]] = {}
                 for r in range(args.rounds):
                     for arm in (arms if r % 2 == 0 else arms[::-1]):
                         out = workdir / "out" / ("rerun" if arm == "rerun" else "fresh")
                         if arm == "rerun" and not (out / "summary.json").is_file():
                             timed(command("workers=2", clips, out, address), env)  # the run a re-run follows
-                        times[arm].append(timed(command(arm, clips, out, address), env))
+                        wall, cpu = timed(command(arm, clips, out, address), env)
+                        times[arm].append(wall)
+                        busy[arm].append(cpu / (wall * cpus))
                         if arm == "workers=1":
                             for name, ms in stage_means(out / "summary.json").items():
                                 stages.setdefault(name, []).append(ms)
-                print(f"{'arm':<14} {'median s':>9} {'videos/h':>9} {'x workers=1':>12}  range")
+                print(f"{'arm':<14} {'median s':>9} {'videos/h':>9} {'CPU use':>8} {'x workers=1':>12}  range")
                 base = times.get("workers=1")
                 for arm in arms:
                     median = statistics.median(times[arm])
                     ratio = [b / t for b, t in zip(base, times[arm])] if base else []
                     shown = f"{statistics.median(ratio):12.2f}  {min(ratio):.2f}-{max(ratio):.2f}" if ratio else ""
-                    print(f"{arm:<14} {median:9.1f} {3600 * args.clips / median:9.0f} {shown}", flush=True)
+                    use = "" if arm.startswith("ray") else f"{100 * statistics.median(busy[arm]):.0f}%"
+                    print(f"{arm:<14} {median:9.1f} {3600 * args.clips / median:9.0f} {use:>8} {shown}", flush=True)
                 if stages:
                     print("ms per frame by stage, workers=1 (mean over the videos, median over the rounds): "
                           + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items()))
