@@ -13,6 +13,11 @@ from taplab.codec import encode
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a slow end-to-end case (fuzzing, signals, Ray, training): the README's "
+                                       "test command and CI run them; -m 'not slow' leaves them out")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _engine_cache(tmp_path_factory):
     """The tests' exported ONNX graphs go to a folder of their own, not the user's ~/.cache/taplab."""

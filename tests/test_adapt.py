@@ -35,6 +35,7 @@ def adapted(clip, tmp_path_factory):
     return adapt("default", [str(clip)], out, QUICK, device="cpu")
 
 
+@pytest.mark.slow
 def test_label_free_adaptation_raises_held_out_fidelity(adapted):
     fusion = adapted.report["fusion"]
     assert adapted.report["samples"]["train"] >= 20 and adapted.report["samples"]["held_out"] >= 8

@@ -16,6 +16,9 @@ from taplab.codec import encode, open_video
 from tests.conftest import translation_frames
 
 
+pytestmark = pytest.mark.slow  # real processes stopped by signals (README: Tests)
+
+
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory):
     """200 frames at 25 frames/s: 8 s paced, far longer than the tests wait."""

@@ -40,7 +40,7 @@ import numpy as np
 from taplab.codec.backends import BACKENDS, Backend, DecodedFrame, describe_source
 from taplab.codec.motion import CODEC_BLOCK, DEFAULT_BLOCK, VECTOR_CODECS, MotionField
 from taplab.codec.references import MAX_OLDER, foreign_blocks, reference_frames
-from taplab.errors import CorruptDataWarning, DecodeError, VideoOpenError
+from taplab.errors import CorruptDataWarning, DecodeError, TapLabWarning, VideoOpenError
 from taplab.ops.flow import OpticalFlow
 from taplab.ops.residual import residual as compute_residual
 
@@ -196,7 +196,7 @@ class Video:
         self._abandoned = self._closed = False
         self.name = name
         self.codec: str = backend.codec
-        self.width: int = backend.width
+        self.width: int = backend.width  # the first frame's: a stream may change size (Frame.width and height)
         self.height: int = backend.height
         self.fps: float = backend.fps
         self.frame_count: int | None = backend.frame_count
@@ -245,17 +245,18 @@ class Video:
         history: list[np.ndarray] = []  # the anchors' luma planes, the last first, where older ones may be referenced
         waiting: list[Frame] = []  # the B-frames since the last anchor, which the next one is the future of
         index = 0
-        size = None  # the first frame's (height, width)
+        size = None  # the (height, width) of the frames since the start or the last size change
         for decoded in self._backend.frames():
-            size = size or decoded.luma.shape
-            if decoded.luma.shape != size:
-                # legal in a stream (MPEG-TS, adaptive live sources), but the runtime's grids are sized once
-                raise DecodeError(f"the frame size of {self.name} changes at frame {index}, from {size[1]}x{size[0]} "
-                                  f"to {decoded.luma.shape[1]}x{decoded.luma.shape[0]}: taplab reads streams of one "
-                                  "size (cut the stream there)")
+            restart = size is not None and decoded.luma.shape != size
+            if restart:  # legal in a stream (MPEG-TS, adaptive live sources): no frame before is a reference after
+                warnings.warn(f"the frame size of {self.name} changes at frame {index}, from {size[1]}x{size[0]} to "
+                              f"{decoded.luma.shape[1]}x{decoded.luma.shape[0]}: the frames from there on are read "
+                              "as a new stream, from a key frame", TapLabWarning, stacklevel=2)
+                anchor_luma, anchor_index, history, waiting = None, None, [], []
+            size = decoded.luma.shape
             if decoded.corrupt:
                 warnings.warn(f"frame {index} of {self.name} is damaged (concealed by the decoder)", CorruptDataWarning, stacklevel=2)
-            past, future = self._motion_fields(decoded, anchor_index)
+            past, future = (None, None) if restart else self._motion_fields(decoded, anchor_index)
             if past is not None and len(history) > 1:
                 past = _without_foreign(decoded.luma, history, past)
             estimate = None
@@ -299,7 +300,8 @@ class Video:
                 fields.append(None)
                 continue
             ref = reference if direction == "past" else None
-            fields.append(MotionField.from_raw(raw, self.width, self.height, self.block, direction, ref))
+            height, width = decoded.luma.shape  # the frame's own: a stream may change size
+            fields.append(MotionField.from_raw(raw, width, height, self.block, direction, ref))
         return fields[0], fields[1]
 
     def interrupt(self) -> None:

@@ -76,6 +76,7 @@ class OverlayVideo:
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._frames = 0
+        self._size: tuple[int, int] | None = None  # the first frame's (height, width): the video's
 
         def frames() -> Iterator[np.ndarray]:
             while True:
@@ -107,7 +108,13 @@ class OverlayVideo:
         self.add(result.image, result.labels)
 
     def add(self, image: np.ndarray, labels: np.ndarray | None) -> None:
-        """One frame; ``labels`` None (a skipped frame) shows the frame alone."""
+        """One frame; ``labels`` None (a skipped frame) shows the frame alone. A frame of another size than the
+        first (a stream that changes size) is scaled to it: a video keeps one size."""
+        self._size = self._size or image.shape[:2]
+        if image.shape[:2] != self._size:
+            image = cv2.resize(image, self._size[::-1], interpolation=cv2.INTER_AREA)
+            if labels is not None:
+                labels = cv2.resize(labels, self._size[::-1], interpolation=cv2.INTER_NEAREST)
         if labels is not None and self.legend is not None:
             self.legend.update(labels)
         mask = self.lut[labels] if labels is not None else np.zeros_like(image)

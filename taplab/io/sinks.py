@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -109,17 +110,24 @@ def palette_lut(colors: Sequence[tuple[int, int, int]]) -> np.ndarray:
 class FrameLog:
     """``frames.json`` (a list of :meth:`FrameResult.record` s: index, pict_type, kind, residual score, region,
     distortion, latency, shed modules, the motion that carried a warped frame, ms per stage) and the same as a
-    table, ``frames.csv``."""
+    table, ``frames.csv``. The records go to a hidden file in ``out`` as they come, one JSON line each, rather
+    than into memory (a long run's would grow by about a megabyte per thousand frames); :meth:`close` writes the
+    two files from it and removes it."""
 
     def __init__(self, out: Path):
         self.out = out
-        self.records: list[dict] = []
+        self._lines = tempfile.NamedTemporaryFile("w+", prefix=".taplab-", suffix=".jsonl", dir=out, delete=False)
 
     def write(self, result: FrameResult) -> None:
-        self.records.append(result.record())
+        self._lines.write(json.dumps(result.record()) + "\n")
 
     def close(self, complete: bool = True) -> None:
-        write_log(self.out, self.records)
+        try:
+            self._lines.seek(0)
+            write_log(self.out, [json.loads(line) for line in self._lines])
+        finally:
+            self._lines.close()
+            Path(self._lines.name).unlink(missing_ok=True)
 
 
 def write_log(out: Path, records: list[dict]) -> Path:

@@ -105,16 +105,20 @@ class Segmenter:
             warnings.warn(f"{video.name}: {video.codec} exports no motion vectors, so with motion_source='codec' every "
                           "frame runs the CNN (motion_source='auto' warps with optical flow instead)",
                           TapLabWarning, stacklevel=2)
+        def start(height: int, width: int) -> Scheduler:
+            return Scheduler(self.model, self.config, height, width, want_images=images, correction=self.correction,
+                             details=details, truth_flow=truth_flow, want_logits=logits, live=live or video.live)
+
         try:
             if self.config.ffw and self.config.motion_source == "auto":
                 video.estimate_motion(self.config.motion_fallback)  # nothing for a codec that exports vectors
-            run = Scheduler(self.model, self.config, video.height, video.width, want_images=images,
-                            correction=self.correction, details=details, truth_flow=truth_flow, want_logits=logits,
-                            live=live or video.live)
+            run = start(video.height, video.width)
         except BaseException:
             if owned:
                 video.close()
             raise
+        # prepare() computes what one frame needs from that frame alone (its residual, its image), so the first run's
+        # serves the frames of a stream that changes size too
         frames = prefetch(_timed(video, live), self.prefetch_depth, run.prepare)
         governor = ThreadGovernor.for_run(self.config.threads)
         try:
@@ -122,6 +126,10 @@ class Segmenter:
                 for frame, prep in frames:
                     if governor is not None:
                         governor.tick()
+                    if (frame.height, frame.width) != run.size:  # the stream changed size (the reader warned):
+                        yield from run.flush()  # a new run, sized anew, whose first frame is a key frame
+                        run.close()
+                        run = start(frame.height, frame.width)
                     arrival = prep.pop("arrival")
                     yield from run.step(frame, prep, arrival, newer=frames.waiting > 0)
             except TapLabError:  # the source failed (a decode error, a lost connection): the held frames first

@@ -110,6 +110,7 @@ def test_two_worker_processes_give_the_single_process_outputs_byte_for_byte(clip
     assert found == reference and len([k for k in reference if k.endswith(".png")]) == sum(FRAMES)
 
 
+@pytest.mark.slow
 def test_ray_gives_the_single_process_outputs_byte_for_byte(clips, single, tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -148,6 +149,7 @@ def test_a_worker_that_dies_fails_its_video_and_the_others_go_on(clips, tmp_path
     assert [r.frames for r in batch.videos] == [FRAMES[0], 0, FRAMES[1], FRAMES[2]]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_a_rerun_finishes_the_batch(clips, tmp_path):
     from taplab.codec import encode
     from tests.conftest import translation_frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from taplab.codec import encode, open_video
 from taplab.errors import CorruptDataWarning, DecodeError, EncodeError, VideoOpenError
+from taplab.files import read_label_image
 from tests.conftest import translation_frames
 
 
@@ -169,21 +171,41 @@ def test_standard_input_is_named_so_in_errors(tmp_path):
     assert "object>" not in err and "Traceback" not in err and not list(tmp_path.iterdir())
 
 
-def test_a_frame_size_change_mid_stream_is_a_clean_error(tmp_path):
+def two_sizes(tmp_path):
+    """An MPEG-TS stream of 6 frames at 128x64, then 6 at 160x96 (MPEG-TS concatenates: one stream that changes
+    size, as adaptive live sources do)."""
     from taplab.codec.loopback import mpegts_clip
-    from taplab.errors import DecodeError
 
     first = mpegts_clip(translation_frames(6, 64, 128, 1, 0))
     second = mpegts_clip(translation_frames(6, 96, 160, 1, 0))
     path = tmp_path / "two_sizes.ts"
-    path.write_bytes(first.data + second.data)  # MPEG-TS concatenates: one stream whose size changes
-    frames = []
-    with pytest.raises(DecodeError, match=r"changes at frame 6, from 128x64 to 160x96"), open_video(path) as video:
-        for frame in video:
-            frames.append(frame.index)
-            frame.residual  # noqa: B018 - once a ValueError from the residual of planes of two sizes
-    assert frames == list(range(6))
-    result = subprocess.run([sys.executable, "-m", "taplab.cli", "probe", str(path)], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 2 and result.stderr.strip().startswith("error: the frame size of")
-    assert "Traceback" not in result.stderr
+    path.write_bytes(first.data + second.data)
+    return path
+
+
+def test_a_frame_size_change_starts_the_references_anew_with_a_warning(tmp_path):
+    from taplab.errors import TapLabWarning
+
+    with pytest.warns(TapLabWarning, match=r"changes at frame 6, from 128x64 to 160x96: the frames from there on are "
+                                           r"read as a new stream, from a key frame"), open_video(two_sizes(tmp_path)) as video:
+        frames = [(f.index, f.width, f.height, f.pict_type, f.motion is not None, f.reference_luma is not None,
+                   None if f.residual is None else f.residual.shape) for f in video]
+    assert [f[:3] for f in frames] == [(i, 128, 64) for i in range(6)] + [(i, 160, 96) for i in range(6, 12)]
+    assert frames[6][3:6] == ("I", False, False)  # no reference across the change
+    assert frames[7][3:] == ("P", True, True, (96, 160))  # the next P-frame refers to the first of the new size
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", "probe", str(tmp_path / "two_sizes.ts")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+
+
+def test_a_stream_that_changes_size_is_segmented_with_a_key_frame_at_the_change(tmp_path):
+    from taplab.cli import main
+
+    out = tmp_path / "masks"
+    main(["segment", str(two_sizes(tmp_path)), "--out", str(out), "--overlay", str(tmp_path / "o.mp4")])
+    records = json.loads((out / "frames.json").read_text())
+    assert [r["kind"].startswith("key") for r in records] == [True] + [False] * 5 + [True] + [False] * 5
+    shapes = [read_label_image(out / f"frame_{i:06d}.png").shape for i in range(12)]
+    assert shapes == [(64, 128)] * 6 + [(96, 160)] * 6
+    with open_video(tmp_path / "o.mp4") as overlay:
+        assert (overlay.width, overlay.height, sum(1 for _ in overlay)) == (128, 64, 12)  # one size: the first

@@ -1,9 +1,12 @@
 """A bounded fuzzing run (tests/fuzz/harness.py): mutated real streams give a clean run or one `error:` line,
 never a traceback, a crash or a hang. The full run (1,000 cases and more) is `python -m tests.fuzz.harness`."""
 
+import pytest
+
 from tests.fuzz.harness import PROMISE, mutate, run, table
 
 
+@pytest.mark.slow
 def test_a_hundred_mutated_streams_keep_the_promise():
     results = run(cases=100, seed=0, timeout=60, command="probe")
     assert len(results) == 100

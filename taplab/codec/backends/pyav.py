@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -91,6 +92,7 @@ class PyAVBackend:
         self.extradata = bytes(ctx.extradata) if ctx.extradata else None
         self.b_frames = bool(ctx.has_b_frames)
         self._source = _describe(source)
+        self._rgb = RGBConverter(ctx.thread_count)
 
     def frames(self) -> Iterator[DecodedFrame]:
         try:
@@ -120,7 +122,7 @@ class PyAVBackend:
             time=frame.time,
             luma=_luma(frame),
             raw_motion=raw,
-            rgb=lambda: frame.to_ndarray(format="rgb24"),
+            rgb=lambda: self._rgb(frame),
             corrupt=bool(frame.is_corrupt),
         )
 
@@ -128,18 +130,33 @@ class PyAVBackend:
         self._container.close()
 
 
-def _luma(frame: "av.VideoFrame") -> np.ndarray:
-    """The Y plane as a C-contiguous (H, W) uint8 array; no colour conversion for YUV/NV/gray formats.
+class RGBConverter:
+    """A video's frames as RGB arrays, through one SwsContext for all of them. ``frame.to_ndarray(format="rgb24")``
+    makes a context (and its threads) per frame, which live as long as the frame; and a frame whose side data was
+    read (the motion vectors) is in a reference cycle with it in PyAV, freed only when the garbage collector runs:
+    on a long run, hundreds of threads. The lock: frames are converted in the decoding thread and the runtime's."""
 
-    Where the plane has no row padding the array is a read-only view of the decoder's buffer (no
-    copy; the view keeps the frame's buffer alive, and FFmpeg never writes to a frame it has handed
-    out); otherwise a copy without the padding.
+    def __init__(self, threads: int = 1):
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter, self._threads, self._lock = VideoReformatter(), threads, threading.Lock()
+
+    def __call__(self, frame: "av.VideoFrame") -> np.ndarray:
+        with self._lock:
+            return self._reformatter.reformat(frame, format="rgb24", threads=self._threads).to_ndarray()
+
+
+def _luma(frame: "av.VideoFrame") -> np.ndarray:
+    """The Y plane as a C-contiguous (H, W) uint8 array of its own; no colour conversion for YUV/NV/gray formats.
+
+    A copy, not a view of the decoder's buffer, though a view would cost nothing: a view keeps the frame alive as
+    long as the plane (an anchor's, until the next anchor and beyond), and PyAV holds a frame whose side data was
+    read in a reference cycle, so it is freed by the garbage collector's slowest generation only, which on a long
+    run lets hundreds of frames wait (measured: benchmarks/bench_longrun.py). Copied, a frame is garbage as soon as
+    its RGB image is taken, while young, and goes at the collector's next quick pass.
     """
     if frame.format.name.startswith(_LUMA_FIRST) and not frame.format.name.endswith(("le", "be")):
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-        if plane.line_size != frame.width:
-            return rows[:, : frame.width].copy()
-        rows.flags.writeable = False  # the frame's RGB image is still to be converted from this plane
-        return rows
+        return rows[:, : frame.width].copy()
     return frame.to_ndarray(format="gray")
