@@ -24,9 +24,9 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Protocol
@@ -63,9 +63,9 @@ class Pool(Protocol):
 
 
 def drive(pool: Pool, jobs: list[Job], out: Path, report: Callable[[str, int], None]) -> Iterator[VideoRecord]:
-    """Run ``jobs`` (outputs in ``out/<name>/``) on ``pool``'s slots, each free slot taking the next job; yield each record as its video ends and
-    pass the workers' progress reports to ``report(name, frames)``. An exception from a worker other than its death
-    (a worker that cannot set up: the model, the device) ends the batch."""
+    """Run ``jobs`` (outputs in ``out/<name>/``) on ``pool``'s slots, each free slot taking the next job; yield each
+    record as its video ends and pass the workers' progress reports to ``report(name, frames)``. An exception from a
+    worker other than its death (a worker that cannot set up: the model, the device) ends the batch."""
     queue, running = deque(jobs), {}
     free = list(range(pool.plan.workers))[::-1]
     deaths = [0] * pool.plan.workers
@@ -235,12 +235,17 @@ class RayPool:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"cannot connect to Ray at {address or os.environ.get('RAY_ADDRESS')}: {exc}") \
                     from None
-        resources = ray.cluster_resources()
-        self.plan = plan_ray(resources.get("CPU", 1), resources.get("GPU", 0), device, workers, threads)
-        self.work = replace(work, config={**work.config, "threads": self.plan.threads})
-        self.queue = Queue(actor_options={"num_cpus": 0})
-        self.actor_class = ray.remote(num_cpus=self.plan.threads, num_gpus=self.plan.gpus)(RayWorker)
-        self.actors = [self._actor() for _ in range(self.plan.workers)]
+        try:
+            resources = ray.cluster_resources()
+            self.plan = plan_ray(resources.get("CPU", 1), resources.get("GPU", 0), device, workers, threads)
+            self.work = replace(work, config={**work.config, "threads": self.plan.threads})
+            self.queue = Queue(actor_options={"num_cpus": 0})
+            self.actor_class = ray.remote(num_cpus=self.plan.threads, num_gpus=self.plan.gpus)(RayWorker)
+            self.actors = [self._actor() for _ in range(self.plan.workers)]
+        except BaseException:
+            if self.started:  # the Ray this pool started ends with it
+                ray.shutdown()
+            raise
 
     def _actor(self):
         return self.actor_class.remote(self.work, self.queue)

@@ -15,6 +15,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from taplab.batch.inputs import Job
@@ -34,7 +35,7 @@ class Work:
     ``threads`` set per worker), the outputs and the output folder of the batch."""
 
     out: str
-    model: str
+    model: Any  # a name or a path; a model object only where the worker runs in this process
     device: str
     config: dict
     formats: tuple[str, ...] = ("labels",)
