@@ -17,6 +17,7 @@ from taplab.errors import (
     DecodeError,
     EncodeError,
     ModelError,
+    OutputError,
     TapLabError,
     VideoOpenError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "ModelError",
+    "OutputError",
     "ConfigError",
     "__version__",
 ]

@@ -28,6 +28,10 @@ class ModelError(TapLabError):
     """A segmentation model cannot be loaded or does not follow the model contract."""
 
 
+class OutputError(TapLabError):
+    """Outputs cannot be written: a folder that cannot be made or written to, a full disk."""
+
+
 class ConfigError(TapLabError):
     """A configuration value is out of range or inconsistent with another."""
 

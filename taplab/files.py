@@ -19,6 +19,11 @@ import numpy as np
 from taplab.errors import ConfigError
 
 
+def os_reason(exc: OSError) -> str:
+    """An OS error's reason and the file it concerns, for a one-line message: ``Permission denied: masks/color``."""
+    return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.

@@ -27,7 +27,8 @@ from pathlib import Path
 from taplab import __version__
 from taplab.codec import open_video
 from taplab.codec.reader import DEFAULT_TIMEOUT, Video
-from taplab.errors import ConfigError
+from taplab.errors import ConfigError, OutputError
+from taplab.files import os_reason
 from taplab.io.overlay import OverlayVideo
 from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output, write_run_record
 from taplab.io.summary import RunSummary
@@ -97,17 +98,22 @@ def segment_to_folder(segmenter: Segmenter, source, out: str | Path, formats: Se
                              notes=motion_notes(segmenter.config, video))
         try:
             _run(segmenter, video, out, formats, summary, limit, progress, overlay, side_by_side, live, reconnect)
-        except BaseException:
+        except BaseException as exc:
             if summary.frames == 0:  # nothing was segmented: remove what this run made
                 undo_output(out, made)
+            if isinstance(exc, OSError):  # the reader maps its own: what is left is writing (no space, no right)
+                raise OutputError(f"cannot write the outputs in {out}: {os_reason(exc)}") from exc
             raise
     lost = lost_frames(video.frame_count, summary.frames, limit, reconnect)
     if lost:
         summary.notes.append(f"{lost} of the {video.frame_count} frames the file's index lists could not be decoded "
                              "(a truncated or damaged file): their outputs are missing")
-    write_run_record(out, {"taplab": __version__, "source": video.name, "complete": True,
-                           "settings": run_settings(segmenter, formats, limit, overlay, side_by_side),
-                           "summary": summary.to_dict()})
+    try:
+        write_run_record(out, {"taplab": __version__, "source": video.name, "complete": True,
+                               "settings": run_settings(segmenter, formats, limit, overlay, side_by_side),
+                               "summary": summary.to_dict()})
+    except OSError as exc:
+        raise OutputError(f"cannot write {out / 'summary.json'}: {os_reason(exc)}") from exc
     return summary
 
 

@@ -25,7 +25,7 @@ from taplab.batch.pools import LocalPool, RayPool, drive
 from taplab.batch.records import Action, BatchSummary, VideoRecord, decide
 from taplab.batch.worker import Work
 from taplab.errors import ConfigError, TapLabError
-from taplab.io.sinks import FORMATS, RUN_NAME, read_run_record
+from taplab.io.sinks import FORMATS, RUN_NAME, make_folder, read_run_record
 
 __all__ = ["segment_many", "BatchSummary", "VideoRecord", "BatchProgress", "is_batch", "expand_inputs", "Job"]
 
@@ -110,7 +110,7 @@ def segment_many(videos: str | Path | Sequence[str | Path], out: str | Path, mod
                 tuple(dict.fromkeys(formats)), overlay, side_by_side, limit)
     pool = _pool(work, ray, remote, workers, config.threads, len(to_run), device)
     made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     batch = BatchSummary(str(out), [], executor=pool.name if pool else "inline",
                          workers=pool.plan.workers if pool else 0, threads=pool.plan.threads if pool else None)
     state = _Progress(len(jobs), start, progress)

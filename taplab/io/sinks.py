@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Protocol
 
 import numpy as np
 
-from taplab.errors import ConfigError
-from taplab.files import atomic_path, write_image
+from taplab.errors import ConfigError, OutputError
+from taplab.files import atomic_path, os_reason, write_image
 from taplab.runtime.result import FrameResult
 
 FRAME_NAME = "frame_{index:06d}"
@@ -170,28 +171,46 @@ def read_run_record(out: Path) -> dict | None:
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a folder that holds anything unless ``overwrite``, which first removes
     what an earlier run wrote there (the names above, and the hidden ``.taplab-*`` files a killed run's
-    atomic writes left half-done; nothing else is touched)."""
+    atomic writes left half-done; nothing else is touched). :class:`OutputError` where ``out`` cannot be made
+    or written to."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
-        # the completion record first: a removal cut short must not leave a folder that looks complete
-        for pattern in (RUN_NAME, "frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
-                        ".taplab-*", "color/.taplab-*", "npz/.taplab-*"):
-            for old in out.glob(pattern):
-                old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
+            # the completion record first: a removal cut short must not leave a folder that looks complete
+            for pattern in (RUN_NAME, "frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
+                            ".taplab-*", "color/.taplab-*", "npz/.taplab-*"):
+                for old in out.glob(pattern):
+                    old.unlink()
+        make_folder(out)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {out}: {os_reason(exc)}") from None
+
+
+def make_folder(out: Path) -> None:
+    """``out`` and its parents, writable; :class:`OutputError` where that cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable")
 
 
 def undo_output(out: Path, made: bool) -> None:
     """Remove what a run that failed before its first frame created in ``out``: the log, the sinks' empty
-    folders, and ``out`` itself where the run ``made`` it and it is empty now."""
-    for name in (LOG_NAME, CSV_NAME):
-        (out / name).unlink(missing_ok=True)
-    for sink in FORMATS.values():
-        folder = out / sink.subdir
-        if sink.subdir and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if made and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
+    folders, and ``out`` itself where the run ``made`` it and it is empty now. As far as it can: the run's own
+    error, which may be that ``out`` cannot be written, is what the user needs to see."""
+    try:
+        for name in (LOG_NAME, CSV_NAME):
+            (out / name).unlink(missing_ok=True)
+        for sink in FORMATS.values():
+            folder = out / sink.subdir
+            if sink.subdir and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+    except OSError:
+        pass

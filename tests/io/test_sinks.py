@@ -115,3 +115,24 @@ def test_overwrite_removes_an_earlier_runs_files_and_a_killed_runs_temporaries_o
         prepare_output(out, overwrite=False)
     prepare_output(out, overwrite=True)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["notes.txt"] and kept.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{tmp}/plain/masks"], "error: cannot create output folder {tmp}/plain/masks: Not a directory"),
+    (["--out", "{tmp}/taken", "--overwrite", "--format", "color"],
+     "error: cannot write the outputs in {tmp}/taken: File exists: {tmp}/taken/color"),
+    (["{clip}", "--out", "{tmp}/plain/batch"], "error: cannot create output folder {tmp}/plain/batch: Not a directory"),
+])
+def test_outputs_that_cannot_be_written_are_one_line_errors(translation_clip, tmp_path, args, message, capsys):
+    """A folder under a file, a sink's folder that is a file: once tracebacks (OSError), now exit status 2."""
+    from taplab.cli import main
+
+    (tmp_path / "plain").write_text("a file, not a folder")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "color").write_text("a file where the colour PNGs' folder goes")
+    names = {"tmp": tmp_path, "clip": translation_clip}
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(translation_clip), *(a.format(**names) for a in args)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.strip() == message.format(**names) and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["color"]  # nothing left behind
