@@ -209,3 +209,26 @@ def test_a_stream_that_changes_size_is_segmented_with_a_key_frame_at_the_change(
     assert shapes == [(64, 128)] * 6 + [(96, 160)] * 6
     with open_video(tmp_path / "o.mp4") as overlay:
         assert (overlay.width, overlay.height, sum(1 for _ in overlay)) == (128, 64, 12)  # one size: the first
+
+
+def test_a_damaged_mp4_that_ffmpeg_can_only_guess_to_be_raw_h261_is_refused(real_dir, tmp_path):
+    """The real MPEG-4 clip with its first 100 bytes zeroed: FFmpeg guesses raw H.261 from the content and decodes
+    garbage at 176x144 (at times at a frame a second); refused at open, one line, nothing written."""
+    data = bytearray((real_dir / "vid_mpeg4_part2.mp4").read_bytes())
+    data[:100] = bytes(100)
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(data)
+    with pytest.raises(VideoOpenError, match=r"damaged.mp4 is damaged: .* FFmpeg could only guess it to be raw H261"):
+        open_video(path)
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", "segment", str(path), "--out", "masks"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and not (tmp_path / "masks").exists()
+
+
+def test_only_a_raw_guess_under_a_containers_name_counts_as_misread():
+    from taplab.codec.backends.pyav import misread_container
+
+    assert misread_container("h261", "clip.mp4") and misread_container("h263", "/a/b/CLIP.MKV")
+    assert not misread_container("h261", "call.h261") and not misread_container("mov,mp4,m4a,3gp,3g2,mj2", "clip.mp4")
+    assert not misread_container("m4v", "clip.mp4")  # a damaged MP4's MPEG-4 stream, read raw: its real frames
+    assert not misread_container("h261", object())  # a file object: no name to go by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -51,6 +52,22 @@ def open_container(source, timeout: float | None, options: dict[str, str] | None
 DAMAGED = (IndexError, KeyError, UnicodeDecodeError, AttributeError, ValueError, TypeError)
 
 
+#: raw elementary-stream formats FFmpeg falls back on when it guesses a file's format from its content: the bytes of
+#: a damaged MP4 (its header gone) read as H.261 or H.263 pictures, garbage at 176x144, at times slowly (seen when
+#: fuzzing the real MPEG-4 clip: every copy whose first bytes were damaged opened as raw H.261)
+RAW_GUESSES = frozenset({"h261", "h263"})
+#: file suffixes of containers, which such a raw format cannot be
+CONTAINER_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".3gp", ".ts",
+                                ".mts", ".m2ts", ".mpg", ".mpeg", ".ogv"})
+
+
+def misread_container(format_name: str, source) -> bool:
+    """Whether FFmpeg read a file named as a container (``clip.mp4``) as a raw H.261/H.263 stream: a damaged file,
+    which it could only guess at. Pure."""
+    suffix = os.path.splitext(source)[1].lower() if isinstance(source, (str, os.PathLike)) else ""
+    return suffix in CONTAINER_SUFFIXES and bool(RAW_GUESSES & set(format_name.split(",")))
+
+
 def _describe(source) -> str:
     return describe_source(source)
 
@@ -75,6 +92,10 @@ class PyAVBackend:
             if not kinds:
                 raise VideoOpenError(f"no streams at all (an empty video?): {_describe(source)}")
             raise VideoOpenError(f"no video stream in {_describe(source)} (it has: {', '.join(kinds)})")
+        if misread_container(self._container.format.name, source):
+            self.close()
+            raise VideoOpenError(f"{_describe(source)} is damaged: it is not readable as the container its name says, "
+                                 f"and FFmpeg could only guess it to be raw {self._container.format.name.upper()}")
         self._stream = videos[0]
         ctx = self._stream.codec_context
         ctx.options = {"flags2": "+export_mvs"}
