@@ -105,6 +105,7 @@ class Segmenter:
             warnings.warn(f"{video.name}: {video.codec} exports no motion vectors, so with motion_source='codec' every "
                           "frame runs the CNN (motion_source='auto' warps with optical flow instead)",
                           TapLabWarning, stacklevel=2)
+
         def start(height: int, width: int) -> Scheduler:
             return Scheduler(self.model, self.config, height, width, want_images=images, correction=self.correction,
                              details=details, truth_flow=truth_flow, want_logits=logits, live=live or video.live)
