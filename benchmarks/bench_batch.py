@@ -167,6 +167,12 @@ def main() -> None:
                 if stages:
                     print("ms per frame by stage, workers=1 (mean over the videos, median over the rounds): "
                           + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items()))
+                fresh = workdir / "out" / "fresh"
+                if fresh.is_dir():
+                    pngs = list(fresh.glob("*/frame_*.png"))
+                    video_bytes = sum(p.stat().st_size for p in clips.glob("*.mp4"))
+                    print(f"bytes per frame: {video_bytes / 1024 / (args.clips * args.frames):.1f} KB of video in, "
+                          f"{sum(p.stat().st_size for p in pngs) / 1024 / max(len(pngs), 1):.1f} KB of label PNG out")
         finally:
             if address is not None:
                 subprocess.run([shutil.which("ray") or str(Path(sys.executable).with_name("ray")), "stop", "--force"],
