@@ -1,5 +1,6 @@
 """Metrics over label maps: accuracy (mIoU, per-class IoU, pixel accuracy), fidelity, temporal
-consistency (TC), corrected labels (CL), accuracy by distance from the key frame, the speed model.
+consistency (TC), label change and the key-frame jump, corrected labels (CL), accuracy by distance from the key
+frame, the speed model.
 
 Conventions (Cityscapes' evaluation): pixels whose ground truth is the ignore label (255) do not
 count; a class absent from both the ground truth and the prediction over the whole evaluation
@@ -97,6 +98,50 @@ def temporal_consistency(predictions: Sequence[np.ndarray], flows: Sequence[np.n
         cm.update(predictions[t], warp_labels(predictions[t - 1], flows[t], fill=IGNORE_LABEL))
         scores.append(cm.miou())
     return float(np.nanmean(scores)) if scores and np.isfinite(scores).any() else float("nan")
+
+
+def label_change(previous: np.ndarray, current: np.ndarray) -> float:
+    """The share of pixels whose label differs from the previous frame's, in [0, 1]: flicker as a viewer sees it,
+    without following the motion (TC does that). Ignore labels count as labels."""
+    if previous.shape != current.shape:
+        raise ValueError(f"label maps of two sizes: {previous.shape} and {current.shape}")
+    return float(np.count_nonzero(previous != current)) / current.size
+
+
+class KeyFrameJump:
+    """The key-frame jump: :func:`label_change` at key frames against warped frames. A mask that jumps when the CNN's
+    output arrives changes more at key frames than the motion changes it in between; ``ratio`` is how many times
+    more (the temporal-consistency issue asks for at most 2). The first frame of a clip has no previous frame and a
+    frame of another size (a stream that changes size) starts anew: neither counts."""
+
+    def __init__(self):
+        self.key: list[float] = []
+        self.warped: list[float] = []
+        self._previous: np.ndarray | None = None
+
+    def start(self) -> None:
+        """A new clip: its first frame has nothing to change from."""
+        self._previous = None
+
+    def update(self, labels: np.ndarray, is_key: bool) -> None:
+        if self._previous is not None and self._previous.shape == labels.shape:
+            (self.key if is_key else self.warped).append(label_change(self._previous, labels))
+        self._previous = labels
+
+    @property
+    def key_change(self) -> float | None:
+        return float(np.mean(self.key)) if self.key else None
+
+    @property
+    def warped_change(self) -> float | None:
+        return float(np.mean(self.warped)) if self.warped else None
+
+    @property
+    def ratio(self) -> float | None:
+        """Change at key frames over change at warped frames (None without both, or with no change between keys)."""
+        if self.key_change is None or not self.warped_change:
+            return None
+        return self.key_change / self.warped_change
 
 
 def corrected_labels(final: np.ndarray, warped: np.ndarray) -> float:

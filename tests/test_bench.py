@@ -35,9 +35,13 @@ def test_sweeps_are_deterministic_in_accuracy_and_expand_every_combination():
                          sweep={"rgc_alpha": [0.5, 1.0]})
     assert [p.label for p in config.points()] == ["per-frame", "FFW+RGC, rgc_alpha=0.5", "FFW+RGC, rgc_alpha=1.0"]
     first, second = run_sweep(config), run_sweep(config)
-    keys = ("miou", "fidelity", "tc", "cl", "key_share")
+    keys = ("miou", "fidelity", "tc", "change_key", "change_warped", "key_jump", "cl", "key_share")
     assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
     assert first[1]["miou"] != first[2]["miou"]  # alpha changes the outcome
+    per_frame, warped = first[0], first[1]
+    assert per_frame["change_warped"] is None and per_frame["key_jump"] is None and per_frame["change_key"] > 0
+    assert 0 < warped["change_warped"] < 100 and 0 < warped["change_key"] < 100
+    assert warped["key_jump"] == pytest.approx(warped["change_key"] / warped["change_warped"], rel=0.01)
 
 
 @pytest.mark.parametrize("args, message", [

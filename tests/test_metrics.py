@@ -113,3 +113,32 @@ def test_optical_flow_recovers_a_known_translation(method, translation_clip):
     dx, dy = np.median(inner, axis=0)
     # the clip is built as frame[t][y, x] = frame[t-1][y + DY, x + DX]: the backward flow is (DX, DY)
     assert dx == pytest.approx(DX, abs=0.3) and dy == pytest.approx(DY, abs=0.3)
+
+
+def test_label_change_counts_the_pixels_whose_label_differs():
+    from taplab.metrics import label_change
+
+    a = np.zeros((4, 5), np.uint8)
+    b = a.copy()
+    b[0, :3] = 7
+    assert label_change(a, b) == 3 / 20 and label_change(a, a) == 0.0
+    with pytest.raises(ValueError, match="two sizes"):
+        label_change(a, np.zeros((5, 4), np.uint8))
+
+
+def test_the_key_frame_jump_is_the_change_at_key_frames_over_the_change_at_warped_ones():
+    from taplab.metrics import KeyFrameJump
+
+    base = np.zeros((10, 10), np.uint8)
+    moved, jumped = base.copy(), base.copy()
+    moved[0, :5] = 1  # 5% of the pixels
+    jumped[:2, :] = 2  # then 20% differ from `moved`
+    jump = KeyFrameJump()
+    jump.start()
+    for labels, is_key in ((base, True), (moved, False), (jumped, True), (np.zeros((4, 4), np.uint8), False)):
+        jump.update(labels, is_key)  # the first frame and the frame of another size do not count
+    assert jump.warped == [0.05] and jump.key == [0.2] and jump.ratio == 0.2 / 0.05
+    jump.start()
+    jump.update(base, True)  # a new clip's first frame: nothing to change from
+    assert jump.key == [0.2]
+    assert KeyFrameJump().ratio is None

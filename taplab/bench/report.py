@@ -11,7 +11,8 @@ from pathlib import Path
 from taplab.files import atomic_path
 
 #: the columns of the CSV (keys) and of the markdown table (headings)
-COLUMNS = {"gop": "GOP", "size": "size", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %", "cl": "CL %",
+COLUMNS = {"gop": "GOP", "size": "size", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %",
+           "change_key": "change at key %", "change_warped": "change warped %", "key_jump": "key jump x", "cl": "CL %",
            "key_share": "key frames %", "fps": "frames/s", "speed_model_fps": "speed model frames/s",
            "t_key_ms": "T_I ms", "t_warp_ms": "T_P ms"}
 

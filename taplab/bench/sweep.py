@@ -5,7 +5,9 @@ Every point of a sweep is one runtime configuration on the same clips, encoded a
 Per point: mIoU against the labels (synthetic clips have them on every frame), fidelity (mIoU
 against the per-frame run at the same GOP: works on any video), temporal consistency (TC: with the
 clips' ground-truth flow on synthetic data, with DIS optical flow on other videos, never with the
-codec's vectors), corrected labels (CL: share of pixels the corrections changed after the warp), the
+codec's vectors), the key-frame jump (the share of pixels whose label changes from the previous frame, at
+key frames and at warped frames, and their ratio: :class:`~taplab.metrics.KeyFrameJump`), corrected
+labels (CL: share of pixels the corrections changed after the warp), the
 share of key frames, frames/s over the whole run, ms per stage, the TapLab speed model's prediction
 from the run's own T_I and T_P, and mIoU by distance from the key frame.
 
@@ -289,7 +291,15 @@ def _per_frame(model, clips: list[Clip]) -> list[list[np.ndarray]]:
 def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndarray]]) -> dict:
     """One point over all clips: accuracy, fidelity, TC, CL, key frames, speed, stages, by distance."""
     from taplab.bench.baselines import interpolate_keys
-    from taplab.metrics import AccuracyByDistance, ConfusionMatrix, corrected_labels, percent, speed_model, temporal_consistency
+    from taplab.metrics import (
+        AccuracyByDistance,
+        ConfusionMatrix,
+        KeyFrameJump,
+        corrected_labels,
+        percent,
+        speed_model,
+        temporal_consistency,
+    )
     from taplab.ops.labels import upsample_labels
     from taplab.runtime import Segmenter
 
@@ -304,15 +314,17 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         def results(clip):
             return seg.run(clip.video, details=corrections, truth_flow=clip.flows)
     truth_cm, fid_cm, by_distance = ConfusionMatrix(n_classes), ConfusionMatrix(n_classes), AccuracyByDistance(n_classes)
-    tc, cl, stages = [], [], {}
+    tc, cl, stages, jump = [], [], {}, KeyFrameJump()
     key_t, warp_t, frames, keys, seconds = [], [], 0, 0, 0.0
     for clip, per_frame in zip(clips, reference):
         labels, last_key, overhead = [], 0, 0.0
+        jump.start()
         start = time.perf_counter()
         for r in results(clip):
             scoring = time.perf_counter()  # the metrics' own time is taken out of the frame rate
             overhead += r.timings.pop("details", 0.0)  # and so is what details=True costs the runtime
             labels.append(r.labels)
+            jump.update(r.labels, r.is_key)
             size = r.labels.shape
             total = sum(r.timings.values())
             (key_t if r.is_key else warp_t).append(total)
@@ -338,6 +350,9 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         **{k: v for k, v in asdict(point).items() if k != "options"}, "label": point.label,
         "miou": percent(truth_cm.miou()) if truth_cm.counts.any() else None,
         "fidelity": percent(fid_cm.miou()), "tc": percent(float(np.nanmean(tc))),
+        "change_key": percent(jump.key_change) if jump.key_change is not None else None,
+        "change_warped": percent(jump.warped_change) if jump.warped_change is not None else None,
+        "key_jump": round(jump.ratio, 2) if jump.ratio is not None else None,
         "cl": round(100 * float(np.mean(cl)), 2) if cl else 0.0,
         "size": "x".join(map(str, size)), "device": str(model.device),
         "key_share": round(100 * keys / frames, 1), "frames": frames, "fps": round(frames / seconds, 2),
