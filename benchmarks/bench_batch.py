@@ -16,7 +16,8 @@ runs it (a fresh process: its start, its workers' start and their models' loadin
 
 Every round runs every arm once, in an order that alternates between rounds (the machine is shared); quoted are the
 median time of each arm, its videos per hour, its CPU use (the CPU time of the command and its worker processes
-over wall time times CPUs; not measured for Ray, whose actors are the Ray node's processes), and the median over
+over wall time times CPUs) and peak resident memory (of the largest of those processes; neither measured for Ray,
+whose actors are the Ray node's processes), and the median over
 rounds of its ratio to ``workers=1`` in the same round (throughput: above 1 is faster), with the range.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -82,17 +82,19 @@ def command(arm: str, clips: Path, out: Path, address: str | None) -> list[str]:
     raise SystemExit(f"unknown arm {arm}")
 
 
-def timed(args: list[str], env: dict) -> tuple[float, float]:
-    """The command's wall time, and the CPU time it and the processes it waited for used (not Ray's actors, which
-    are the Ray node's children)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    run = subprocess.run(args, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if run.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({run.returncode}): {run.stderr.strip()[-500:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def timed(args: list[str], env: dict) -> tuple[float, float, float]:
+    """The command's wall time, the CPU time it and the processes it waited for used, and the peak resident memory
+    of the largest of them, in MB (``wait4``'s accounting: not Ray's actors, which are the Ray node's children)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(args)} failed ({process.returncode}): {err.read().decode()[-500:].strip()}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def stage_means(summary: Path) -> dict[str, float]:
@@ -144,26 +146,32 @@ def main() -> None:
                       f"{cpus} CPUs, {args.rounds} rounds", flush=True)
                 times: dict[str, list[float]] = {a: [] for a in arms}
                 busy: dict[str, list[float]] = {a: [] for a in arms}
+                peak: dict[str, list[float]] = {a: [] for a in arms}
                 stages: dict[str, list[float]] = {}
                 for r in range(args.rounds):
                     for arm in (arms if r % 2 == 0 else arms[::-1]):
                         out = workdir / "out" / ("rerun" if arm == "rerun" else "fresh")
                         if arm == "rerun" and not (out / "summary.json").is_file():
                             timed(command("workers=2", clips, out, address), env)  # the run a re-run follows
-                        wall, cpu = timed(command(arm, clips, out, address), env)
+                        wall, cpu, rss = timed(command(arm, clips, out, address), env)
                         times[arm].append(wall)
                         busy[arm].append(cpu / (wall * cpus))
+                        peak[arm].append(rss)
                         if arm == "workers=1":
                             for name, ms in stage_means(out / "summary.json").items():
                                 stages.setdefault(name, []).append(ms)
-                print(f"{'arm':<14} {'median s':>9} {'videos/h':>9} {'CPU use':>8} {'x workers=1':>12}  range")
+                print(f"{'arm':<14} {'median s':>9} {'videos/h':>9} {'CPU use':>8} {'peak MB':>8} {'x workers=1':>12}  "
+                      "range")
                 base = times.get("workers=1")
                 for arm in arms:
                     median = statistics.median(times[arm])
                     ratio = [b / t for b, t in zip(base, times[arm])] if base else []
                     shown = f"{statistics.median(ratio):12.2f}  {min(ratio):.2f}-{max(ratio):.2f}" if ratio else ""
-                    use = "" if arm.startswith("ray") else f"{100 * statistics.median(busy[arm]):.0f}%"
-                    print(f"{arm:<14} {median:9.1f} {3600 * args.clips / median:9.0f} {use:>8} {shown}", flush=True)
+                    ray = arm.startswith("ray")
+                    use = "" if ray else f"{100 * statistics.median(busy[arm]):.0f}%"
+                    rss = "" if ray else f"{statistics.median(peak[arm]):.0f}"
+                    print(f"{arm:<14} {median:9.1f} {3600 * args.clips / median:9.0f} {use:>8} {rss:>8} {shown}",
+                          flush=True)
                 if stages:
                     print("ms per frame by stage, workers=1 (mean over the videos, median over the rounds): "
                           + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items()))

@@ -61,6 +61,7 @@ from taplab.ops.fusion import distortion_map, fuse
 from taplab.ops.labels import labels_from_logits
 from taplab.runtime import Segmenter
 from taplab.runtime.config import RuntimeConfig, option
+from taplab.threads import apply_threads
 
 #: the correction network's file in an adapted model's folder
 CORRECTION_FILE = "correction.pt"
@@ -378,8 +379,8 @@ def adapt(model: str, videos: Sequence[str], out: str | os.PathLike[str], cfg: A
     out = Path(out)
     if out.exists() and not (overwrite or (out.is_dir() and not any(out.iterdir()))):
         raise ConfigError(f"{out} exists; pass overwrite (--overwrite) to replace it")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.threads:  # the process's thread policy: torch's pool, and ONNX Runtime's where a model runs there
+        apply_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base = load_model(str(model), device=device)
     weight = RuntimeConfig().fusion_weight

@@ -26,6 +26,7 @@ against FFmpeg's automatic count end to end, in a one-off comparison); OpenCV ge
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -110,7 +111,13 @@ def apply_threads(requested: int | None = None) -> ThreadPlan:
 def current_plan() -> ThreadPlan:
     """The plan in force: :func:`apply_threads`' last, or the default one (not applied: reading it imports no
     torch, so that the reader, which takes its decoder threads from it, starts without torch)."""
-    return _plan if _plan is not None else plan_threads(available_cpus())
+    return _plan if _plan is not None else _default_plan()
+
+
+@functools.cache
+def _default_plan() -> ThreadPlan:
+    """The plan for the CPUs available when first asked (the sessions ask at every call until a plan is applied)."""
+    return plan_threads(available_cpus())
 
 
 def inference_threads() -> int:

@@ -31,6 +31,7 @@ from taplab.nets.checkpoint import read_checkpoint, save_checkpoint
 from taplab.nets.conet import read_correction
 from taplab.nets.loader import Model, resolve_device
 from taplab.nets.registry import create_model
+from taplab.threads import apply_threads
 from taplab.train_correction import is_correction_file, train_correction
 from taplab.training import TrainConfig, TrainingLoop, TrainProgress, TrainResult, finite
 
@@ -57,8 +58,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None,
     if config.model == "conet":
         return train_correction(config, state, progress)
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.threads:  # the process's thread policy: torch's pool, and ONNX Runtime's where a model runs there
+        apply_threads(config.threads)
 
     data = open_dataset(config.data, "train")
     val = open_dataset(config.val_data or config.data, "val")

@@ -44,6 +44,7 @@ from taplab.nets.conet import IMAGE_SCALE, CoNet, correction_image, read_correct
 from taplab.nets.loader import Model, load_model, resolve_device
 from taplab.ops.fusion import distortion_map, fuse
 from taplab.ops.labels import logits_to_labels
+from taplab.threads import apply_threads
 from taplab.training import TrainConfig, TrainingLoop, TrainProgress, TrainResult, finite, refuse_existing_run
 
 
@@ -196,8 +197,8 @@ def train_correction(config: TrainConfig, state: dict | None = None,
     from taplab.runtime.config import RuntimeConfig
 
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.threads:  # the process's thread policy: torch's pool, and ONNX Runtime's where a model runs there
+        apply_threads(config.threads)
     refuse_existing_run(config, state)  # before the clips are prepared, which takes minutes
     base = load_model(config.base, device=device)
     weight = RuntimeConfig().fusion_weight

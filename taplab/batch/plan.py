@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from taplab.errors import ConfigError
 
-#: memory a worker is planned with: its model, ONNX Runtime's sessions and buffers, the frames in flight (a 720p run
-#: of the default model peaks at about 1.0 GiB resident; the rest is headroom for larger frames)
+#: memory a worker is planned with: its model, ONNX Runtime's sessions and buffers, the frames in flight, with headroom
+#: for frames larger than 720p (docs/scale.md has a 720p worker's peak)
 WORKER_MEMORY = 3 << 29  # 1.5 GiB
 
 

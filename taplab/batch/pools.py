@@ -112,7 +112,7 @@ def _run_in_process(job: Job) -> VideoRecord:
 
 class LocalPool:
     """``plan.workers`` workers on this machine: the first in a thread of this process, which has its imports done
-    and so starts at once (a worker process takes about 1.5 s to import torch and load its model), the others each
+    and so starts at once (a worker process has to start Python, import torch and load its model), the others each
     in a :class:`ProcessPoolExecutor` of one process. The thread's worker has the process's thread plan to itself
     (the driving thread only waits); no signal reaches it, so :meth:`close` stops it through
     :attr:`Worker.stopping`. One worker is the thread alone (``inline``)."""

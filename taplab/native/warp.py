@@ -112,16 +112,16 @@ class CpuWarp(WarpKernels):
               valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``taplab.ops.interpolation.splat_reference`` for float32 CPU features ``(C, h, w)``: the features carried
         into the reference along ``flow`` (h, w, 2), each cell weighted by ``cover`` (h, w), and the weight received."""
-        if x.dim() != 3 or x.dtype != torch.float32 or x.device.type != "cpu":
-            raise ValueError(f"splat takes float32 CPU features (C, h, w), got {tuple(x.shape)} {x.dtype} on {x.device}")
+        x = self._features(x)
         c, h, w = x.shape
         if tuple(cover.shape) != (h, w) or tuple(flow.shape) != (h, w, 2) or tuple(valid.shape) != (h, w):
             raise ValueError(f"cover {tuple(cover.shape)}, flow {tuple(flow.shape)}, valid {tuple(valid.shape)} "
                              f"do not fit features {tuple(x.shape)}")
-        x = x.contiguous()
+        cover = cover.to(torch.float32).contiguous()
+        flow, valid = flow.to(torch.float32).contiguous(), valid.to(torch.bool).contiguous()
         out, weight = torch.empty_like(x), torch.empty(h, w)
-        self.compiled.splat(x.numpy(), c, h, w, cover.float().contiguous().numpy(), flow.float().contiguous().numpy(),
-                            valid.contiguous().numpy(), out.numpy(), weight.numpy())
+        self.compiled.splat(x.numpy(), c, h, w, cover.numpy(), flow.numpy(), valid.numpy(), out.numpy(),
+                            weight.numpy())
         return out, weight
 
 

@@ -18,6 +18,7 @@ import torch
 from taplab.errors import ModelError
 from taplab.files import atomic_path
 from taplab.nets.base import SegmentationNet
+from taplab.nets.engines import failure
 from taplab.nets.registry import create_model
 
 FORMAT = "taplab-checkpoint"
@@ -57,7 +58,7 @@ def _load_failure(exc: BaseException) -> str:
     if "weights_only" in text or "Weights only" in text:
         return ("not a torch file, or one that holds objects other than tensors and plain data, which taplab never "
                 "loads (no code runs from a model file)")
-    return text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
+    return failure(exc)
 
 
 def read_dict(path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:

@@ -145,7 +145,11 @@ class Model:
         self.engine = "torch"
         self._graphs = {"logits": lambda x: m(self._prepare(x))}
         if self.has_split:
-            self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
+            self._torch_split()
+
+    def _torch_split(self) -> None:
+        m = self.module
+        self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
 
     def _use_engine(self, engine: str, probe_size: tuple[int, int]) -> None:
         """Run the logits with the first engine that agrees with torch at ``probe_size``; ``features``/``head``
@@ -181,7 +185,7 @@ class Model:
             return
         warnings.warn(f"model {self.source}: {self.engine} cannot run its split ({reason}); running features() and "
                       "head() with torch", TapLabWarning, stacklevel=5)
-        self._graphs.update(features=lambda x: m.features(self._prepare(x)), head=lambda f: m.head(f))
+        self._torch_split()
 
     def _graph(self, name: str):
         if name not in self._graphs:
@@ -261,16 +265,17 @@ class Model:
         engine other than torch, the first call at a size also checks that engine against torch there."""
         key = (height, width)
         if key not in self._geometry:
-            geometry = _check_output(self, height, width)
-            if self.engine != "torch" and self.module is not None and not self._agrees_at(height, width):
+            geometry, out = _check_output(self, height, width)
+            if self.engine != "torch" and self.module is not None and not self._agrees_at(height, width, out):
                 self._use_torch()
             self._geometry[key] = geometry
         return self._geometry[key]
 
-    def _agrees_at(self, height: int, width: int) -> bool:
+    def _agrees_at(self, height: int, width: int, out: torch.Tensor) -> bool:
+        """Whether ``out``, the engine's logits of the ``height x width`` probe, gives torch's labels there."""
         probe = probe_image(height, width).to(self.device)
         with torch.inference_mode():
-            score = label_agreement(self._graphs["logits"](probe), self.module(self._prepare(probe)))
+            score = label_agreement(out, self.module(self._prepare(probe)))
         if score < AGREEMENT:
             warnings.warn(f"model {self.source}: {self.engine} gives torch's labels on {score:.1%} of a {height}x{width} "
                           f"probe, under {AGREEMENT:.1%}; running it with torch", TapLabWarning, stacklevel=4)
@@ -299,7 +304,9 @@ def _check_images(images: Any) -> None:
     raise ConfigError(f"predict() takes uint8 RGB images (H, W, 3) or (N, H, W, 3), or an image file's path; got {got}")
 
 
-def _check_output(model: Model, height: int, width: int) -> Geometry:
+def _check_output(model: Model, height: int, width: int) -> tuple[Geometry, torch.Tensor]:
+    """The model's geometry at ``height x width`` from its logits of the probe there, and those logits;
+    :class:`ModelError` for an output that breaks the model contract."""
     x = probe_image(height, width).to(model.device)
     try:
         out = model.logits(x)
@@ -323,7 +330,7 @@ def _check_output(model: Model, height: int, width: int) -> Geometry:
     if stride is None:
         raise ModelError(f"{model.source}: output {h}x{w} for input {height}x{width} is not the input "
                          "divided by one integer stride")
-    return Geometry(stride, int(c), (int(h), int(w)))
+    return Geometry(stride, int(c), (int(h), int(w))), out
 
 
 def _stride(height: int, width: int, h: int, w: int, known: int | None) -> int | None:
@@ -440,7 +447,7 @@ def _from_onnx(path: Path, source: str, device: torch.device, probe_size: tuple[
     try:
         runner = OrtRunner(path, device, ENGINES["onnxruntime"].providers(device))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
-        raise ModelError(f"{path}: not a model ONNX Runtime can load: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise ModelError(f"{path}: not a model ONNX Runtime can load: {failure(exc)}") from None
     fixed = runner.fixed_size()
     if fixed is not None:  # a graph exported for one size is probed at it; another size fails in geometry()
         probe_size = fixed

@@ -77,9 +77,6 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
     sy, sx = (stride, stride) if np.isscalar(stride) else stride
     h, w = grid
     gh, gw = valid.shape
-    # the centres of the feature cells in block coordinates (block centre k at k)
-    by = cell_centres(h, sy) / block - 0.5
-    bx = cell_centres(w, sx) / block - 0.5
     cells = np.array([sx, sy], np.float32)  # pixels -> cells
     if mode == "nearest":
         iy, ix = _nearest_block(h, sy, block, gh), _nearest_block(w, sx, block, gw)
@@ -90,6 +87,8 @@ def motion_to_grid(vectors: np.ndarray, valid: np.ndarray, block: int, grid: tup
     else:
         # Normalised convolution: interpolate valid vectors only, so invalid (zero) blocks do not
         # pull their neighbours' vectors towards zero.
+        by = cell_centres(h, sy) / block - 0.5  # the cells' centres in block coordinates (block centre k at k)
+        bx = cell_centres(w, sx) / block - 0.5
         weights = valid.astype(np.float32)
         stacked = np.concatenate([vectors * weights[..., None], weights[..., None]], axis=2)
         y0 = np.clip(np.floor(by).astype(int), 0, gh - 1)

@@ -1,6 +1,7 @@
 """What a batch is made of (taplab.batch.inputs): folders, globs, list files, names. Real files, real probing."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -80,5 +81,5 @@ def test_a_batch_is_decided_by_the_form_of_the_command_line(tree):
 
 
 def test_file_kinds_by_suffix():
-    assert [file_kind(__import__("pathlib").Path(n)) for n in ("x.MP4", "x.ts", "x.png", "x.json", "x.bin", "x")] == [
+    assert [file_kind(Path(n)) for n in ("x.MP4", "x.ts", "x.png", "x.json", "x.bin", "x")] == [
         "video", "video", "other", "other", "unknown", "unknown"]

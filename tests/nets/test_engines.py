@@ -81,7 +81,9 @@ def test_the_features_head_split_runs_in_the_engine_too(engines, scene):
 
     x = to_tensor(scene)
     ort = engines["onnxruntime"]
-    split = ort.head(ort.features(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TapLabWarning)  # a split that falls back to torch would compare torch to torch
+        split = ort.head(ort.features(x))
     assert label_agreement(split, engines["torch"].logits(x)) >= AGREEMENT
     assert ort.features(x).shape[1] != 19  # an interior layer, not the logits
 

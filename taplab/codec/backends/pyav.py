@@ -26,7 +26,7 @@ _LUMA_FIRST = ("yuv", "yuvj", "nv12", "nv21", "gray")
 
 def open_container(source, timeout: float | None, options: dict[str, str] | None = None) -> "av.container.InputContainer":
     """``av.open`` with FFmpeg's errors turned into :class:`VideoOpenError`."""
-    name = _describe(source)
+    name = describe_source(source)
     try:
         return av.open(source, mode="r", timeout=timeout, options=options or {})
     except av.error.FileNotFoundError as exc:
@@ -68,10 +68,6 @@ def misread_container(format_name: str, source) -> bool:
     return suffix in CONTAINER_SUFFIXES and bool(RAW_GUESSES & set(format_name.split(",")))
 
 
-def _describe(source) -> str:
-    return describe_source(source)
-
-
 class PyAVBackend:
     """Decodes with PyAV; frame threading where the exported vectors do not depend on it."""
 
@@ -81,7 +77,7 @@ class PyAVBackend:
             self._setup(source, live)
         except DAMAGED as exc:  # a header PyAV cannot read (metadata, a stream without a codec context)
             self.close()
-            raise VideoOpenError(f"cannot open {_describe(source)}: its header is damaged "
+            raise VideoOpenError(f"cannot open {describe_source(source)}: its header is damaged "
                                  f"({type(exc).__name__}: {exc})") from exc
 
     def _setup(self, source, live: bool) -> None:
@@ -90,12 +86,12 @@ class PyAVBackend:
             kinds = sorted({s.type for s in self._container.streams})
             self.close()
             if not kinds:
-                raise VideoOpenError(f"no streams at all (an empty video?): {_describe(source)}")
-            raise VideoOpenError(f"no video stream in {_describe(source)} (it has: {', '.join(kinds)})")
+                raise VideoOpenError(f"no streams at all (an empty video?): {describe_source(source)}")
+            raise VideoOpenError(f"no video stream in {describe_source(source)} (it has: {', '.join(kinds)})")
         if misread_container(self._container.format.name, source):
             self.close()
-            raise VideoOpenError(f"{_describe(source)} is damaged: it is not readable as the container its name says, "
-                                 f"and FFmpeg could only guess it to be raw {self._container.format.name.upper()}")
+            raise VideoOpenError(f"{describe_source(source)} is damaged: it is not readable as the container its name "
+                                 f"says, and FFmpeg could only guess it to be raw {self._container.format.name.upper()}")
         self._stream = videos[0]
         ctx = self._stream.codec_context
         ctx.options = {"flags2": "+export_mvs"}
@@ -112,7 +108,7 @@ class PyAVBackend:
         self.frame_count = self._stream.frames or None
         self.extradata = bytes(ctx.extradata) if ctx.extradata else None
         self.b_frames = bool(ctx.has_b_frames)
-        self._source = _describe(source)
+        self._source = describe_source(source)
         self._rgb = RGBConverter(ctx.thread_count)
 
     def frames(self) -> Iterator[DecodedFrame]:
