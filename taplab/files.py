@@ -8,7 +8,7 @@ conventions on disk and taplab's in memory: colour arrays are RGB uint8 ``(H, W,
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,20 +28,20 @@ def os_reason(exc: OSError) -> str:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    The file gets the permissions a plain ``open()`` would give it (0666 less the umask), not the
-    0600 of :func:`tempfile.mkstemp`, so shipped and shared files stay readable.
+    The temporary path is only named here, not created: the writer creates it inside the ``with`` block,
+    so an exception at any moment (a Ctrl-C or SIGTERM raised between two bytecodes included) finds the
+    file either absent or owned by the cleanup below. A name created first (``tempfile.mkstemp``) left a
+    window, between its creation and the ``try``, in which a signal left it behind. The writer's own
+    ``open()`` gives the file the usual permissions (0666 less the umask). Sixteen random hex digits make
+    a clash with another writer's name negligible.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".taplab-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".taplab-{secrets.token_hex(8)}{path.suffix}")
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 

@@ -12,7 +12,8 @@ from taplab.files import atomic_path, read_image, read_label_image, write_image
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out.txt"
     with atomic_path(target) as tmp:
-        assert tmp.endswith(".txt") and not target.exists()
+        # nothing exists before the writer creates it: a signal raised at any moment before that leaves nothing
+        assert tmp.endswith(".txt") and not target.exists() and not list(tmp_path.iterdir())
         with open(tmp, "w") as f:
             f.write("done")
     assert target.read_text() == "done"

@@ -113,11 +113,12 @@ class FrameLog:
     distortion, latency, shed modules, the motion that carried a warped frame, ms per stage) and the same as a
     table, ``frames.csv``. The records go to a hidden file in ``out`` as they come, one JSON line each, rather
     than into memory (a long run's would grow by about a megabyte per thousand frames); :meth:`close` writes the
-    two files from it and removes it."""
+    two files from it. The hidden file has no name (``tempfile.TemporaryFile``: unlinked as it is created, where
+    the OS allows it), so no stop signal, however timed, can leave it behind."""
 
     def __init__(self, out: Path):
         self.out = out
-        self._lines = tempfile.NamedTemporaryFile("w+", prefix=".taplab-", suffix=".jsonl", dir=out, delete=False)
+        self._lines = tempfile.TemporaryFile("w+", prefix=".taplab-", suffix=".jsonl", dir=out)
 
     def write(self, result: FrameResult) -> None:
         self._lines.write(json.dumps(result.record()) + "\n")
@@ -128,7 +129,6 @@ class FrameLog:
             write_log(self.out, [json.loads(line) for line in self._lines])
         finally:
             self._lines.close()
-            Path(self._lines.name).unlink(missing_ok=True)
 
 
 def write_log(out: Path, records: list[dict]) -> Path:
