@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--rgfs", action="store_true", help="RGFS by rate against the absolute threshold instead")
     parser.add_argument("--interpolation", action="store_true",
                         help="accuracy with and without offline interpolation (INTERPOLATION) instead")
+    parser.add_argument("--key-blend", type=float, default=None,
+                        help="key_blend of every combination (default: the runtime's; 0: as before the blend)")
     parser.add_argument("--correction", default=None,
                         help="a correction network file (taplab train --model conet) for the rows with fusion, "
                              "instead of the shipped one")
@@ -161,13 +163,19 @@ def main() -> None:
     if args.correction:
         combinations = {k: {**v, "correction": args.correction} for k, v in combinations.items()}
         fusion_weights = {k: {**v, "correction": args.correction} for k, v in fusion_weights.items()}
+    def blended(variants: dict[str, dict]) -> dict[str, dict]:
+        """``--key-blend`` on every warping variant (0: the figures taken before the key-frame blend)."""
+        if args.key_blend is None:
+            return variants
+        return {k: v if v.get("ffw") is False else {**v, "key_blend": args.key_blend} for k, v in variants.items()}
+
     if not args.skip_speed:
-        speed(args.frames, args.labels, {"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations,
-              args.device)
+        speed(args.frames, args.labels,
+              blended({"per-frame": dict(ffw=False), **MOTION} if args.motion else combinations), args.device)
     if not args.skip_accuracy:
         variants = WARPING if args.warping else fusion_weights if args.fusion_weights else MOTION if args.motion \
             else INTERPOLATION if args.interpolation else RGFS if args.rgfs else combinations
-        accuracy(args.clips, args.labels, variants, args.device)
+        accuracy(args.clips, args.labels, blended(variants), args.device)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ class RuntimeConfig:
       of the real ones), so rate mode is the default: it selects about ``rgfs_rate`` of the P-frames,
       those whose residual stands out from the frames just before them, adapting online
       (:class:`~taplab.ops.regions.RateSelector`; the measurements are in docs/streams.md).
+    - ``key_blend``: a key frame's CNN output is blended with the previous output carried to it
+      (:mod:`taplab.ops.keyblend`), on anchors whose CNN runs in line: not under a latency budget (its
+      CNN may finish in the background, after the frame was shown) nor on B-frames made key frames
+      (``b_frames="key"``: no frame warps from them, so their jump lasts one frame).
     - ``latency_budget``: seconds from a frame's arrival (decoded) to its result, for live sources,
       whose frames arrive in real time. The policy that keeps it (key frames in the background, then
       modules shed, then late frames skipped) is described in :mod:`taplab.runtime.latency`, with its
@@ -118,6 +122,9 @@ class RuntimeConfig:
     interpolation: bool | None = option(None, "Offline files: hold the warped frames until the next key frame and "
                                         "blend its features, carried back along the vectors, with the previous "
                                         "one's (Inter-BMV; default: on for files, off for live sources).")
+    key_blend: float = option(0.5, "Key frames that do not jump: blend at most this weight of the previous output, "
+                              "carried along the motion, into a key frame's CNN output, where the motion predicts "
+                              "the frame and the CNN is unsure (0: off; docs/runtime.md).")
     labels: str = option("bilinear", "Full-resolution labels: bilinear (near class boundaries only), exact (all "
                          "pixels, ~10x slower) or nearest (fastest, blocky).", LABEL_MODES)
     engine: str = option("auto", "Inference engine of the CNN and the correction network: auto (the CNN in ONNX Runtime "
@@ -152,6 +159,8 @@ class RuntimeConfig:
                                   "forward through the motion accumulated since it)")
         if not 0 <= self.rgc_threshold <= 255:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
+        if not 0 <= self.key_blend <= 1:
+            raise ConfigError(f"key_blend must be in 0..1 (0: off), got {self.key_blend}")
         if not 0 <= self.rgc_alpha <= 1:
             raise ConfigError(f"rgc_alpha must be in 0..1, got {self.rgc_alpha}")
         if self.threads is not None and self.threads < 1:

@@ -18,6 +18,7 @@ key frame's side). So do all the frames held at the stream's end.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -88,9 +89,12 @@ def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch
     """Blend the next key frame's features (``key``, with its ``flow`` to its previous anchor and its residual per
     cell ``step``) into the held anchors' forward sides, in place (``features``, ``mask``, ``result.future``: the
     mean weight of the key frame's side). The held anchors are consecutive: each one's ``flow`` is the next
-    step back (interpolation needs accumulated propagation, which keeps every anchor's motion)."""
+    step back (interpolation needs accumulated propagation, which keeps every anchor's motion). The time it takes
+    is shared among the held anchors' ``interpolation`` stage."""
+    start = time.perf_counter()
     source, cover, accumulated = key, torch.ones(key.shape[1:]), torch.zeros(key.shape[1:])
-    for h in reversed([h for h in held if h.anchor and h.features is not None]):
+    anchors = [h for h in held if h.anchor and h.features is not None]
+    for h in reversed(anchors):
         source, cover = interpolation.splat(source, cover, flow)
         accumulated = accumulated + step + interpolation.STEP
         ok = interpolation.received(cover)
@@ -99,6 +103,10 @@ def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch
         h.mask = h.mask & ~ok
         h.result.future = float(weight.mean())
         flow, step = h.flow, h.step  # the next step back: from this anchor (its backward side alone) to the one before
+    share = (time.perf_counter() - start) / max(1, sum(h.anchor for h in held))
+    for h in held:
+        if h.anchor:
+            h.result.timings["interpolation"] = h.result.timings.get("interpolation", 0.0) + share
 
 
 def blend_future(frame: Frame, past: torch.Tensor | None, past_mask: torch.Tensor | None, ahead: torch.Tensor,

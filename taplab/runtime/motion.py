@@ -26,10 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from taplab.codec.motion import DEFAULT_BLOCK, MotionField
 from taplab.codec.reader import Frame
 from taplab.errors import ConfigError
+from taplab.ops import bidirectional
 from taplab.ops.flow import METHODS as FLOW_METHODS
 from taplab.ops.flow import OpticalFlow
 from taplab.ops.residual import residual as compute_residual
@@ -160,15 +162,16 @@ SOURCES: dict[str, Callable[..., MotionSource]] = {"codec": CodecVectors, "auto"
 
 
 def estimated_step(frame: Frame, estimator: OpticalFlow, grid: tuple[int, int], stride: tuple[int, int],
-                   block: int = DEFAULT_BLOCK) -> tuple[GridFlow, np.ndarray] | None:
+                   block: int = DEFAULT_BLOCK) -> tuple[GridFlow, torch.Tensor] | None:
     """A frame's motion to its previous anchor estimated by optical flow on the luma planes, on the feature grid,
-    and the residual it leaves (None for the first frame): an I-frame's step back for interpolation, which its
-    codec gives no vectors for (one flow per key frame)."""
+    and the residual it leaves, per cell (None for the first frame): an I-frame's step back for interpolation
+    and the key-frame blend, which its codec gives no vectors for (one flow per key frame)."""
     if frame.reference_luma is None:
         return None
     m = MotionField.from_flow(estimator(frame.luma, frame.reference_luma), block, estimator.method)
     flow = motion_to_grid(m.vectors, m.valid, m.block, grid, stride)
-    return flow, compute_residual(frame.luma, frame.reference_luma, m.vectors, m.valid, m.block)
+    residual = compute_residual(frame.luma, frame.reference_luma, m.vectors, m.valid, m.block)
+    return flow, bidirectional.cell_errors(residual, grid)
 
 
 def motion_source(cfg: RuntimeConfig, grid: tuple[int, int], stride: tuple[int, int],

@@ -116,7 +116,8 @@ class FrameResult:
             baseline), warp, fusion (or details: what ``run(details=True)`` costs without fusion),
             labels; future: on an anchor, its held B-frames' future vectors (estimated where the codec has
             none) and residuals, in the decoding thread; interpolation: the next key frame's side carried
-            back and blended; write, added by :func:`taplab.segment`).
+            back and blended; key_blend: a key frame's blend with the previous output, with the motion it needed;
+            write, added by :func:`taplab.segment`).
         image: the decoded (H, W, 3) uint8 RGB frame, when ``run(..., images=True)``.
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
@@ -134,6 +135,8 @@ class FrameResult:
         future: the mean weight, over the feature cells, of the features that came from later frames: a B-frame's
             future anchor (``b_frames="both"``), or with interpolation the next key frame (0: all from the past
             side; None: nothing came from later frames).
+        carried: on a key frame blended with the previous output (``key_blend``), that output's mean weight over
+            the feature cells (None: not blended: ``key_blend`` 0, the first frame, a B-frame, a latency budget).
     """
 
     index: int
@@ -154,6 +157,7 @@ class FrameResult:
     key_index: int | None = None
     motion: str | None = None
     future: float | None = None
+    carried: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, FrameKind):
@@ -170,4 +174,5 @@ class FrameResult:
                 "distorted": round(self.distorted, 4),
                 "latency_ms": None if self.latency is None else round(1000 * self.latency, 2), "shed": list(self.shed),
                 "motion": self.motion, "future": None if self.future is None else round(self.future, 4),
+                "carried": None if self.carried is None else round(self.carried, 4),
                 "ms": {k: round(1000 * v, 3) for k, v in self.timings.items()}}

@@ -19,7 +19,7 @@ from taplab.codec.reader import MAX_REORDER, Frame
 from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction
 from taplab.nets.loader import Model
-from taplab.ops import bidirectional, interpolation
+from taplab.ops import bidirectional, interpolation, keyblend
 from taplab.ops.flow import OpticalFlow
 from taplab.ops.labels import labels_from_logits
 from taplab.ops.regions import RateSelector, residual_score
@@ -140,12 +140,16 @@ class Scheduler:
             self.anchors.last_key = frame.index
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
-        back = None  # with interpolation, a key frame's step back to the frames held before it
         if decision.kind.is_key:
-            if self.interpolating and anchor and any(h.anchor and h.features is not None for h in self.hold.items):
-                back = self._step_back(frame, timings)
+            waiting = self.interpolating and anchor and any(h.anchor and h.features is not None for h in self.hold.items)
+            back = self._step_back(frame, timings, "interpolation") if waiting else None
             result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
             self._error = torch.zeros(self.grid) if anchor else self._error
+            if anchor:
+                self._settle(self.hold.items, back)
+            if anchor and deadline is None and self.cfg.ffw and self.cfg.key_blend > 0 \
+                    and self.anchors.anchor_features is not None:  # in line, after an output, not the per-frame run
+                result.carried = self._blend_key(frame, timings, back)
         elif decision.kind is Kind.SKIP:
             if facts.warpable and anchor:  # keep the motion chain intact for the next output
                 self.anchors.extend(self._flow(frame, timings))
@@ -162,8 +166,8 @@ class Scheduler:
             result.key_index = frame.index if result.is_key else self.anchors.key_index
             self._finish(result, frame, self.anchors.features)
         if self.interpolating and not (result.is_key and anchor):  # a B-frame key frame waits its turn
-            return self._release_over(self.hold.add(Held(frame, result, arrival)))
-        done = self._release(back) if anchor else []  # before it in display order
+            return self._complete_all(self.hold.add(Held(frame, result, arrival)))
+        done = self._release() if anchor else []  # before it in display order
         self._stamp(result, arrival)
         return done + [result]
 
@@ -195,7 +199,7 @@ class Scheduler:
         elif self.motion.available(frame):
             held.features, held.mask, _ = self._ffw(frame, timings)
             held.reference = self._reference()
-        return self._release_over(self.hold.add(held))
+        return self._complete_all(self.hold.add(held))
 
     def _hold_warped(self, held: Held) -> list[FrameResult]:
         """With interpolation: a warped frame waits for the next key frame with its forward side; an anchor keeps
@@ -208,18 +212,43 @@ class Scheduler:
             self._error = held.error = self._error + held.step + interpolation.STEP
         self.anchors.features = held.features
         self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
-        return self._release_over(self.hold.add(held))
+        return self._complete_all(self.hold.add(held))
 
-    def _step_back(self, frame: Frame, timings: dict) -> tuple[GridFlow, torch.Tensor] | None:
-        """A key frame's motion back to its previous anchor and its residual per cell, for interpolation: its own
-        motion where it has some; an I-frame's estimated by ``motion_fallback`` (one flow per key frame)."""
+    def _step_back(self, frame: Frame, timings: dict, stage: str) -> tuple[GridFlow, torch.Tensor] | None:
+        """A key frame's motion back to its previous anchor and its residual per cell (interpolation, key-frame blend):
+        its own, else estimated (:func:`~taplab.runtime.motion.estimated_step`, timed in ``stage``)."""
         if self.warpable(frame):
             return self._flow(frame, timings), bidirectional.cell_errors(frame.residual, self.grid)
         start = time.perf_counter()
         self._estimator = self._estimator or OpticalFlow(self.cfg.motion_fallback)
         step = estimated_step(frame, self._estimator, self.grid, self.stride)
-        timings["interpolation"] = time.perf_counter() - start
-        return None if step is None else (step[0], bidirectional.cell_errors(step[1], self.grid))
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+        return step
+
+    def _settle(self, held: list[Held], back: tuple[GridFlow, torch.Tensor] | None = None) -> None:
+        """The ``held`` anchors made final (``back``: a key frame's step back, which carries its features back first).
+        At a key anchor the frames stay held, for the B-frames whose future anchor it is."""
+        if back is not None:
+            interpolate(held, self.anchors.key_features, *back)
+        for h in held:
+            if h.anchor and h.result.labels is None:
+                h.features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
+                self._finish(h.result, h.frame, h.features)
+
+    def _blend_key(self, frame: Frame, timings: dict, back: tuple[GridFlow, torch.Tensor] | None) -> float | None:
+        """Key frames that do not jump (:mod:`taplab.ops.keyblend`): the key frame's state becomes its CNN output
+        blended with the previous anchor's final output; returns that output's mean weight (None: no motion)."""
+        step = back if back is not None else self._step_back(frame, timings, "key_blend")
+        if step is None:
+            return None
+        start = time.perf_counter()
+        held = [h.features for h in self.hold.items if h.anchor and h.features is not None]  # settled: final
+        previous = held[-1] if held else self.anchors.anchor_features
+        features, carried = keyblend.blend_key(self.anchors.key_features, previous, *step, self._logits,
+                                               self.cfg.key_blend, self.cfg.warp_sampling)
+        self.anchors.set_key(features, frame.index, anchor=True)
+        timings["key_blend"] = timings.get("key_blend", 0.0) + time.perf_counter() - start
+        return carried
 
     def _reference(self) -> torch.Tensor | None:
         """The labels a warped frame's ``M_coarse`` compares with now (for fusion and ``details`` only)."""
@@ -227,30 +256,14 @@ class Scheduler:
             return None
         return self.anchors.reference_labels(self._logits, self.cfg.propagation == "accumulate")
 
-    def _release_over(self, over: list[Held]) -> list[FrameResult]:
-        """The frames past the hold's bound, with what they have now (no next key frame's side)."""
-        return self._complete_all(over) if over else []
-
-    def _release(self, back: tuple | None = None) -> list[FrameResult]:
-        """Every held frame's result: with ``back`` (a key frame's step back: motion, residual), the key frame's
-        features carried back and blended in first; B-frames from both sides where their future anchor came."""
-        held = self.hold.take()
-        if back is not None and held:
-            start = time.perf_counter()
-            interpolate(held, self.anchors.key_features, *back)
-            share = (time.perf_counter() - start) / max(1, sum(h.anchor for h in held))
-            for h in held:
-                if h.anchor:
-                    h.result.timings["interpolation"] = h.result.timings.get("interpolation", 0.0) + share
-        return self._complete_all(held)
+    def _release(self) -> list[FrameResult]:
+        """Every held frame's result; B-frames from both sides where their future anchor came."""
+        return self._complete_all(self.hold.take())
 
     def _complete_all(self, held: list[Held]) -> list[FrameResult]:
-        """The held frames' results, in display order: the anchors corrected first, so that a B-frame's future side
-        comes from its anchor's corrected features, as it does without interpolation."""
-        for h in held:
-            if h.anchor and h.result.labels is None:
-                h.features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
-                self._finish(h.result, h.frame, h.features)
+        """The results of ``held`` (released, or past the hold's bound), in display order: the anchors corrected first,
+        so that a B-frame's future side comes from its anchor's corrected features, as without interpolation."""
+        self._settle(held)
         ahead = {h.frame.index: h.features for h in [*held, *self.hold.items] if h.anchor and h.features is not None}
         for h in held:
             if not h.anchor and h.result.labels is None:

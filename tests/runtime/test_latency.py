@@ -35,8 +35,10 @@ class GatedModel(torch.nn.Module):
 
 
 def _inline_logits(clip, **options):
-    """The same run without a budget, frame by frame as the budgeted one warps (no interpolation)."""
-    return {r.index: r.logits for r in Segmenter(GatedModel(10**9), engine="torch", interpolation=False, **options).run(clip, logits=True)}
+    """The same run without a budget, frame by frame as the budgeted one warps (no interpolation; no key-frame
+    blend, which a budget's key frames do without)."""
+    run = Segmenter(GatedModel(10**9), engine="torch", interpolation=False, key_blend=0, **options)
+    return {r.index: r.logits for r in run.run(clip, logits=True)}
 
 
 def test_a_late_key_frame_holds_then_catches_up_exactly(translation_clip):
