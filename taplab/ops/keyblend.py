@@ -18,12 +18,13 @@ Decisions, made here and measured in docs/runtime.md (``taplab bench --set key_b
 
 - **The residual and the CNN's doubt decide, not agreement.** The issue's first idea was to blend
   where the two agree and the residual is low. Where they agree the blend moves nothing but sub-cell
-  boundaries, and a trial gated by agreement left most of the real clip's jump in place: the jump is
-  where they disagree. There the residual tells a frame that the motion predicts (the previous
-  output still fits) from a scene that changed, and the CNN's confidence tells a change of mind on an
-  ambiguous cell (flicker: ``p`` near 1/2 or below, the weight full) from a confident finding (``p``
-  near 1, the weight near 0), which the key frame must keep: a trial gated by the residual alone cost
-  key frames more than the 0.5 mIoU the issue allows, on held-out synthetic clips without interpolation.
+  boundaries, and a trial gated by agreement (during development, not kept as an option) left most of
+  the real clip's jump in place: the jump is where they disagree. There the residual tells a frame
+  that the motion predicts (the previous output still fits) from a scene that changed, and the CNN's
+  confidence tells a change of mind on an ambiguous cell (flicker: ``p`` near 1/2 or below, the
+  weight full) from a confident finding (``p`` near 1, the weight near 0), which the key frame must
+  keep: a trial gated by the residual alone (likewise not kept) cost key frames more than the 0.5
+  mIoU the issue allows, on held-out synthetic clips without interpolation.
 - **The CNN keeps the larger share.** ``key_blend`` (0.5 by default: the smallest of the values
   measured that keeps the real clip's default configuration within the issue's 2x) is the previous
   output's weight where the motion is perfect and the CNN undecided, and the most it gets. The key
@@ -42,13 +43,15 @@ from collections.abc import Callable
 
 import torch
 
+from taplab.ops import bidirectional
 from taplab.ops.warp import GridFlow, warp
 
 #: the residual (8-bit levels, a cell's mean) at which the previous output's weight falls to 1/e of ``key_blend``
 RESIDUAL_SCALE = 8.0
 
 
-def previous_weights(error: torch.Tensor, distorted: torch.Tensor, logits: torch.Tensor, strength: float) -> torch.Tensor:
+def previous_weights(error: torch.Tensor, distorted: torch.Tensor, logits: torch.Tensor,
+                     strength: float) -> torch.Tensor:
     """The previous output's weight ``a`` per cell, ``(h, w)`` float32 in [0, strength] (see the module docstring):
     from the motion's residual per cell ``error`` ``(h, w)``, the cells the carried output has no source in
     (``distorted``, where ``a`` is 0) and the key frame's ``logits`` ``(C, h, w)``."""
@@ -69,4 +72,4 @@ def blend_key(key: torch.Tensor, previous: torch.Tensor, flow: GridFlow, error: 
     Returns the blended features and the previous output's mean weight."""
     carried, distorted = warp(previous, flow, sampling)
     weight = previous_weights(error, distorted, logits(key), strength)
-    return torch.lerp(key, carried, weight[None].to(key.dtype)), float(weight.mean())
+    return bidirectional.blend(key, carried, weight), float(weight.mean())

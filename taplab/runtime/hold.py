@@ -78,6 +78,11 @@ class Hold:
         self.items.append(item)
         return self.take(len(self.items) - self.bound) if len(self.items) > self.bound else []
 
+    def last_features(self, default: torch.Tensor | None) -> torch.Tensor | None:
+        """The features of the last held anchor that has some (final once settled), else ``default``."""
+        held = [h.features for h in self.items if h.anchor and h.features is not None]
+        return held[-1] if held else default
+
     def take(self, count: int | None = None) -> list[Held]:
         """The first ``count`` held frames (all by default), no longer held."""
         count = len(self.items) if count is None else count
@@ -93,8 +98,7 @@ def interpolate(held: list[Held], key: torch.Tensor, flow: GridFlow, step: torch
     is shared among the held anchors' ``interpolation`` stage."""
     start = time.perf_counter()
     source, cover, accumulated = key, torch.ones(key.shape[1:]), torch.zeros(key.shape[1:])
-    anchors = [h for h in held if h.anchor and h.features is not None]
-    for h in reversed(anchors):
+    for h in reversed([h for h in held if h.anchor and h.features is not None]):
         source, cover = interpolation.splat(source, cover, flow)
         accumulated = accumulated + step + interpolation.STEP
         ok = interpolation.received(cover)

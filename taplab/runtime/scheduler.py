@@ -141,14 +141,13 @@ class Scheduler:
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
         if decision.kind.is_key:
-            waiting = self.interpolating and anchor and any(h.anchor and h.features is not None for h in self.hold.items)
+            waiting = self.interpolating and anchor and self.hold.last_features(None) is not None
             back = self._step_back(frame, timings, "interpolation") if waiting else None
             result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
             self._error = torch.zeros(self.grid) if anchor else self._error
             if anchor:
                 self._settle(self.hold.items, back)
-            if anchor and deadline is None and self.cfg.ffw and self.cfg.key_blend > 0 \
-                    and self.anchors.anchor_features is not None:  # in line, after an output, not the per-frame run
+            if anchor and deadline is None and self.cfg.ffw and self.cfg.key_blend > 0:  # not the per-frame run
                 result.carried = self._blend_key(frame, timings, back)
         elif decision.kind is Kind.SKIP:
             if facts.warpable and anchor:  # keep the motion chain intact for the next output
@@ -237,13 +236,12 @@ class Scheduler:
 
     def _blend_key(self, frame: Frame, timings: dict, back: tuple[GridFlow, torch.Tensor] | None) -> float | None:
         """Key frames that do not jump (:mod:`taplab.ops.keyblend`): the key frame's state becomes its CNN output
-        blended with the previous anchor's final output; returns that output's mean weight (None: no motion)."""
-        step = back if back is not None else self._step_back(frame, timings, "key_blend")
-        if step is None:
+        blended with the previous anchor's final output (held ones are settled); its mean weight (None: not blended)."""
+        previous = self.hold.last_features(self.anchors.anchor_features)
+        step = None if previous is None else back if back is not None else self._step_back(frame, timings, "key_blend")
+        if step is None:  # nothing before it, or no motion back to it
             return None
         start = time.perf_counter()
-        held = [h.features for h in self.hold.items if h.anchor and h.features is not None]  # settled: final
-        previous = held[-1] if held else self.anchors.anchor_features
         features, carried = keyblend.blend_key(self.anchors.key_features, previous, *step, self._logits,
                                                self.cfg.key_blend, self.cfg.warp_sampling)
         self.anchors.set_key(features, frame.index, anchor=True)
@@ -263,6 +261,8 @@ class Scheduler:
     def _complete_all(self, held: list[Held]) -> list[FrameResult]:
         """The results of ``held`` (released, or past the hold's bound), in display order: the anchors corrected first,
         so that a B-frame's future side comes from its anchor's corrected features, as without interpolation."""
+        if not held:  # the frames held below the bound: nothing to give out
+            return []
         self._settle(held)
         ahead = {h.frame.index: h.features for h in [*held, *self.hold.items] if h.anchor and h.features is not None}
         for h in held:

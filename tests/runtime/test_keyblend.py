@@ -53,7 +53,7 @@ def test_key_frames_take_the_previous_output_where_the_cnn_doubts_and_jump_less(
     # the mask changes less at the key frames, and the frames after them follow the blended state
     for i in keys[1:]:
         assert label_change(on[i - 1].labels, on[i].labels) < label_change(off[i - 1].labels, off[i].labels)
-    assert not torch.equal(on[9].logits, off[9].logits)
+    assert not torch.equal(on[9].logits, off[9].logits)  # (a budget's key frames are not: test_latency.py)
 
 
 def test_key_frame_accuracy_stays_within_half_a_point(clip, model):
@@ -71,7 +71,7 @@ def test_key_frame_accuracy_stays_within_half_a_point(clip, model):
     assert on > off - 0.5
 
 
-def test_a_budget_and_the_per_frame_baseline_are_not_blended(clip, model):
+def test_the_per_frame_baseline_is_not_blended_and_the_setting_is_checked(clip, model):
     video, _ = clip
     per_frame = _run(model, video, ffw=False, key_blend=0.7)
     assert all(r.carried is None for r in per_frame)
