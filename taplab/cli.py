@@ -173,6 +173,17 @@ class _TrainBar:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--init", default=None, metavar="MODEL",
+              help="Start from this model's weights (a shipped model's name or a checkpoint of the same network): fine-tuning.")
+@click.option("--temporal", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of PFI's temporal loss: predictions of consecutive frames agree along the motion "
+                   "(synth:... data or frames decoded from video; 0: off).")
+@click.option("--distill", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of PFI's pairwise-frame distillation from --teacher (0: off).")
+@click.option("--teacher", default=None, metavar="MODEL", help="The model --distill learns the frames' affinities from.")
+@click.option("--temporal-data", multiple=True, metavar="VIDEO[@START:END]",
+              help="Unlabelled video (e.g. your own footage) whose frames join the training data for the temporal "
+                   "losses only (repeatable; frames START to END, END exclusive).")
 @click.option("--resume", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Continue the run saved in this last.pt, in its folder, with its own settings "
                    "(only --epochs, --device and --threads may change).")
@@ -207,7 +218,9 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
             scale=parse_range(options["scale"], float, "--scale"), flip=not options["no_flip"], jpeg=jpeg,
             jpeg_probability=options["jpeg_probability"], lr=options["lr"], poly_power=options["poly_power"],
             weight_decay=options["weight_decay"], val_limit=options["val_limit"], seed=options["seed"],
-            device=options["device"], threads=options["threads"])
+            device=options["device"], threads=options["threads"], init=options["init"],
+            temporal=options["temporal"], distill=options["distill"], teacher=options["teacher"],
+            temporal_data=options["temporal_data"])
     bar = _TrainBar()
     try:
         result = run_train(config, resume=resume, progress=bar, **overrides)
@@ -215,7 +228,8 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
         bar.close()
     for record in result.history:
         miou = "-" if record["val_miou"] is None else f"{100 * record['val_miou']:.1f}%"
-        click.echo(f"epoch {record['epoch']:3d}  loss {record['loss']:.3f}  val mIoU {miou}")
+        tc = "" if record.get("val_tc") is None else f"  val TC {100 * record['val_tc']:.1f}%"
+        click.echo(f"epoch {record['epoch']:3d}  loss {record['loss']:.3f}  val mIoU {miou}{tc}")
     click.echo(f"best val mIoU {100 * result.best_miou:.1f}%: {result.best}")
 
 

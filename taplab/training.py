@@ -43,6 +43,13 @@ class TrainConfig:
         seed: seeds data order, augmentation, initialisation and dropout.
         device: where to train (``cpu``, ``cuda``, ``cuda:N``).
         threads: torch CPU threads (None: torch's default).
+        init: start from this model's weights (a shipped model's name or a taplab checkpoint of the same
+            network; None: from scratch), for fine-tuning.
+        temporal: weight of PFI's temporal loss on pairs of consecutive frames (:mod:`taplab.pfi`; 0: off).
+        distill: weight of PFI's pairwise-frame distillation from ``teacher`` (0: off); ``teacher`` any
+            model ``load_model`` accepts.
+        temporal_data: unlabelled videos (``PATH`` or ``PATH@START:END``) whose frames join the training
+            data for the temporal losses only (:mod:`taplab.data.videos`).
     """
 
     model: str = "bl2"
@@ -67,10 +74,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    init: str | None = None
+    temporal: float = 0.0
+    distill: float = 0.0
+    teacher: str | None = None
+    temporal_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.crop, self.scale = tuple(self.crop), tuple(self.scale)
         self.jpeg = tuple(self.jpeg) if self.jpeg is not None else None
+        self.temporal_data = tuple(self.temporal_data)
         for name in ("epochs", "batch_size", "gop"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,10 +95,24 @@ class TrainConfig:
             raise ConfigError("poly_power and weight_decay must be >= 0")
         if self.val_limit is not None and self.val_limit < 1:
             raise ConfigError(f"val_limit must be >= 1 (or None for all), got {self.val_limit}")
+        if self.temporal < 0 or self.distill < 0:
+            raise ConfigError("the temporal and distill weights must be >= 0")
+        if (self.distill > 0) != (self.teacher is not None):
+            raise ConfigError("pairwise distillation needs both a weight (distill > 0) and a teacher")
+        if self.temporal_data and not self.pairs:
+            raise ConfigError("unlabelled videos (temporal_data) teach through the temporal losses only: set temporal "
+                              "or distill")
+        if self.model == "conet" and (self.temporal or self.distill or self.init):
+            raise ConfigError("temporal, distill and init apply to segmentation networks, not to conet")
         reserved = {"num_classes", "class_names", "colors"} & set(self.model_args)
         if reserved:
             raise ConfigError(f"model_args may not set {', '.join(sorted(reserved))}: they come from the data")
         self.augmentation  # validates crop, scale, jpeg
+
+    @property
+    def pairs(self) -> bool:
+        """Whether training needs each sample's previous frame (PFI's losses)."""
+        return self.temporal > 0 or self.distill > 0
 
     @property
     def augmentation(self) -> Augmentation:

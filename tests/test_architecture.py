@@ -17,7 +17,7 @@ FLOORS = [
     {"codec"},
     {"data"},
     {"nets", "metrics", "training"},
-    {"runtime", "evaluate"},
+    {"runtime", "evaluate", "pfi"},
     {"io", "bench", "train_correction", "adapt"},
     {"pipeline", "train"},
     {"demo", "batch"},
