@@ -21,7 +21,8 @@ def test_a_two_point_sweep_writes_its_csv_table_plots_and_json(tmp_path, capsys)
     assert per_frame["fidelity"] == "100.0" and per_frame["key_share"] == "100.0"
     assert float(ffw["key_share"]) == pytest.approx(100 * 3 / 9, abs=0.1)  # I-frames 0, 4, 8
     assert 0 < float(ffw["fidelity"]) < 100 and 0 < float(ffw["miou"]) <= 100
-    assert float(ffw["fps"]) > float(per_frame["fps"]) and float(ffw["ms_warp"]) > 0
+    # speeds are reported, not compared: which is faster is the benchmarks' question (a loaded machine reverses it)
+    assert float(ffw["fps"]) > 0 and float(per_frame["fps"]) > 0 and float(ffw["ms_warp"]) > 0
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["gops"] == [4] and record["versions"]["torch"] and len(record["records"]) == 2
     assert set(record["records"][1]["miou_by_distance"]) == {"0", "1", "2", "3"}
