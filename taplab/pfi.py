@@ -14,6 +14,9 @@ sample and the frame before it (:mod:`taplab.data.pairs`):
   the affinity matrices stay small (576 x 576 cells for a 384x384 crop). The teacher is any loadable model
   (its ``features()``; a model without an interior layer gives its logits).
 
+``--temporal-data VIDEO`` adds unlabelled footage (:mod:`taplab.data.videos`), which teaches through these
+losses alone. What the weights buy, and cost, is measured in docs/models.md.
+
 The paper's third loss, multi-frame distillation from a video teacher, is not built: it needs a teacher
 that sees several frames (the paper's has a recurrent layer), and taplab has none to distil from.
 """
