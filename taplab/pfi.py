@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taplab.ops.warp import GridFlow, warp_reference
+
 if TYPE_CHECKING:
     from taplab.data.datasets import LabelledImages
     from taplab.data.pairs import FramePairs
@@ -41,14 +43,11 @@ AFFINITY_CELL = 16
 def warp(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` ``(N, C, H, W)`` of the previous frame carried along the backward ``flow`` ``(N, H, W, 2)`` (pixels,
     ``current[y, x] ~= previous[y + dy, x + dx]``), bilinearly; and where the source lies inside the frame
-    (bool ``(N, H, W)``)."""
-    n, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device),
-                            torch.arange(w, dtype=x.dtype, device=x.device), indexing="ij")
-    sx, sy = xs + flow[..., 0], ys + flow[..., 1]
-    grid = torch.stack((2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1), dim=-1)
-    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True), inside
+    (bool ``(N, H, W)``). FFW's torch reference (:func:`taplab.ops.warp.warp_reference`), at one cell per pixel,
+    one sample at a time (each has its own flow)."""
+    every = torch.ones(flow.shape[1:3], dtype=torch.bool, device=flow.device)
+    warped, distorted = zip(*(warp_reference(x[i], GridFlow(flow[i], every), "bilinear") for i in range(len(x))))
+    return torch.stack(warped), ~torch.stack(distorted)
 
 
 def temporal_loss(logits: torch.Tensor, logits_before: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -81,9 +80,7 @@ def pair_consistency(model: Model, data: LabelledImages, pairs: FramePairs, limi
     """Temporal consistency over the samples of ``data`` that have a frame before them (the first ``limit``
     samples): the mean of the mIoU between the model's labels on a frame and its labels on the frame
     before, carried along the flow (as :func:`taplab.metrics.temporal_consistency`, pair by pair)."""
-    from taplab.data.labels import IGNORE_LABEL
-    from taplab.metrics import ConfusionMatrix
-    from taplab.ops.flow import warp_labels
+    from taplab.metrics import temporal_consistency
 
     scores = []
     for i in range(len(data) if limit is None else min(limit, len(data))):
@@ -91,7 +88,5 @@ def pair_consistency(model: Model, data: LabelledImages, pairs: FramePairs, limi
         if previous is None:
             continue
         labels, before = model.predict(np.stack([data[i][0], previous.image]))
-        cm = ConfusionMatrix(model.num_classes)
-        cm.update(labels, warp_labels(before, previous.flow, fill=IGNORE_LABEL))
-        scores.append(cm.miou())
+        scores.append(temporal_consistency([before, labels], [None, previous.flow], model.num_classes))
     return float(np.nanmean(scores)) if scores else float("nan")
