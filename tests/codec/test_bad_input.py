@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import warnings
 
 import av
@@ -98,24 +97,38 @@ def test_empty_file(tmp_path):
 
 
 def test_refused_url_fails_at_once():
-    start = time.monotonic()
-    with pytest.raises(VideoOpenError, match="refused"):
-        open_video("tcp://127.0.0.1:1", timeout=2)
-    assert time.monotonic() - start < 2
+    # "at once" is the cause in the message, not a stopwatch (a loaded machine may take any time): a reader that
+    # waited for the timeout instead would say "timed out"; the seconds it takes are in benchmarks/bench_bad_input.py
+    with pytest.raises(VideoOpenError, match="refused") as error:
+        open_video("tcp://127.0.0.1:1", timeout=30)
+    assert "timed out" not in str(error.value)
 
 
 def test_silent_server_times_out():
+    """A server that accepts and sends nothing: the timeout fires (the error says so) rather than the read hanging.
+    The read runs in a thread joined for 60 s, a guard against a hang only; how close to its timeout it ends is
+    measured by benchmarks/bench_bad_input.py."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     port = server.getsockname()[1]
-    accepted = []
+    accepted = []  # the connection kept open (a dropped one would close: end of data, not silence)
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
-    start = time.monotonic()
-    try:
-        with pytest.raises(VideoOpenError, match="timed out"):
+    outcome = []
+
+    def read() -> None:
+        try:
             open_video(f"tcp://127.0.0.1:{port}", timeout=0.5)
-        assert time.monotonic() - start < 5
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        reader.join(60)
+        assert not reader.is_alive(), "the read hung: its timeout never fired"
+        assert isinstance(outcome[0], VideoOpenError) and "timed out after 0.5 s" in str(outcome[0]), outcome
     finally:
         server.close()
 
@@ -161,6 +174,15 @@ def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_encode_cli_refuses_a_frame_rate_of_0(translation_clip, tmp_path):
+    """`encode --fps 0` once fell back to the source's rate and exited 0; the API test is
+    test_encode_rejects_bad_parameters_and_leaves_no_file, this one is the command's promise."""
+    result = subprocess.run([sys.executable, "-m", "taplab.cli", "encode", str(translation_clip), "out.mp4", "--fps", "0"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip() == "error: fps must be positive, got 0.0", result.stderr
+    assert not list(tmp_path.iterdir())  # no output file, not even a temporary one
 
 
 def test_standard_input_is_named_so_in_errors(tmp_path):
@@ -232,3 +254,113 @@ def test_only_a_raw_guess_under_a_containers_name_counts_as_misread():
     assert not misread_container("h261", "call.h261") and not misread_container("mov,mp4,m4a,3gp,3g2,mj2", "clip.mp4")
     assert not misread_container("m4v", "clip.mp4")  # a damaged MP4's MPEG-4 stream, read raw: its real frames
     assert not misread_container("h261", object())  # a file object: no name to go by
+
+
+# ---------------------------------------------------------------- PyAV's own exceptions on damaged data
+
+#: what PyAV raised on damaged bytes when the real clips were fuzzed (issue 17, item 1), besides FFmpeg's errors
+PYAV_DAMAGE = [IndexError("list index out of range"),
+               UnicodeDecodeError("utf-8", b"\xff\xfe", 0, 1, "invalid start byte"),
+               AttributeError("'NoneType' object has no attribute 'options'"),
+               ValueError("current and reference must be equal planes")]
+
+
+class DamagedContainer:
+    """A real container opened by PyAV, whose demuxing (``at="demux"``), a packet's decoding (``"decode"``) or the
+    reading of its streams (``"header"``) raises ``exc`` after ``after`` good packets. The one fake of these tests:
+    no small file makes PyAV raise each of these types on demand, and the unit under test is the mapping of
+    whatever it raises (``DAMAGED`` in taplab/codec/backends/pyav.py), not PyAV's parsing."""
+
+    def __init__(self, container, exc: Exception, at: str, after: int = 3):
+        self._container, self._exc, self._at, self._after = container, exc, at, after
+
+    def demux(self, *streams):
+        for k, packet in enumerate(self._container.demux(*streams)):
+            if k == self._after:
+                if self._at == "demux":
+                    raise self._exc
+                packet = _UndecodablePacket(packet, self._exc)
+            yield packet
+
+    def __getattr__(self, name):  # streams, format, close: the real container's
+        if name == "streams" and self._at == "header":  # (here, not in a property: an AttributeError raised by a
+            raise self._exc  # property would make Python fall back on __getattr__, hiding it)
+        return getattr(self._container, name)
+
+
+class _UndecodablePacket:
+    def __init__(self, packet, exc: Exception):
+        self.pts, self._exc = packet.pts, exc
+
+    def decode(self):
+        raise self._exc
+
+
+def _damage(monkeypatch, exc: Exception, at: str) -> None:
+    """Every container the PyAV backend opens from now on is a :class:`DamagedContainer` over the real one."""
+    from taplab.codec.backends import pyav as backend
+
+    real = backend.open_container
+    monkeypatch.setattr(backend, "open_container", lambda *a, **kw: DamagedContainer(real(*a, **kw), exc, at))
+
+
+@pytest.mark.parametrize("exc", PYAV_DAMAGE, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("at", ["demux", "decode"])
+def test_pyav_exceptions_while_reading_are_decode_errors_naming_them(translation_clip, monkeypatch, exc, at):
+    _damage(monkeypatch, exc, at)
+    got = []
+    with pytest.raises(DecodeError, match=rf"reading .*translation.mp4 failed: damaged data \({type(exc).__name__}: ") \
+            as error, open_video(translation_clip) as video:
+        got.extend(f.index for f in video)
+    assert type(error.value.__cause__) is type(exc)
+    # the good packets' frames first, then the error (fewer than 3 where frame threading holds frames back: many cores)
+    assert got == list(range(len(got))) and len(got) <= 3
+
+
+@pytest.mark.parametrize("exc", PYAV_DAMAGE, ids=lambda e: type(e).__name__)
+def test_pyav_exceptions_on_opening_are_video_open_errors_naming_them(translation_clip, monkeypatch, exc):
+    import av
+
+    from taplab.codec.backends import pyav as backend
+
+    with monkeypatch.context() as m:  # the header: PyAV fails reading the streams of a container it opened
+        _damage(m, exc, "header")
+        with pytest.raises(VideoOpenError, match=rf"its header is damaged \({type(exc).__name__}: ") as error:
+            open_video(translation_clip)
+        assert type(error.value.__cause__) is type(exc)
+    real_open = av.open
+
+    def damaged_open(*args, **kwargs):  # the container: av.open opens it for real, then fails as PyAV did
+        real_open(*args, **kwargs).close()
+        raise exc
+
+    monkeypatch.setattr(backend.av, "open", damaged_open)
+    with pytest.raises(VideoOpenError, match=rf"its container is damaged \({type(exc).__name__}: ") as error:
+        open_video(translation_clip)
+    assert type(error.value.__cause__) is type(exc)
+
+
+@pytest.mark.parametrize("exc", PYAV_DAMAGE, ids=lambda e: type(e).__name__)
+def test_pyav_exceptions_reach_the_command_line_as_one_error_line(translation_clip, tmp_path, monkeypatch, capsys, exc):
+    """Through `taplab probe`, and for one of the types `taplab segment` (the CLI's handling does not depend on the
+    type; a segment run loads a model, seconds each), in this process (the fake does not cross into a subprocess)."""
+    from taplab.cli import main
+
+    _damage(monkeypatch, exc, "demux")
+    commands = [["probe", str(translation_clip)]]
+    if isinstance(exc, IndexError):
+        commands.append(["segment", str(translation_clip), "--out", str(tmp_path / "m")])
+    for args in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert exit_.value.code == 2 and "Traceback" not in err, err
+        assert len(lines) == 1 and f"damaged data ({type(exc).__name__}: " in lines[0], err
+    out = tmp_path / "m"
+    if isinstance(exc, IndexError) and out.exists():  # the frames read before the damage are kept, complete, logged
+        logged = [r["index"] for r in json.loads((out / "frames.json").read_text())]
+        assert 1 <= len(logged) <= 3 and logged == list(range(len(logged)))  # (see above: frame threading)
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            [f"frame_{i:06d}.png" for i in logged] + ["frames.csv", "frames.json"])  # no summary.json: incomplete
+    # (no folder: no frame came out before the damage, and a run that segmented nothing leaves nothing)

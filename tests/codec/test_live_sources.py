@@ -1,11 +1,10 @@
 """Live sources at the reader: a file still being written (``follow``), a pipe from another process, and
 the options a stream is opened with. Real MPEG-TS from taplab's encoder; the writers are real processes
-or threads writing at the frame rate."""
+or threads, each in lock-step with the reader where the test is about the reader keeping up."""
 
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -35,20 +34,42 @@ def assert_same_frames(got, expected):
 def test_a_growing_file_is_read_as_it_grows_and_ends_when_it_stops(clip, tmp_path):
     path = tmp_path / "recording.ts"
     path.write_bytes(b"")  # the recorder has created it, nothing written yet
+    # The recorder writes frame j only once frame j - 1 - AHEAD has come out of the reader, so the reader reads
+    # frames that did not exist when it began, however fast or slow each side runs (a frame comes out when the one
+    # after next begins: AHEAD 4 leaves room; 60 s: a guard against a hang). Having written the last, it ends the
+    # reading at what the file holds (``interrupt``, as stop() does), so that no pause of a loaded machine between
+    # two writes can pass for the end of the recording.
+    ahead = 4
+    got, stalled, progress, opened = [], [], threading.Condition(), []
 
     def record() -> None:
         with open(path, "ab") as out:
-            for i, data in enumerate(clip.frames()):
-                time.sleep(1 / clip.fps)
+            for j, data in enumerate(clip.frames()):
+                with progress:
+                    if not progress.wait_for(lambda j=j: len(got) >= j - ahead, timeout=60):
+                        stalled.append(j)
                 out.write(data)
                 out.flush()
+        with progress:
+            progress.wait_for(lambda: opened, timeout=60)
+        opened[0].interrupt()
 
-    writer = threading.Thread(target=record)
+    writer = threading.Thread(target=record, daemon=True)  # (daemon: a failing test does not hold up the exit)
     writer.start()
-    got = vectors(path, follow=True, timeout=0.5)  # returns: it ended once the file stopped growing
+    with open_video(path, follow=True, timeout=None) as video:  # None: only the recorder's interrupt ends it
+        with progress:
+            opened.append(video)
+            progress.notify_all()
+        for f in video:
+            with progress:
+                got.append((f.pict_type, None if f.motion is None else f.motion.vectors.copy()))
+                progress.notify_all()
     writer.join()
+    assert not stalled  # each frame came out as the recorder wrote on, at most AHEAD + 2 frames behind it
     assert_same_frames(got, vectors(path))  # every frame, as read from the finished file
-    assert len(got) == 24  # it waited for the frames the writer had not written yet when reading began
+    assert len(got) == 24
+    # a file that has stopped growing ends once it has not grown for ``timeout`` seconds, with every frame
+    assert_same_frames(vectors(path, follow=True, timeout=0.2), got)
 
 
 def test_without_follow_a_growing_file_ends_at_its_current_end(clip, tmp_path):

@@ -2,9 +2,11 @@
 
     python -m tests.fuzz.harness [--cases 1000] [--seed 0] [--timeout 60] [--command probe|segment] [--keep DIR]
 
-Sources: a 24-frame 128x256 clip encoded here as MPEG-4 Part 2 and H.264 in MP4 and in MPEG-TS, and where
-../shared/data/real is present, the first 36 packets of the real 720p clips copied into MP4 (both) and
-MPEG-TS (H.264). Each case takes one source and one seeded mutation:
+Sources: a 24-frame 128x256 clip encoded here (taplab's encoder settings) in every codec taplab encodes, MPEG-4
+Part 2, H.264, HEVC, VP9 and MPEG-2, each in MP4, in MPEG-TS (VP9 excepted: MPEG-TS does not carry it) and as a raw
+elementary stream (``.m4v``, ``.h264``, ``.hevc``, ``.m2v``; VP9's raw form, IVF); and where ../shared/data/real is
+present, the first 36 packets of the real 720p clips copied into MP4 (both) and MPEG-TS (H.264). Each case takes
+one source and one seeded mutation:
 
 - ``flip``: 1-64 random bytes replaced;
 - ``truncate``: the file cut at a random point;
@@ -44,19 +46,29 @@ class Case:
     detail: str
 
 
+#: codec -> (FFmpeg's raw muxer, the raw file's suffix, the container its stream is copied from): from MPEG-TS, whose
+#: MPEG-4 Part 2 stream carries its headers in-band (copied from MP4 it would lack them, and not decode); VP9,
+#: which MPEG-TS does not carry, from MP4 into IVF
+RAW = {"mpeg4": ("m4v", "m4v", "ts"), "h264": ("h264", "h264", "ts"), "hevc": ("hevc", "hevc", "ts"),
+       "mpeg2": ("mpeg2video", "m2v", "ts"), "vp9": ("ivf", "ivf", "mp4")}
+
+
 def sources(folder: Path) -> dict[str, bytes]:
-    """The streams mutated: MPEG-4 Part 2 and H.264 encoded here, in MP4 and MPEG-TS; and, where the real clips
-    are beside the checkout (tests/conftest.py's REAL), their first 36 packets copied into MP4 and MPEG-TS (the
-    real encoders' streams and metadata, no re-encoding)."""
+    """The streams mutated: the clip encoded here in each codec of :data:`RAW` (every one taplab encodes), in MP4,
+    in MPEG-TS (not VP9) and raw; and, where the real clips are beside the checkout (tests/conftest.py's REAL),
+    their first 36 packets copied into MP4 and MPEG-TS (the real encoders' streams and metadata, no re-encoding)."""
     from taplab.codec import encode
     from taplab.codec.loopback import mpegts_clip
     from tests.conftest import DX, DY, REAL, translation_frames
 
     frames = translation_frames(24, 128, 256, DX, DY)
     out = {}
-    for codec in ("mpeg4", "h264"):
+    for codec, (muxer, suffix, origin) in RAW.items():
         out[f"{codec}.mp4"] = encode(frames, folder / f"{codec}.mp4", gop=12, codec=codec).read_bytes()
-        out[f"{codec}.ts"] = mpegts_clip(frames, codec=codec).data
+        if codec != "vp9":
+            out[f"{codec}.ts"] = mpegts_clip(frames, codec=codec).data
+            (folder / f"{codec}.ts").write_bytes(out[f"{codec}.ts"])  # the raw stream's origin
+        out[f"{codec}.{suffix}"] = _remuxed(folder / f"{codec}.{origin}", folder / f"{codec}.{suffix}", muxer, 24)
     # MPEG-4 Part 2 copied into MPEG-TS lacks its in-band headers (it would need FFmpeg's dump_extra filter)
     for clip, containers in (("vid_mpeg4_part2.mp4", ("mp4",)), ("vid_h264.mp4", ("mp4", "mpegts"))):
         if (REAL / clip).exists():

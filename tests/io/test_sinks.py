@@ -136,3 +136,63 @@ def test_outputs_that_cannot_be_written_are_one_line_errors(translation_clip, tm
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.strip() == message.format(**names) and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["color"]  # nothing left behind
+
+
+def _deny(monkeypatch, where, tmp_path):
+    """Permission denied at one place, as a user without the right meets it: the tests run as root, whom chmod does
+    not stop, so the refusal is made by the test (said so here; the rest of the run is real): ``"mkdir"``, the
+    output folder's creation under a parent the user cannot write; ``"access"``, the check of an existing folder
+    the user cannot write; ``"write"``, the first file the run creates in it (the log's), refused though the check
+    passed (an ACL or a mount that access() does not see)."""
+    import os
+    import pathlib
+    import tempfile
+
+    locked = tmp_path / "locked"
+
+    def refused(path):
+        return PermissionError(13, "Permission denied", str(path))
+
+    if where == "mkdir":
+        real_mkdir = pathlib.Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if self.is_relative_to(locked) and self != locked:
+                raise refused(self)
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    elif where == "access":
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode & os.W_OK and pathlib.Path(
+            path).is_relative_to(locked) else real_access(path, mode, **kw))  # readable, not writable
+    else:
+        real_temporary = tempfile.TemporaryFile
+
+        def temporary(*args, dir=None, **kwargs):
+            if dir is not None and pathlib.Path(dir).is_relative_to(locked):
+                raise refused(pathlib.Path(dir) / ".taplab-log.jsonl")
+            return real_temporary(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", temporary)
+
+
+@pytest.mark.parametrize("where, out, message", [
+    ("mkdir", "locked/masks", "error: cannot create output folder {tmp}/locked/masks: Permission denied"),
+    ("access", "locked", "error: output folder {tmp}/locked is not writable"),
+    ("write", "locked/masks", "error: cannot write the outputs in {tmp}/locked/masks: Permission denied: "
+                              "{tmp}/locked/masks/.taplab-log.jsonl"),
+])
+def test_an_output_folder_without_the_right_to_write_is_a_one_line_error(translation_clip, tmp_path, monkeypatch,
+                                                                         capsys, where, out, message):
+    """Issue 17, item 4: an unwritable --out once gave a PermissionError traceback; now one line, exit 2, and
+    nothing of the run left behind."""
+    from taplab.cli import main
+
+    (tmp_path / "locked").mkdir()
+    _deny(monkeypatch, where, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(translation_clip), "--out", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.strip() == message.format(tmp=tmp_path) and "Traceback" not in err, err
+    assert list((tmp_path / "locked").iterdir()) == []  # no output folder, no log, no temporary file

@@ -118,8 +118,9 @@ def test_file_errors(tmp_path):
         load_model("nowhere.pt")
     text = tmp_path / "notes.pt"
     text.write_text("not a model")
-    with pytest.raises(ModelError, match="not a readable checkpoint"):
+    with pytest.raises(ModelError, match="not a readable checkpoint") as error:
         load_model(text)
+    assert "weights_only" not in str(error.value)  # torch's advice to load it unsafely is never repeated (issue 17)
     bare = tmp_path / "bare.pt"
     torch.save(TinySegmenter().state_dict(), bare)
     with pytest.raises(ModelError, match="not a taplab checkpoint"):

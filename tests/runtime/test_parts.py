@@ -158,18 +158,29 @@ def test_costs_are_running_means_and_rgc_starts_from_the_cnns_share():
 
 
 def test_what_fits_before_a_deadline():
+    # deadlines an hour away or already past: no pause of a loaded machine between two lines moves a decision
     p = LatencyPolicy(0.1)
     assert p.deadline(None) is None and p.deadline(5.0) == pytest.approx(5.1)
     now = time.perf_counter()
     p.measure("fusion", 0.05)
-    assert p.fits("fusion", now + 1.0, cnn_busy=False)
-    assert not p.fits("fusion", now + 1.0, cnn_busy=True)  # the CNN takes the cores
-    assert not p.fits("fusion", now + 0.01, cnn_busy=False)
+    assert p.fits("fusion", now + 3600, cnn_busy=False)
+    assert not p.fits("fusion", now + 3600, cnn_busy=True)  # the CNN takes the cores
+    assert not p.fits("fusion", now + 0.01, cnn_busy=False)  # 50 ms of fusion cannot fit in 10 ms
     assert p.fits("fusion", None, cnn_busy=True)  # no budget: everything runs
     assert p.late(now - 1, newer=True) and not p.late(now - 1, newer=False) and not p.late(None, newer=True)
-    assert p.key_wait(now + 1.0) > 0.9  # the first CNN's time is unknown: wait for it
+    assert not p.late(now + 3600, newer=True)
+    # the first CNN's time is unknown: wait for it until the deadline less the labels' time, measured from the
+    # moment of the call, which lies between the two readings of the clock around it
+    p.measure("labels", 0.02)
+    before = time.perf_counter()
+    deadline = before + 3600
+    wait = p.key_wait(deadline)
+    after = time.perf_counter()
+    assert wait is not None and deadline - 0.02 - after <= wait <= deadline - 0.02 - before
+    assert p.key_wait(now - 1) == 0.0  # past its deadline: the CNN is not waited for, but never a negative wait
     p.cnn_seconds = 2.0
-    assert p.key_wait(now + 1.0) is None
+    assert p.key_wait(time.perf_counter() + 1.0) is None  # known not to fit: the key frame is held at once
+    assert p.key_wait(time.perf_counter() + 3600) is not None
 
 
 def test_the_key_frame_worker_carries_a_finished_cnn_to_the_current_key_frame():
@@ -177,7 +188,7 @@ def test_the_key_frame_worker_carries_a_finished_cnn_to_the_current_key_frame():
     release = threading.Event()
 
     def features(image):
-        release.wait(5)
+        assert release.wait(60)  # (a guard: the test releases it)
         return torch.from_numpy(image.astype(np.float32))
 
     carried = []
@@ -193,9 +204,8 @@ def test_the_key_frame_worker_carries_a_finished_cnn_to_the_current_key_frame():
     worker.submit(12, np.ones((1, 1, 3)), shift(grid, 1.0))  # a newer key frame while the first runs
     assert first.carry is not None  # the first will be carried to the newer one
     release.set()
-    deadline = time.perf_counter() + 5
-    while not all(j.future.done() for j in worker.jobs) and time.perf_counter() < deadline:
-        time.sleep(0.01)
+    for job in list(worker.jobs):
+        job.future.result(60)  # both finished (60 s: a guard against a hang)
     features_, index, cnn_time = worker.finished()
     assert index == 12 and features_.sum() == 3 and isinstance(cnn_time, float)  # the newest; the older one carried first
     assert len(carried) == 1 and torch.equal(carried[0].flow, shift(grid, 1.0).flow) and not worker.busy
@@ -205,7 +215,7 @@ def test_the_key_frame_worker_carries_a_finished_cnn_to_the_current_key_frame():
 def test_waiting_for_a_key_frame_in_time_clears_the_queue():
     worker = KeyFrameWorker(lambda image: torch.zeros(1), lambda f, m: f)
     job = worker.submit(0, np.zeros(1), zero_flow((1, 1)))
-    features, seconds = worker.wait(job, 5.0)
+    features, seconds = worker.wait(job, 60.0)  # (a guard: it returns when the CNN does)
     assert torch.equal(features, torch.zeros(1)) and not worker.busy
     worker.close()
 
