@@ -155,6 +155,8 @@ def main() -> None:
                         help="accuracy with and without offline interpolation (INTERPOLATION) instead")
     parser.add_argument("--key-blend", type=float, default=None,
                         help="key_blend of every combination (default: the runtime's; 0: as before the blend)")
+    parser.add_argument("--fusion-memory", type=float, default=None,
+                        help="fusion_memory of every combination (default: the runtime's; 0: as before the memory)")
     parser.add_argument("--correction", default=None,
                         help="a correction network file (taplab train --model conet) for the rows with fusion, "
                              "instead of the shipped one")
@@ -163,11 +165,11 @@ def main() -> None:
     if args.correction:
         combinations = {k: {**v, "correction": args.correction} for k, v in combinations.items()}
         fusion_weights = {k: {**v, "correction": args.correction} for k, v in fusion_weights.items()}
+    fixed = {k: v for k, v in (("key_blend", args.key_blend), ("fusion_memory", args.fusion_memory)) if v is not None}
+
     def blended(variants: dict[str, dict]) -> dict[str, dict]:
-        """``--key-blend`` on every warping variant (0: the figures taken before the key-frame blend)."""
-        if args.key_blend is None:
-            return variants
-        return {k: v if v.get("ffw") is False else {**v, "key_blend": args.key_blend} for k, v in variants.items()}
+        """``--key-blend``, ``--fusion-memory`` on every warping variant (0: the figures taken before them)."""
+        return {k: v if v.get("ffw") is False else {**v, **fixed} for k, v in variants.items()}
 
     if not args.skip_speed:
         speed(args.frames, args.labels,

@@ -99,11 +99,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (the figures docs/streams.md quotes), cuda or auto")
     parser.add_argument("--key-blend", type=float, default=None,
                         help="key_blend of every configuration (default: the runtime's; 0: as before the blend)")
+    parser.add_argument("--fusion-memory", type=float, default=None,
+                        help="fusion_memory of every configuration (default: the runtime's; 0: as before the memory)")
     args = parser.parse_args()
     configs = {name: CONFIGS[name] for name in args.configs.split(",")}
-    if args.key_blend is not None:  # the figures taken before the key-frame blend: --key-blend 0
-        configs = {name: options if options.get("ffw") is False else {**options, "key_blend": args.key_blend}
-                   for name, options in configs.items()}
+    # the figures taken before the key-frame blend and fusion's memory: --key-blend 0 --fusion-memory 0
+    fixed = {k: v for k, v in (("key_blend", args.key_blend), ("fusion_memory", args.fusion_memory)) if v is not None}
+    configs = {name: options if options.get("ffw") is False else {**options, **fixed} for name, options in configs.items()}
     heads = " | ".join(f"{a}-{b}" for a, b in BINS)
     print(f"| stream | configuration | key frames | RGFS | speed-up (min-max) | flow ms | fidelity % | by distance: {heads} |")
     print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(BINS))

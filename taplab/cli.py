@@ -177,7 +177,8 @@ class _TrainBar:
               help="Start from this model's weights (a shipped model's name or a checkpoint of the same network): fine-tuning.")
 @click.option("--temporal", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of PFI's temporal loss: predictions of consecutive frames agree along the motion "
-                   "(synth:... data or frames decoded from video; 0: off).")
+                   "(synth:... data or frames decoded from video; 0: off). With --model conet: the consistency of "
+                   "consecutive fused frames along the clips' true flow.")
 @click.option("--distill", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of PFI's pairwise-frame distillation from --teacher (0: off).")
 @click.option("--teacher", default=None, metavar="MODEL", help="The model --distill learns the frames' affinities from.")

@@ -16,6 +16,19 @@ made concrete here:
   cross-entropy of ``M_edge`` against those boundary cells (edges and thin objects); *warp*, binary
   cross-entropy of ``M`` against the cells whose warped label is wrong, so that the map learns where
   warping failed. Total: ``semantic + edge_semantics + 0.5 (edge + warp)``.
+- **Consistency** (``temporal`` W > 0, the Dynamic Warping Network's consistency loss): fusion corrects
+  each warped frame on its own, and corrections that differ from one frame to the next flicker (on
+  held-out synthetic clips, TC 70.6% against FFW's 78.4%, docs/models.md). With W set, each sample whose
+  previous frame is a warped frame too is paired with it (the same crop and flip), and ``W`` times PFI's
+  temporal loss (:func:`taplab.pfi.temporal_loss`) joins the total: the squared difference between the
+  fused class probabilities of the frame and those of the frame before carried along the clip's
+  ground-truth flow, on the feature grid's cells (the flow at the cell centres, in cells), averaged over
+  the cells where the flow holds (the centre's label is the one the flow comes from, inside the frame).
+  The frame after a key frame has no pair: its previous output is the CNN's, which fusion does not
+  change. Both frames of a pair go through the network in one batch. The log's ``val_tc`` and
+  ``val_tc_warped`` are the validation pairs' TC (:func:`taplab.metrics.temporal_consistency` on the
+  cells' labels) with and without fusion. Clips need their flow (``synth:...`` and ``taplab synth``
+  folders have it).
 - Adam with the poly schedule, random grid-aligned crops and horizontal flips (no rescaling: the
   logits' geometry is fixed by the model); validation: mIoU of the fused output against the labels
   on the validation clips, next to that of the warped logits alone.
@@ -31,6 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,11 +53,12 @@ import torch.nn.functional as F
 from taplab.data import layout
 from taplab.data.labels import IGNORE_LABEL
 from taplab.errors import ConfigError
-from taplab.metrics import ConfusionMatrix
+from taplab.metrics import ConfusionMatrix, temporal_consistency
 from taplab.nets.conet import IMAGE_SCALE, CoNet, correction_image, read_correction, save_correction
 from taplab.nets.loader import Model, load_model, resolve_device
 from taplab.ops.fusion import distortion_map, fuse
 from taplab.ops.labels import logits_to_labels
+from taplab.pfi import temporal_loss
 from taplab.threads import apply_threads
 from taplab.training import TrainConfig, TrainingLoop, TrainProgress, TrainResult, finite, refuse_existing_run
 
@@ -59,12 +74,27 @@ class Sample:
     coarse: np.ndarray
     labels: np.ndarray
     distance: int
+    #: with ``collect_samples(..., pairs=True)``: the index of the previous frame's sample when that frame is
+    #: warped too, the backward flow to it at the cells' centres (float16 ``(h, w, 2)``, in cells) and where that
+    #: flow holds (bool ``(h, w)``); None otherwise
+    previous: int | None = None
+    flow: np.ndarray | None = None
+    valid: np.ndarray | None = None
 
 
-def labelled_clips(spec: str, split: str, workdir: Path, gop: int) -> list[tuple[Path, list[np.ndarray]]]:
-    """``(video, labels per frame)`` for a data spec: ``synth:...`` (rendered and encoded into ``workdir``,
+class Clip(NamedTuple):
+    """An encoded clip with ``labels`` for every frame and, where it has one, its ground-truth ``flow`` file
+    (``flow/<clip>.npz``, :func:`taplab.data.layout.clip_flow_path`)."""
+
+    video: Path
+    labels: list[np.ndarray]
+    flow: Path | None = None
+
+
+def labelled_clips(spec: str, split: str, workdir: Path, gop: int) -> list[Clip]:
+    """The :class:`Clip` s of a data spec: ``synth:...`` (rendered and encoded into ``workdir``,
     consecutive frames at 25 frames/s; ``frames`` per clip) or a ``taplab synth`` folder (``video/*.mp4``
-    with ``gtFine/<clip>/``; every tenth clip is the validation split)."""
+    with ``gtFine/<clip>/`` and ``flow/<clip>.npz``; every tenth clip is the validation split)."""
     from taplab.data.datasets import SynthImages, clip_config, parse_synth_spec
     from taplab.data.synth import write_clip
 
@@ -75,7 +105,8 @@ def labelled_clips(spec: str, split: str, workdir: Path, gop: int) -> list[tuple
         for k, seed in enumerate(seeds):
             name = f"{split}{k:04d}"
             video = write_clip(workdir, clip_config(seed, synth.size, synth.frames), gop=gop, name=name)
-            clips.append((video, layout.read_clip_labels(layout.clip_labels_dir(workdir, name))))
+            clips.append(Clip(video, layout.read_clip_labels(layout.clip_labels_dir(workdir, name)),
+                              layout.clip_flow_path(workdir, name)))
         return clips
     folder = Path(spec)
     videos = layout.clip_videos(folder)
@@ -83,27 +114,60 @@ def labelled_clips(spec: str, split: str, workdir: Path, gop: int) -> list[tuple
         raise ConfigError(f"{spec}: a correction network trains on videos with labels per frame: synth:... or a "
                           "folder written by `taplab synth` (video/*.mp4 and gtFine/<clip>/)")
     chosen = [v for i, v in enumerate(videos) if (i % 10 == 9) == (split == "val")] or videos[:1]
-    return [(v, layout.read_clip_labels(layout.clip_labels_dir(folder, v.stem))) for v in chosen]
+    clips = []
+    for v in chosen:
+        flow = layout.clip_flow_path(folder, v.stem)
+        clips.append(Clip(v, layout.read_clip_labels(layout.clip_labels_dir(folder, v.stem)), flow if flow.exists() else None))
+    return clips
 
 
-def collect_samples(model: Model, clips: list[tuple[Path, list[np.ndarray]]],
-                    progress: Callable[[int], None] | None = None) -> list[Sample]:
-    """Run every clip through the runtime with FFW only and keep each warped frame as a :class:`Sample`."""
+def cell_motion(flow: np.ndarray, labels: np.ndarray, labels_before: np.ndarray, stride: int,
+                grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's exact backward ``flow`` (pixels, ``(H, W, 2)``) at the centres of its feature grid's cells, in cells
+    (float16 ``(h, w, 2)``), and where it holds (bool ``(h, w)``): the centre's label is the one the flow brings from
+    the frame before (``labels_before``), from inside the frame. Cells past the frame's edge do not hold."""
+    from taplab.data.pairs import label_consistent
+
+    exact = flow.astype(np.float32)
+    holds = label_consistent(labels, labels_before, exact)
+    centre = stride // 2
+    h, w = grid
+    at = (slice(centre, None, stride), slice(centre, None, stride))
+    moved, kept = exact[at][:h, :w] / stride, holds[at][:h, :w]
+    cells, valid = np.zeros((h, w, 2), np.float16), np.zeros((h, w), bool)
+    cells[:moved.shape[0], :moved.shape[1]] = moved
+    valid[:kept.shape[0], :kept.shape[1]] = kept
+    return cells, valid
+
+
+def collect_samples(model: Model, clips: list[Clip], progress: Callable[[int], None] | None = None,
+                    pairs: bool = False) -> list[Sample]:
+    """Run every clip through the runtime with FFW only and keep each warped frame as a :class:`Sample`; with
+    ``pairs``, each one that follows a warped frame is linked to it, with the flow between them
+    (:func:`cell_motion`), in the clips that have their flow."""
     from taplab.runtime import Segmenter
 
     seg = Segmenter(model, device=model.device, ffw=True, rgc=False, rgfs=False, fusion=False, labels="nearest")
     samples = []
-    for k, (video, truth) in enumerate(clips):
-        last_key = 0
-        for r in seg.run(video, images=True, details=True):
+    for k, clip in enumerate(clips):
+        flows = np.load(clip.flow)["flow"] if pairs and clip.flow is not None else None
+        last_key, before = 0, None  # before: the previous frame's sample, when it was a warped frame
+        for r in seg.run(clip.video, images=True, details=True):
             if r.is_key:
-                last_key = r.index
+                last_key, before = r.index, None
                 continue
-            if r.warped is None or r.index >= len(truth):
+            if r.warped is None or r.index >= len(clip.labels):
+                before = None
                 continue
             small = correction_image(r.image, tuple(r.warped.shape[-2:]))
-            samples.append(Sample(small, r.warped.half().cpu().numpy(), r.distortion.half().cpu().numpy(),
-                                  truth[r.index], r.index - last_key))
+            sample = Sample(small, r.warped.half().cpu().numpy(), r.distortion.half().cpu().numpy(),
+                            clip.labels[r.index], r.index - last_key)
+            if flows is not None and before is not None and before[0] == r.index - 1:
+                sample.previous = before[1]
+                sample.flow, sample.valid = cell_motion(flows[r.index], clip.labels[r.index], clip.labels[r.index - 1],
+                                                        model.stride, tuple(r.warped.shape[-2:]))
+            before = (r.index, len(samples))
+            samples.append(sample)
         if progress is not None:
             progress(k + 1)
     if not samples:
@@ -122,13 +186,32 @@ def boundary_cells(labels: torch.Tensor, stride: int, grid: tuple[int, int]) -> 
     return F.max_pool2d(F.pad(edge, pad)[:, None], stride)[:, 0]
 
 
+class Pairs(NamedTuple):
+    """The frames before a batch's samples, for the consistency loss: their ``image``, ``warped`` and ``coarse`` as a
+    batch's (the same crops and flips as their samples'), ``index`` the positions of those samples in the batch,
+    and the backward ``flow`` ``(n, h, w, 2)`` (cells) and ``valid`` ``(n, h, w)`` between them."""
+
+    image: torch.Tensor
+    warped: torch.Tensor
+    coarse: torch.Tensor
+    index: torch.Tensor
+    flow: torch.Tensor
+    valid: torch.Tensor
+
+
 def correction_losses(net: CoNet, image: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor,
-                      labels: torch.Tensor, stride: int, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The four losses (see the module docstring) for one batch; returns ``(total, fused logits)``."""
+                      labels: torch.Tensor, stride: int, weight: float, pairs: Pairs | None = None,
+                      consistency: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The losses (see the module docstring) for one batch, ``consistency`` the weight of the consistency loss on
+    ``pairs``; returns ``(total, fused logits)``."""
+    n = len(image)
+    if pairs is not None:  # the frames before go through the network in the same batch, behind the samples
+        image, warped, coarse = (torch.cat([a, b]) for a, b in zip((image, warped, coarse), pairs[:3]))
     h, w = warped.shape[-2:]
     updated, edge_logit = net(image, warped, coarse[:, None])
     m = distortion_map(coarse, torch.sigmoid(edge_logit[:, 0]), weight)
-    fused = fuse(warped, updated, m)
+    every = fuse(warped, updated, m)
+    fused, m, edge_logit, warped = every[:n], m[:n], edge_logit[:n], warped[:n]
     up = F.interpolate(fused, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     semantic = F.cross_entropy(up, labels, ignore_index=IGNORE_LABEL)
     edges = boundary_cells(labels, stride, (h, w))
@@ -141,42 +224,79 @@ def correction_losses(net: CoNet, image: torch.Tensor, warped: torch.Tensor, coa
     known = (centre != IGNORE_LABEL).float()
     wrong = (warped.argmax(1) != centre).float()
     warp = (F.binary_cross_entropy(m.clamp(1e-4, 1 - 1e-4), wrong, reduction="none") * known).sum() / known.sum().clamp(min=1)
-    return semantic + edge_semantic + 0.5 * (edge + warp), fused
+    total = semantic + edge_semantic + 0.5 * (edge + warp)
+    if pairs is not None and consistency > 0:
+        total = total + consistency * temporal_loss(fused[pairs.index], every[n:], pairs.flow, pairs.valid)
+    return total, fused
+
+
+Window = tuple[int, int, int, int, bool]  #: a crop in cells, ``(y, x, height, width, flipped)``
+
+
+def _window(sample: Sample, crop: tuple[int, int], stride: int, rng: np.random.Generator, flip: bool) -> Window:
+    """A random grid-aligned crop of ``crop`` pixels (rounded down to whole cells), flipped half the time."""
+    h, w = sample.coarse.shape
+    ch, cw = max(1, min(h, crop[0] // stride)), max(1, min(w, crop[1] // stride))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return y, x, ch, cw, bool(flip and rng.random() < 0.5)
+
+
+def _crop(s: Sample, window: Window, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    y, x, ch, cw, flipped = window
+    im = s.image[IMAGE_SCALE * y:IMAGE_SCALE * (y + ch), IMAGE_SCALE * x:IMAGE_SCALE * (x + cw)]
+    wp = s.warped[:, y:y + ch, x:x + cw]
+    co = s.coarse[y:y + ch, x:x + cw]
+    lab = np.full((ch * stride, cw * stride), IGNORE_LABEL, np.uint8)
+    src = s.labels[y * stride:(y + ch) * stride, x * stride:(x + cw) * stride]
+    lab[:src.shape[0], :src.shape[1]] = src
+    if flipped:
+        im, wp, co, lab = im[:, ::-1], wp[:, :, ::-1], co[:, ::-1], lab[:, ::-1]
+    return im, wp, co, lab
+
+
+def _motion(s: Sample, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's cell flow and its mask in a crop; mirrored, the flow's x turns round."""
+    y, x, ch, cw, flipped = window
+    flow, valid = s.flow[y:y + ch, x:x + cw].astype(np.float32), s.valid[y:y + ch, x:x + cw]
+    if flipped:
+        flow, valid = flow[:, ::-1] * np.float32([-1, 1]), valid[:, ::-1]
+    return flow, valid
+
+
+def _stack(arrays, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).to(device, dtype)
+
+
+def _tensors(crops: list, device: torch.device):
+    images, warped, coarse, labels = zip(*crops)
+    return (_stack(images, device, torch.float).permute(0, 3, 1, 2).div_(255), _stack(warped, device, torch.float),
+            _stack(coarse, device, torch.float), _stack(labels, device, torch.long))
 
 
 def _batch(samples: list[Sample], picks: np.ndarray, crop: tuple[int, int], stride: int, rng: np.random.Generator,
-           flip: bool, device: torch.device):
-    """Random grid-aligned crops (``crop`` pixels, rounded down to whole cells) with horizontal flips."""
-    images, warped, coarse, labels = [], [], [], []
-    for i in picks:
-        s = samples[int(i)]
-        h, w = s.coarse.shape
-        ch, cw = max(1, min(h, crop[0] // stride)), max(1, min(w, crop[1] // stride))
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        im = s.image[IMAGE_SCALE * y:IMAGE_SCALE * (y + ch), IMAGE_SCALE * x:IMAGE_SCALE * (x + cw)]
-        wp = s.warped[:, y:y + ch, x:x + cw]
-        co = s.coarse[y:y + ch, x:x + cw]
-        lab = np.full((ch * stride, cw * stride), IGNORE_LABEL, np.uint8)
-        src = s.labels[y * stride:(y + ch) * stride, x * stride:(x + cw) * stride]
-        lab[:src.shape[0], :src.shape[1]] = src
-        if flip and rng.random() < 0.5:
-            im, wp, co, lab = im[:, ::-1], wp[:, :, ::-1], co[:, ::-1], lab[:, ::-1]
-        images.append(im)
-        warped.append(wp)
-        coarse.append(co)
-        labels.append(lab)
-    image = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255)
-    return (image.to(device), torch.from_numpy(np.ascontiguousarray(np.stack(warped))).float().to(device),
-            torch.from_numpy(np.ascontiguousarray(np.stack(coarse))).float().to(device),
-            torch.from_numpy(np.ascontiguousarray(np.stack(labels))).long().to(device))
+           flip: bool, device: torch.device, pairs: bool = False):
+    """Random grid-aligned crops (``crop`` pixels, rounded down to whole cells) with horizontal flips: ``(image,
+    warped, coarse, labels, pairs)``, ``pairs`` the :class:`Pairs` of the samples that have a frame before them
+    when asked for (else None)."""
+    windows = [_window(samples[int(i)], crop, stride, rng, flip) for i in picks]
+    batch = _tensors([_crop(samples[int(i)], win, stride) for i, win in zip(picks, windows)], device)
+    linked = [k for k, i in enumerate(picks) if samples[int(i)].previous is not None] if pairs else []
+    if not linked:
+        return (*batch, None)
+    before = _tensors([_crop(samples[samples[int(picks[k])].previous], windows[k], stride) for k in linked], device)
+    flow, valid = zip(*(_motion(samples[int(picks[k])], windows[k]) for k in linked))
+    return (*batch, Pairs(*before[:3], torch.tensor(linked, device=device), _stack(flow, device, torch.float),
+                          _stack(valid, device, torch.bool)))
 
 
 @torch.inference_mode()
 def evaluate_correction(net: CoNet, samples: list[Sample], num_classes: int, weight: float,
                         device: torch.device) -> dict[str, float]:
-    """mIoU of the fused and of the plain warped logits on whole frames, against the labels."""
+    """mIoU of the fused and of the plain warped logits on whole frames, against the labels; and where samples are
+    linked to the frames before them, the TC of both on the cells (``val_tc``, ``val_tc_warped``; None without)."""
     net.eval()
     fused_cm, warped_cm = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
+    cells: dict[str, list[np.ndarray]] = {"fused": [], "warped": []}  # each sample's labels on the feature grid
     for s in samples:
         image = torch.from_numpy(s.image).permute(2, 0, 1)[None].float().div_(255).to(device)
         warped = torch.from_numpy(s.warped)[None].float().to(device)
@@ -186,7 +306,18 @@ def evaluate_correction(net: CoNet, samples: list[Sample], num_classes: int, wei
         size = s.labels.shape
         fused_cm.update(logits_to_labels(fused, size)[0].cpu().numpy(), s.labels)
         warped_cm.update(logits_to_labels(warped, size)[0].cpu().numpy(), s.labels)
-    return {"val_miou": finite(fused_cm.miou()), "val_miou_warped": finite(warped_cm.miou())}
+        cells["fused"].append(fused[0].argmax(0).to(torch.uint8).cpu().numpy())
+        cells["warped"].append(warped[0].argmax(0).to(torch.uint8).cpu().numpy())
+    linked = [(s.previous, i, s.flow.astype(np.float32)) for i, s in enumerate(samples) if s.previous is not None]
+
+    def tc(labels: list[np.ndarray]) -> float | None:
+        if not linked:
+            return None
+        return finite(float(np.nanmean([temporal_consistency([labels[b], labels[i]], [None, flow], num_classes)
+                                        for b, i, flow in linked])))
+
+    return {"val_miou": finite(fused_cm.miou()), "val_miou_warped": finite(warped_cm.miou()),
+            "val_tc": tc(cells["fused"]), "val_tc_warped": tc(cells["warped"])}
 
 
 def train_correction(config: TrainConfig, state: dict | None = None,
@@ -208,8 +339,12 @@ def train_correction(config: TrainConfig, state: dict | None = None,
         sets = {}
         for split, spec in (("train", config.data), ("val", config.val_data or config.data)):
             clips = labelled_clips(spec, split, Path(tmp) / split, config.gop)
+            consistency = split == "train" and config.temporal > 0
+            if consistency and any(clip.flow is None for clip in clips):
+                raise ConfigError(f"{spec}: the consistency loss (temporal) needs each clip's ground-truth flow "
+                                  "(flow/<clip>.npz, as synth:... and taplab synth folders have)")
             sets[split] = collect_samples(base, clips, None if tell is None else
-                                          lambda k, n=len(clips): tell("data", k, n))
+                                          lambda k, n=len(clips): tell("data", k, n), pairs=consistency or split == "val")
     data, val = sets["train"], sets["val"]
 
     torch.manual_seed(config.seed)
@@ -222,8 +357,9 @@ def train_correction(config: TrainConfig, state: dict | None = None,
         for step in range(loop.steps):
             lr = loop.set_lr(epoch, step)
             picks = order[step * config.batch_size:(step + 1) * config.batch_size]
-            image, warped, coarse, labels = _batch(data, picks, config.crop, base.stride, rng, config.flip, device)
-            loss, _ = correction_losses(net, image, warped, coarse, labels, base.stride, weight)
+            image, warped, coarse, labels, pairs = _batch(data, picks, config.crop, base.stride, rng, config.flip,
+                                                          device, pairs=config.temporal > 0)
+            loss, _ = correction_losses(net, image, warped, coarse, labels, base.stride, weight, pairs, config.temporal)
             loop.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             loop.optimizer.step()

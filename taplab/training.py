@@ -45,7 +45,9 @@ class TrainConfig:
         threads: torch CPU threads (None: torch's default).
         init: start from this model's weights (a shipped model's name or a taplab checkpoint of the same
             network; None: from scratch), for fine-tuning.
-        temporal: weight of PFI's temporal loss on pairs of consecutive frames (:mod:`taplab.pfi`; 0: off).
+        temporal: weight of PFI's temporal loss on pairs of consecutive frames (:mod:`taplab.pfi`; 0: off); for
+            ``conet``, of the consistency of the fused outputs of consecutive warped frames
+            (:mod:`taplab.train_correction`).
         distill: weight of PFI's pairwise-frame distillation from ``teacher`` (0: off); ``teacher`` any
             model ``load_model`` accepts.
         temporal_data: unlabelled videos (``PATH`` or ``PATH@START:END``) whose frames join the training
@@ -102,8 +104,8 @@ class TrainConfig:
         if self.temporal_data and not self.pairs:
             raise ConfigError("unlabelled videos (temporal_data) teach through the temporal losses only: set temporal "
                               "or distill")
-        if self.model == "conet" and (self.temporal or self.distill or self.init):
-            raise ConfigError("temporal, distill and init apply to segmentation networks, not to conet")
+        if self.model == "conet" and (self.distill or self.init or self.temporal_data):
+            raise ConfigError("distill, init and temporal_data apply to segmentation networks, not to conet")
         reserved = {"num_classes", "class_names", "colors"} & set(self.model_args)
         if reserved:
             raise ConfigError(f"model_args may not set {', '.join(sorted(reserved))}: they come from the data")

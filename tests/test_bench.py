@@ -21,11 +21,17 @@ def test_a_two_point_sweep_writes_its_csv_table_plots_and_json(tmp_path, capsys)
     assert per_frame["fidelity"] == "100.0" and per_frame["key_share"] == "100.0"
     assert float(ffw["key_share"]) == pytest.approx(100 * 3 / 9, abs=0.1)  # I-frames 0, 4, 8
     assert 0 < float(ffw["fidelity"]) < 100 and 0 < float(ffw["miou"]) <= 100
+    # TC where the ground-truth flow holds leaves out the pixels whose true label changes: above plain TC, and the
+    # truth's own TC (the scale TC is read on) below 100
+    assert float(ffw["tc"]) < float(ffw["tc_held"]) <= 100
     # speeds are reported, not compared: which is faster is the benchmarks' question (a loaded machine reverses it)
     assert float(ffw["fps"]) > 0 and float(per_frame["fps"]) > 0 and float(ffw["ms_warp"]) > 0
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["gops"] == [4] and record["versions"]["torch"] and len(record["records"]) == 2
     assert set(record["records"][1]["miou_by_distance"]) == {"0", "1", "2", "3"}
+    truth = record["records"][0]["truth_tc"]
+    assert 50 < truth < 100 and record["records"][1]["truth_tc"] == truth
+    assert f"The ground truth's own TC: {truth}%" in (out / "results.md").read_text()
     for name in ("accuracy_vs_speed.png", "accuracy_by_distance.png", "stages.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 4 | 128x256 | FFW |" in (out / "results.md").read_text() and "| 4 | 128x256 | FFW |" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from taplab.metrics import (
     corrected_labels,
     fidelity,
     miou,
+    motion_holds,
     speed_model,
     temporal_consistency,
 )
@@ -81,6 +82,25 @@ def test_temporal_consistency_by_hand():
     assert temporal_consistency(frames, flows, 2) == pytest.approx((1 + 1 / 3) / 2)
     still = [np.array([[1, 0, 0, 0]])] * 3
     assert temporal_consistency(still, [None] + [np.zeros((1, 4, 2), np.float32)] * 2, 2) == 1.0
+
+
+def test_tc_where_the_motion_holds_leaves_out_what_the_scene_changes():
+    # the truth: an object (1) moving right over the background (0) uncovers a pixel each frame, where the flow
+    # (the documented best available: the background's, zero) brings the object's label: the truth's own TC is
+    # not 100, and TC where the motion holds is
+    truth = [np.array([[1, 1, 0, 0]]), np.array([[0, 1, 1, 0]]), np.array([[0, 0, 1, 1]])]
+    flow = np.zeros((1, 4, 2), np.float32)
+    flow[0, 1:, 0] = -1  # the object's pixels come from one to the left; pixel 0 (uncovered) stays
+    flow[0, 0, 0] = 0
+    flows = [None, flow, flow]
+    held = motion_holds(truth, flows)
+    assert held[0] is None and held[1].tolist() == [[False, True, True, True]]
+    assert temporal_consistency(truth, flows, 2) < 1
+    assert temporal_consistency(truth, flows, 2, held) == 1.0
+    flicker = [truth[0], np.array([[0, 1, 0, 0]]), truth[2]]  # the object's front lost on the middle frame
+    assert temporal_consistency(flicker, flows, 2, held) < 1
+    with pytest.raises(ValueError, match="2 masks"):
+        temporal_consistency(truth, flows, 2, held[:2])
 
 
 def test_corrected_labels_and_accuracy_by_distance():

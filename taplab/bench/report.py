@@ -12,6 +12,7 @@ from taplab.files import atomic_path
 
 #: the columns of the CSV (keys) and of the markdown table (headings)
 COLUMNS = {"gop": "GOP", "size": "size", "label": "modules", "miou": "mIoU %", "fidelity": "fidelity %", "tc": "TC %",
+           "tc_held": "TC held %",
            "change_key": "change at key %", "change_warped": "change warped %", "key_jump": "key jump x", "cl": "CL %",
            "key_share": "key frames %", "fps": "frames/s", "speed_model_fps": "speed model frames/s",
            "t_key_ms": "T_I ms", "t_warp_ms": "T_P ms"}
@@ -36,8 +37,11 @@ def _csv(path: Path, records: list[dict]) -> Path:
 
 
 def _markdown(path: Path, config, records: list[dict]) -> Path:
-    lines = [f"# taplab bench: {config.data}, models {', '.join(config.models)}, codec {config.codec}", "",
-             "| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [f"# taplab bench: {config.data}, models {', '.join(config.models)}, codec {config.codec}", ""]
+    truth = sorted({r["truth_tc"] for r in records if r.get("truth_tc") is not None})
+    if truth:  # what TC a perfect segmentation would score: the scale every row's TC is read on
+        lines += [f"The ground truth's own TC: {', '.join(map(str, truth))}% (TC held: 100 by definition).", ""]
+    lines += ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r[c]) or "-" for c in COLUMNS) + " |" for r in records]
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -5,7 +5,8 @@ Every point of a sweep is one runtime configuration on the same clips, encoded a
 Per point: mIoU against the labels (synthetic clips have them on every frame), fidelity (mIoU
 against the per-frame run at the same GOP: works on any video), temporal consistency (TC: with the
 clips' ground-truth flow on synthetic data, with DIS optical flow on other videos, never with the
-codec's vectors), the key-frame jump (the share of pixels whose label changes from the previous frame, at
+codec's vectors; on synthetic clips also TC where the flow holds, which leaves out the pixels whose true
+label changes along the flow, and the ground truth's own TC), the key-frame jump (the share of pixels whose label changes from the previous frame, at
 key frames and at warped frames, and their ratio: :class:`~taplab.metrics.KeyFrameJump`), corrected
 labels (CL: share of pixels the corrections changed after the warp), the
 share of key frames, frames/s over the whole run, ms per stage, the TapLab speed model's prediction
@@ -156,11 +157,13 @@ class Clip:
     flows: list[np.ndarray] | None   # backward ground-truth flow per frame, or None
     tc_flows: list                   # the flows TC warps with: ground truth, else DIS optical flow ([0] unused)
     scored: set[int] | None = None   # the frames accuracy and fidelity count (None: all)
+    held: list | None = None         # with ground-truth flow: where it holds, per frame (metrics.motion_holds)
 
 
 def prepare_clips(config: BenchConfig, gop: int, workdir: Path, scale: float = 1.0) -> list[Clip]:
     """The sweep's data at ``scale`` encoded at ``gop`` (synthetic clips rendered with labels and flow)."""
     from taplab.data.synth import SynthConfig, write_clip
+    from taplab.metrics import motion_holds
 
     folder = workdir / f"gop{gop}-x{scale:g}"
     if config.data == "synth" or config.data.startswith("synth:"):
@@ -175,7 +178,7 @@ def prepare_clips(config: BenchConfig, gop: int, workdir: Path, scale: float = 1
             video = write_clip(folder, synth, gop=gop, codec=config.codec, name=name)
             labels = [layout.read_labels(layout.clip_label_path(folder, name, t)) for t in range(spec.frames)]
             flows = list(np.load(layout.clip_flow_path(folder, name))["flow"].astype(np.float32))
-            clips.append(Clip(video, labels, flows, flows))
+            clips.append(Clip(video, labels, flows, flows, held=motion_holds(labels, flows)))
         return clips
     if Path(config.data).is_dir():
         return _cityscapes_clips(config, gop, folder, scale)
@@ -314,7 +317,7 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         def results(clip):
             return seg.run(clip.video, details=corrections, truth_flow=clip.flows)
     truth_cm, fid_cm, by_distance = ConfusionMatrix(n_classes), ConfusionMatrix(n_classes), AccuracyByDistance(n_classes)
-    tc, cl, stages, jump = [], [], {}, KeyFrameJump()
+    tc, tc_held, truth_tc, cl, stages, jump = [], [], [], [], {}, KeyFrameJump()
     key_t, warp_t, frames, keys, seconds = [], [], 0, 0, 0.0
     for clip, per_frame in zip(clips, reference):
         labels, last_key, overhead = [], 0, 0.0
@@ -343,6 +346,9 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
             overhead += time.perf_counter() - scoring
         seconds += time.perf_counter() - start - overhead
         tc.append(temporal_consistency(labels, clip.tc_flows[:len(labels)], n_classes))
+        if clip.held is not None:  # synthetic clips: TC where the flow holds, and the ground truth's own TC
+            tc_held.append(temporal_consistency(labels, clip.tc_flows[:len(labels)], n_classes, clip.held[:len(labels)]))
+            truth_tc.append(temporal_consistency(clip.labels[:len(labels)], clip.tc_flows[:len(labels)], n_classes))
     g = frames / max(keys, 1)
     t_i = float(np.mean(key_t)) if key_t else float("nan")
     t_p = float(np.mean(warp_t)) if warp_t else 0.0
@@ -350,6 +356,8 @@ def measure(model, point: Point, clips: list[Clip], reference: list[list[np.ndar
         **{k: v for k, v in asdict(point).items() if k != "options"}, "label": point.label,
         "miou": percent(truth_cm.miou()) if truth_cm.counts.any() else None,
         "fidelity": percent(fid_cm.miou()), "tc": percent(float(np.nanmean(tc))),
+        "tc_held": percent(float(np.nanmean(tc_held))) if tc_held else None,
+        "truth_tc": percent(float(np.nanmean(truth_tc))) if truth_tc else None,
         "change_key": percent(jump.key_change) if jump.key_change is not None else None,
         "change_warped": percent(jump.warped_change) if jump.warped_change is not None else None,
         "key_jump": round(jump.ratio, 2) if jump.ratio is not None else None,

@@ -168,20 +168,29 @@ def read_run_record(out: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+#: the hidden files a killed run's atomic writes left half-done (:func:`taplab.files.atomic_path`): nobody's output
+TEMPORARIES = (".taplab-*", "color/.taplab-*", "npz/.taplab-*")
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse a folder that holds anything unless ``overwrite``, which first removes
-    what an earlier run wrote there (the names above, and the hidden ``.taplab-*`` files a killed run's
-    atomic writes left half-done; nothing else is touched). :class:`OutputError` where ``out`` cannot be made
-    or written to."""
+    """Create ``out``; first remove the :data:`TEMPORARIES` a killed run left there (and the sub-folders they leave
+    empty), then refuse a folder that holds anything unless ``overwrite``, which first removes what an earlier run
+    wrote there (the names above; nothing else is touched). :class:`OutputError` where ``out`` cannot be made or
+    written to."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     try:
+        if out.is_dir():
+            for old in (old for pattern in TEMPORARIES for old in out.glob(pattern)):
+                old.unlink()
+            for sub in (out / "color", out / "npz"):
+                if sub.is_dir() and not any(sub.iterdir()):
+                    sub.rmdir()
         if out.is_dir() and any(out.iterdir()):
             if not overwrite:
                 raise ConfigError(f"output folder {out} is not empty; choose another or pass --overwrite")
             # the completion record first: a removal cut short must not leave a folder that looks complete
-            for pattern in (RUN_NAME, "frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME,
-                            ".taplab-*", "color/.taplab-*", "npz/.taplab-*"):
+            for pattern in (RUN_NAME, "frame_*.png", "color/frame_*.png", "npz/frame_*.npz", LOG_NAME, CSV_NAME):
                 for old in out.glob(pattern):
                     old.unlink()
         make_folder(out)

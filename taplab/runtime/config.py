@@ -60,6 +60,12 @@ class RuntimeConfig:
       of the real ones), so rate mode is the default: it selects about ``rgfs_rate`` of the P-frames,
       those whose residual stands out from the frames just before them, adapting online
       (:class:`~taplab.ops.regions.RateSelector`; the measurements are in docs/streams.md).
+    - ``fusion_memory`` (DWNet's consistency, at run time): fusion corrects each warped frame from its own
+      image, so its corrections differ from frame to frame and flicker. The correction (fused minus
+      warped logits) of the anchor before is carried to the frame along the frame's motion and blended
+      into the new one with this weight, an exponential moving average along the motion that starts
+      afresh at every key frame (:class:`~taplab.runtime.corrections.Fusion`). Not carried across a frame
+      fusion did not correct (shed, skipped) nor into B-frames. Measured in docs/runtime.md.
     - ``key_blend``: a key frame's CNN output is blended with the previous output carried to it
       (:mod:`taplab.ops.keyblend`), on anchors whose CNN runs in line: not under a latency budget (its
       CNN may finish in the background, after the frame was shown) nor on B-frames made key frames
@@ -111,6 +117,9 @@ class RuntimeConfig:
     fusion_weight: float = option(0.5, "w_f in M = w_f M_coarse + (1 - w_f) M_edge (DMNet).")
     fusion_threshold: float = option(30.0, "Residual level (8-bit, 0-255) above which a pixel counts in the "
                                      "distortion map.")
+    fusion_memory: float = option(0.5, "Corrections that do not flicker: blend this weight of the previous frame's "
+                                  "correction, carried along the motion, into each fused frame's (0: off; "
+                                  "docs/runtime.md).")
     correction: str | None = option(None, "Correction network file for fusion (default: the one that comes "
                                     "with the model).", path=True)
     latency_budget: float | None = option(None, "Seconds from a frame's arrival to its result: key frames over it "
@@ -159,6 +168,8 @@ class RuntimeConfig:
                                   "forward through the motion accumulated since it)")
         if not 0 <= self.rgc_threshold <= 255:
             raise ConfigError(f"rgc_threshold is an 8-bit residual level in 0..255, got {self.rgc_threshold}")
+        if not 0 <= self.fusion_memory < 1:
+            raise ConfigError(f"fusion_memory must be in 0..1, 1 excluded (0: off), got {self.fusion_memory}")
         if not 0 <= self.key_blend <= 1:
             raise ConfigError(f"key_blend must be in 0..1 (0: off), got {self.key_blend}")
         if not 0 <= self.rgc_alpha <= 1:

@@ -22,6 +22,7 @@ from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction, correction_image
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
+from taplab.ops.warp import GridFlow, warp
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.latency import LatencyPolicy
 from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
@@ -37,7 +38,12 @@ class CorrectionStage(Protocol):
 class Fusion:
     """Distortion-map fusion: where ``M`` says warping failed, the correction network's logits replace the
     warped ones, ``F = (1 - M) F_warped + M F_updated`` (:mod:`taplab.ops.fusion`). Without a correction
-    network (``correction=None``) it still gives ``M_coarse``, which ``run(details=True)`` reports."""
+    network (``correction=None``) it still gives ``M_coarse``, which ``run(details=True)`` reports.
+
+    With ``fusion_memory`` ``b`` > 0 the correction ``D = F - F_warped`` of an anchor is remembered, and the next
+    anchor's, whose motion goes to it (``carry``), becomes ``(1 - b) D + b W(D_before)``, ``W`` the warp along that
+    motion (cells it cannot fill keep their own). Corrections computed from each frame's image alone flicker;
+    carried, they change as the scene does. :meth:`forget` at a key frame: a chain starts with its GOP."""
 
     module = Module.FUSION
     stage = "fusion"  #: its timing and cost name
@@ -45,6 +51,12 @@ class Fusion:
     def __init__(self, correction: Correction | None, cfg: RuntimeConfig, grid: tuple[int, int]):
         self.correction, self.grid = correction, grid
         self.weight, self.threshold = cfg.fusion_weight, cfg.fusion_threshold
+        self.memory, self.sampling = cfg.fusion_memory, cfg.warp_sampling
+        self._last: tuple[int, torch.Tensor] | None = None  # the last anchor's index and its (carried) correction
+
+    def forget(self) -> None:
+        """A key frame: no correction is carried past it."""
+        self._last = None
 
     @property
     def enabled(self) -> bool:
@@ -56,12 +68,23 @@ class Fusion:
         return coarse_distortion(warped, reference_labels, distorted,
                                  residual_map(frame.residual, self.grid, self.threshold))
 
-    def __call__(self, frame: Frame, warped: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused logits (a new tensor) and the distortion map ``M`` that weighted them."""
+    def __call__(self, frame: Frame, warped: torch.Tensor, coarse: torch.Tensor,
+                 carry: tuple[int, GridFlow] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused logits (a new tensor) and the distortion map ``M`` that weighted them; ``carry``: an anchor's
+        previous anchor and its motion to it, along which that anchor's correction is carried (``fusion_memory``)."""
         image = to_tensor(correction_image(frame.image, self.grid, self.correction.scale))[0]
         updated, edge = self.correction(image, warped, coarse)
         distortion = distortion_map(coarse, edge, self.weight)
-        return fuse(warped, updated, distortion), distortion
+        fused = fuse(warped, updated, distortion)
+        if self.memory > 0 and carry is not None:
+            before, motion = carry
+            correction = fused - warped
+            if self._last is not None and self._last[0] == before:
+                carried, unfilled = warp(self._last[1], motion, self.sampling)
+                correction = torch.where(unfilled, correction, torch.lerp(correction, carried, self.memory))
+                fused = warped + correction
+            self._last = (frame.index, correction)
+        return fused, distortion
 
 
 class RegionCorrection:
@@ -101,10 +124,11 @@ class Corrections:
 
     def __call__(self, frame: Frame, result: FrameResult, features: torch.Tensor, mask: torch.Tensor,
                  modules: frozenset[Module], reference: torch.Tensor | None, deadline: float | None = None,
-                 shed: list[str] | None = None, cnn_busy: bool = False) -> torch.Tensor:
+                 shed: list[str] | None = None, cnn_busy: bool = False,
+                 carry: tuple[int, GridFlow] | None = None) -> torch.Tensor:
         """Correct a warped frame whose FFW left ``features`` and the unfilled cells ``mask``; ``reference``: the labels
-        fusion's ``M_coarse`` compares with. Sets the result's kind, ``distorted`` and what ``details`` keep;
-        returns the corrected features."""
+        fusion's ``M_coarse`` compares with; ``carry``: an anchor's previous anchor and its motion to it (fusion's
+        memory). Sets the result's kind, ``distorted`` and what ``details`` keep; returns the corrected features."""
         shed = [] if shed is None else shed
         timings = result.timings
         result.distorted = float(mask.float().mean())
@@ -115,7 +139,7 @@ class Corrections:
             warped = self.logits(features)
             coarse = self.fusion.coarse(frame, warped, reference, mask)
             if fusing:
-                features, distortion = self.fusion(frame, warped, coarse)
+                features, distortion = self.fusion(frame, warped, coarse, carry)
                 applied.add(Module.FUSION)
             else:
                 warped, distortion = warped.clone(), coarse  # RGC blends into the features in place

@@ -45,6 +45,7 @@ class Held:
         error: a held anchor's error accumulated since the key frame, per cell (:mod:`taplab.ops.interpolation`).
         step: a held anchor's own residual per cell: the error of the step from it back to its previous anchor.
         reference: the labels fusion's ``M_coarse`` compares with, as they were when it was warped.
+        previous: an anchor's previous anchor (display index), where ``flow`` goes.
     """
 
     frame: Frame
@@ -57,10 +58,19 @@ class Held:
     error: torch.Tensor | None = None
     step: torch.Tensor | None = None
     reference: torch.Tensor | None = None
+    previous: int | None = None
 
     @property
     def anchor(self) -> bool:
         return self.frame.pict_type != "B"
+
+    @property
+    def carry(self) -> tuple[int, GridFlow] | None:
+        """Where fusion's memory carries a correction from (:class:`~taplab.runtime.corrections.Fusion`): an anchor's
+        previous anchor and its motion there; None for B-frames and frames without that motion."""
+        if not self.anchor or self.flow is None or self.previous is None:
+            return None
+        return self.previous, self.flow
 
 
 class Hold:

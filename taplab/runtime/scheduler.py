@@ -138,6 +138,7 @@ class Scheduler:
         anchor = frame.pict_type != "B"
         if decision.kind.is_key and anchor:
             self.anchors.last_key = frame.index
+            self.fusion.forget()  # before the frames held before it are corrected: their chain starts at their key
         shed = list(decision.shed)
         result = FrameResult(frame.index, frame.pict_type, decision.kind, None, residual_score=score, timings=timings)
         if decision.kind.is_key:
@@ -155,10 +156,11 @@ class Scheduler:
         else:
             features, mask, flow = self._ffw(frame, timings)
             result.motion = self.motion.origin(frame)
+            held = Held(frame, result, arrival, features, mask, decision.modules, flow, previous=self.anchors.anchor_index)
             if self.interpolating:  # its corrections once the next key frame's side is there
-                return self._hold_warped(Held(frame, result, arrival, features, mask, decision.modules, flow))
+                return self._hold_warped(held)
             self.anchors.features = self.correct(frame, result, features, mask, decision.modules, self._reference(),
-                                                 deadline, shed, self.keys.busy)
+                                                 deadline, shed, self.keys.busy, held.carry)
         self.anchors.end_frame(frame, keep_image=self.motion.needs_images)
         result.shed = tuple(shed)
         if result.kind.kind is not Kind.SKIP:
@@ -231,7 +233,7 @@ class Scheduler:
             interpolate(held, self.anchors.key_features, *back)
         for h in held:
             if h.anchor and h.result.labels is None:
-                h.features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference)
+                h.features = self.correct(h.frame, h.result, h.features, h.mask, h.modules, h.reference, carry=h.carry)
                 self._finish(h.result, h.frame, h.features)
 
     def _blend_key(self, frame: Frame, timings: dict, back: tuple[GridFlow, torch.Tensor] | None) -> float | None:
@@ -321,9 +323,8 @@ class Scheduler:
         """The CNN on a key frame: in line; or, with a latency budget, in the background thread, waited for while
         it can still finish within the budget. A key frame over budget shows a stand-in meanwhile: the current
         key frame's features carried to it (through its own vectors where it has them, else to the last
-        anchor: the last output without its corrections) (``hold``; ``skip`` before the first key frame's
-        features exist); the stand-in becomes the key frame that the following frames' motion accumulates
-        to, until the CNN's features replace it (:meth:`_adopt`)."""
+        anchor: the last output without its corrections) (``hold``; ``skip`` before the first key frame's features
+        exist), which the following frames' motion accumulates to until the CNN's replace it (:meth:`_adopt`)."""
         if deadline is None:
             start = time.perf_counter()
             features = self._features(frame.image)
@@ -351,8 +352,7 @@ class Scheduler:
         return Kind.HOLD if stand_in is not None else Kind.SKIP
 
     def _adopt(self) -> bool:
-        """Take the features of the background key frames that finished in place of the current key frame's
-        stand-in; the motion accumulated since then carries them to the current frame at the next warp."""
+        """A finished background key frame's features replace its stand-in (carried on by the motion since)."""
         done = self.keys.finished()
         if done is None:
             return False

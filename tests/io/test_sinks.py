@@ -117,6 +117,23 @@ def test_overwrite_removes_an_earlier_runs_files_and_a_killed_runs_temporaries_o
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["notes.txt"] and kept.exists()
 
 
+def test_a_killed_runs_temporaries_alone_are_cleaned_on_start(translation_clip, tmp_path):
+    """Issue 17: the half-written hidden files of a killed run are nobody's output: a run into a folder that holds
+    only those removes them and goes on without --overwrite (other files still need it)."""
+    from taplab.cli import main
+
+    out = tmp_path / "masks"
+    (out / "color").mkdir(parents=True)
+    for name in (".taplab-abc123.png", "color/.taplab-x.png", ".taplab-y.jsonl"):
+        (out / name).write_bytes(b"half")
+    main(["segment", str(translation_clip), "--out", str(out), "--format", "color"])
+    assert not list(out.rglob(".taplab-*")) and len(list((out / "color").glob("frame_*.png"))) == 24
+    (out / "color" / ".taplab-z.png").write_bytes(b"half")  # beside a finished run's files: --overwrite as before
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(translation_clip), "--out", str(out)])
+    assert exit_.value.code == 2 and not list(out.rglob(".taplab-*"))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--out", "{tmp}/plain/masks"], "error: cannot create output folder {tmp}/plain/masks: Not a directory"),
     (["--out", "{tmp}/taken", "--overwrite", "--format", "color"],

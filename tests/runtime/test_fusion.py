@@ -51,7 +51,8 @@ def test_fusion_with_an_identity_correction_equals_plain_warping(video, model, t
 
 def test_fusion_replaces_the_warped_logits_exactly_where_the_distortion_map_says(video, model, tmp_path):
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
-    seg = Segmenter(model, rgc=False, rgfs=False, correction=str(biased))
+    # the formula alone: no correction carried from the frame before (fusion_memory, tested below)
+    seg = Segmenter(model, rgc=False, rgfs=False, correction=str(biased), fusion_memory=0)
     assert seg.fusion  # fusion=None (auto) turns on where a correction network is given
     results = [r for r in seg.run(video, logits=True, details=True) if r.kind == "fused"]
     assert len(results) == 6
@@ -80,6 +81,59 @@ def test_held_frames_are_fused_too(model, tmp_path):
         assert (r.distortion >= 0.05).any()
 
 
+@pytest.mark.parametrize("interpolation", [True, False])
+def test_fusion_memory_carries_each_anchors_correction_to_the_next_within_its_gop(video, model, tmp_path,
+                                                                                  interpolation):
+    """fusion_memory b: an anchor's correction D = F - F_warped becomes (1 - b) D + b W(D_before); the chain starts
+    afresh at every key frame, so the first frame after one is fused as without memory. Held frames
+    (interpolation) are corrected in display order after the next key frame came: the same chains."""
+    biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
+    # (no key-frame blend: it carries the fused output before a key frame into it, which the memory changes)
+    options = dict(rgc=False, rgfs=False, correction=str(biased), interpolation=interpolation, key_blend=0)
+    plain = list(Segmenter(model, fusion_memory=0, **options).run(video, logits=True, details=True))
+    carried = list(Segmenter(model, fusion_memory=0.5, **options).run(video, logits=True, details=True))
+    assert [r.kind for r in carried] == [r.kind for r in plain] == ["key-I", "fused", "fused", "fused"] * 2
+    before = None  # the previous frame's correction with the memory
+    for p, c in zip(plain, carried):
+        torch.testing.assert_close(c.warped if c.warped is not None else c.logits,
+                                   p.warped if p.warped is not None else p.logits)  # the same warp underneath
+        if p.is_key or p.index % 4 == 1:  # a key frame, and the first frame after it: nothing to carry
+            torch.testing.assert_close(c.logits, p.logits)
+            before = None if p.is_key else c.logits - c.warped
+            continue
+        own, mine = p.logits - p.warped, c.logits - c.warped
+        # later frames: half their own correction, half the one carried, which reaches cells of their own without one
+        assert not torch.equal(c.logits, p.logits)
+        untouched = p.distortion == 0
+        assert (mine[:, untouched].abs() > 1).any() and (own[:, untouched] == 0).all()
+        # a blend of its own and of the one before, moved: within their range, per class
+        low, high = torch.minimum(own.amin((1, 2)), before.amin((1, 2))), torch.maximum(own.amax((1, 2)), before.amax((1, 2)))
+        assert torch.all(mine.amin((1, 2)) >= low - 1e-3) and torch.all(mine.amax((1, 2)) <= high + 1e-3)
+        before = mine
+
+
+def test_fusion_memory_makes_the_shipped_correction_consistent_in_time(model, tmp_path):
+    """On two synthetic clips with the shipped correction network, TC (with the true flow) rises with the memory and
+    mIoU stays within half a point (the held-out measurements are in docs/runtime.md)."""
+    from taplab.data import layout
+    from taplab.metrics import ConfusionMatrix, temporal_consistency
+
+    scores = {}
+    for seed in (3, 12):
+        clip = write_clip(tmp_path, SynthConfig(height=256, width=512, frames=20, seed=seed), gop=10, name=f"c{seed}")
+        flows = list(np.load(layout.clip_flow_path(tmp_path, f"c{seed}"))["flow"].astype(np.float32))
+        truth = [layout.read_labels(layout.clip_label_path(tmp_path, f"c{seed}", t)) for t in range(20)]
+        for memory in (0.0, 0.5):
+            labels = [r.labels for r in Segmenter(model, rgc=False, rgfs=False, fusion_memory=memory).run(clip)]
+            cm = ConfusionMatrix(model.num_classes)
+            for a, b in zip(labels, truth):
+                cm.update(a, b)
+            scores[seed, memory] = (temporal_consistency(labels, flows, model.num_classes), cm.miou())
+    for seed in (3, 12):
+        (tc0, miou0), (tc5, miou5) = scores[seed, 0.0], scores[seed, 0.5]
+        assert tc5 > tc0 + 0.02 and abs(miou5 - miou0) < 0.005, scores
+
+
 def test_fusion_runs_before_rgc_whose_region_overrides_it(video, model, tmp_path):
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
     options = dict(rgfs=False, rgc_threshold=0, rgc_alpha=1.0)
@@ -106,5 +160,7 @@ def test_fusion_needs_a_matching_correction_network(video, model, tmp_path):
         Segmenter(model, fusion=True, warp_layer="features")
     with pytest.raises(ConfigError, match="fusion_weight"):
         Segmenter(model, fusion_weight=1.5)
+    with pytest.raises(ConfigError, match="fusion_memory must be in 0..1, 1 excluded"):
+        Segmenter(model, fusion_memory=1.0)  # a correction carried whole would never change
     with pytest.raises(ConfigError, match="fusion must be true, false or null"):
         Segmenter(model, fusion=0)  # 0 == False, but `fusion is False` would not hold: refused
