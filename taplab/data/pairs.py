@@ -11,8 +11,12 @@ Sources, by the data set's kind (:data:`SOURCES`):
   frame's label, carried along the flow, is its own label: occluded and newly uncovered pixels, where
   the label changes along the flow, drop out, and so do pixels whose source lies outside the frame.
   The first frame of a clip (frame 0) has no frame before it.
-- **frames decoded from video** (folders written by ``taplab synth``, any labelled set whose images
-  are video frames, and unlabelled video, :mod:`taplab.data.videos`): optical flow (DIS, OpenCV's
+- **frames decoded from video with their exact flow** (folders written by ``taplab synth``, which keep
+  ``flow/<clip>.npz``): the decoded frames, with the codec's noise that differs from frame to frame (an
+  I-frame is coded differently from the P-frame before it), and the renderer's flow, masked by the labels
+  as for synthetic clips: what the model must not react to, with motion it can trust.
+- **frames decoded from video** (any other labelled set whose images are video frames, and unlabelled
+  video, :mod:`taplab.data.videos`): optical flow (DIS, OpenCV's
   medium preset) between the decoded frames, valid where the forward and backward flows agree:
   ``|b + f(x + b)|^2 <= 0.01 (|b|^2 + |f(x + b)|^2) + 0.5`` (the usual forward-backward check), the
   source inside the frame.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from taplab.data import layout
 from taplab.data.datasets import LabelledImages, PairedFiles, SynthImages, clip_config
 from taplab.data.videos import Joined, UnlabelledFrames
 from taplab.errors import ConfigError
@@ -123,13 +128,26 @@ def _video(dataset: PairedFiles) -> FramePairs:
         raise ConfigError(f"{dataset.description}: the temporal losses need consecutive frames, and these images "
                           "are not frames of a video (use synth:... or a folder written by taplab synth)")
     estimator = OpticalFlow("dis-medium")
+    where = {ref: i for i, (ref, _) in enumerate(dataset.pairs)}  # (video, frame) -> sample
 
     def make(i: int) -> dict[int, Previous | None]:
         (video, t), _ = dataset.pairs[i]
         frames = dataset._video_frames(video)
-        return {i: None if t == 0 else _optical(frames[t], frames[t - 1], estimator)}
+        exact = layout.clip_flow_path(video.parent.parent, video.stem)
+        if not exact.exists():
+            return {i: None if t == 0 else _optical(frames[t], frames[t - 1], estimator)}
+        flows = np.load(exact)["flow"]  # every labelled frame of the clip at once: the file is read once
+        made: dict[int, Previous | None] = {}
+        for (v, k), j in where.items():
+            if v == video:
+                before = where.get((video, k - 1))
+                made[j] = None if before is None else Previous(
+                    frames[k - 1], flows[k].astype(np.float32),
+                    label_consistent(dataset[j][1], dataset[before][1], flows[k].astype(np.float32)))
+        return made
 
-    return FramePairs(dataset, make, "optical flow (DIS medium) between decoded frames; forward-backward check")
+    return FramePairs(dataset, make, "decoded frames; the clips' exact flow where they keep it (masked by the labels), "
+                      "else optical flow (DIS medium) with the forward-backward check")
 
 
 def _unlabelled(dataset: UnlabelledFrames) -> FramePairs:

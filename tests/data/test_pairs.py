@@ -1,6 +1,8 @@
 """Frame pairs for temporal training: each sample's previous frame, its flow and where the flow holds; their augmentation;
 unlabelled video joined to labelled data."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from taplab.codec import open_video
 from taplab.data import layout
 from taplab.data.datasets import PairedFiles, open_dataset
 from taplab.data.labels import IGNORE_LABEL
-from taplab.data.pairs import Previous, forward_backward, frame_pairs, inside
+from taplab.data.pairs import Previous, forward_backward, frame_pairs, inside, label_consistent
 from taplab.data.synth import SynthConfig, write_clip
 from taplab.data.transforms import Augmentation
 from taplab.data.videos import Joined, UnlabelledFrames, parse_video_spec
@@ -43,13 +45,32 @@ def test_synthetic_pairs_follow_the_scene():
     np.testing.assert_array_equal(pairs[1].flow, pairs[1].flow)  # kept (in float16), not drawn anew
 
 
+def test_decoded_frames_of_a_folder_that_keeps_its_flow_pair_with_the_exact_flow(tmp_path):
+    """A taplab synth folder: the decoded frames (the codec's noise, which differs from an I-frame to the P-frame
+    before it) with the renderer's flow, masked by the labels as the synthetic clips are."""
+    config = SynthConfig(height=128, width=256, frames=5, seed=11, ego_speed_mps=8)
+    video = write_clip(tmp_path, config, gop=2, name="a")
+    data = open_dataset(str(tmp_path), "all")
+    pairs = frame_pairs(data)
+    truth = np.load(layout.clip_flow_path(tmp_path, "a"))["flow"].astype(np.float32)
+    decoded = data._video_frames(video)
+    assert pairs[0] is None
+    for t in range(1, 5):
+        previous = pairs[t]
+        np.testing.assert_array_equal(previous.flow, truth[t])
+        np.testing.assert_array_equal(previous.image, decoded[t - 1])
+        np.testing.assert_array_equal(previous.valid, label_consistent(data[t][1], data[t - 1][1], truth[t]))
+        assert 0.5 < previous.valid.mean() < 1
+
+
 def test_video_pairs_use_optical_flow_with_the_forward_backward_check(tmp_path):
     config = SynthConfig(height=128, width=256, frames=4, seed=11, ego_speed_mps=8)
     write_clip(tmp_path, config, gop=4, name="a")
+    truth = np.load(layout.clip_flow_path(tmp_path, "a"))["flow"].astype(np.float32)
+    shutil.rmtree(tmp_path / "flow")  # a labelled video without its flow: estimated
     data = open_dataset(str(tmp_path), "all")
     pairs = frame_pairs(data)
     assert pairs[0] is None
-    truth = np.load(layout.clip_flow_path(tmp_path, "a"))["flow"].astype(np.float32)
     for t in (1, 2, 3):
         previous = pairs[t]
         assert 0.5 < previous.valid.mean() < 1
