@@ -65,7 +65,8 @@ class RuntimeConfig:
       warped logits) of the anchor before is carried to the frame along the frame's motion and blended
       into the new one with this weight, an exponential moving average along the motion that starts
       afresh at every key frame (:class:`~taplab.runtime.corrections.Fusion`). Not carried across a frame
-      fusion did not correct (shed, skipped) nor into B-frames. Measured in docs/runtime.md.
+      fusion did not correct (shed, skipped) nor into B-frames, nor with ``propagation="chain"``, whose warp
+      carries the fused output already. Measured in docs/runtime.md.
     - ``key_blend``: a key frame's CNN output is blended with the previous output carried to it
       (:mod:`taplab.ops.keyblend`), on anchors whose CNN runs in line: not under a latency budget (its
       CNN may finish in the background, after the frame was shown) nor on B-frames made key frames

@@ -51,7 +51,9 @@ class Fusion:
     def __init__(self, correction: Correction | None, cfg: RuntimeConfig, grid: tuple[int, int]):
         self.correction, self.grid = correction, grid
         self.weight, self.threshold = cfg.fusion_weight, cfg.fusion_threshold
-        self.memory, self.sampling = cfg.fusion_memory, cfg.warp_sampling
+        # a chained warp carries the fused output, corrections included, already: no second carry there
+        self.memory = cfg.fusion_memory if cfg.propagation == "accumulate" else 0.0
+        self.sampling = cfg.warp_sampling
         self._last: tuple[int, torch.Tensor] | None = None  # the last anchor's index and its (carried) correction
 
     def forget(self) -> None:

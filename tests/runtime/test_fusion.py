@@ -162,5 +162,14 @@ def test_fusion_needs_a_matching_correction_network(video, model, tmp_path):
         Segmenter(model, fusion_weight=1.5)
     with pytest.raises(ConfigError, match="fusion_memory must be in 0..1, 1 excluded"):
         Segmenter(model, fusion_memory=1.0)  # a correction carried whole would never change
+
+
+def test_a_chained_warp_carries_corrections_itself_and_fusion_memory_stays_out(video, model, tmp_path):
+    biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
+    options = dict(rgc=False, rgfs=False, correction=str(biased), propagation="chain", interpolation=False, key_blend=0)
+    plain, carried = ([r.logits for r in Segmenter(model, fusion_memory=m, **options).run(video, logits=True)]
+                      for m in (0.0, 0.5))
+    for a, b in zip(plain, carried):
+        torch.testing.assert_close(a, b)
     with pytest.raises(ConfigError, match="fusion must be true, false or null"):
         Segmenter(model, fusion=0)  # 0 == False, but `fusion is False` would not hold: refused
