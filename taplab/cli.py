@@ -96,21 +96,32 @@ def encode(source: str, out: Path, gop: int, codec: str, bframes: int, quality: 
 @click.option("--seed", default=0, show_default=True, help="Scene seed: the same seed gives the same clip.")
 @click.option("--name", default="synth", show_default=True, help="Clip name used in file names.")
 @click.option("--images", is_flag=True, help="Also write the uncompressed frames as PNGs.")
-def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int, seed: int, name: str, images: bool) -> None:
+@click.option("--clips", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Clips to render. More than one: NAME000, NAME001, ..., each with its own scene parameters, as "
+                   "the training data synth:clips=N,seed=SEED has them (an encoded training set).")
+def synth(out: Path, frames: int, size: str, gop: int, codec: str, bframes: int, seed: int, name: str, images: bool,
+          clips: int) -> None:
     """Render a synthetic labelled street-scene clip into OUT.
 
     Writes the encoded video, per-frame label PNGs (Cityscapes train ids) and the
     ground-truth optical flow; see docs/synth.md for the layout.
     """
     from taplab.codec.encoder import check_encoding
+    from taplab.data.datasets import SynthImages, SynthSet, clip_config
     from taplab.data.synth import SynthConfig, write_clip
 
     height, width = parse_size(size, "--size")
-    config = SynthConfig(height=height, width=width, frames=frames, seed=seed)
+    if clips == 1:
+        configs = {name: SynthConfig(height=height, width=width, frames=frames, seed=seed)}
+    else:  # the training set's scenes: its seeds and its varied parameters (taplab.data.datasets.SynthImages)
+        seeds = SynthImages(SynthSet(clips, frames, 1, seed, (height, width)), "train").seeds
+        configs = {f"{name}{k:03d}": clip_config(s, (height, width), frames) for k, s in enumerate(seeds)}
     check_encoding(codec, gop, bframes)  # before the progress bar: a bad option is the only line printed
-    with _progress(frames, "rendering") as update:
-        path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=name, images=images, progress=lambda _t: update(1))
-    click.echo(f"wrote {path}")
+    with _progress(frames * clips, "rendering") as update:
+        for clip, config in configs.items():
+            path = write_clip(out, config, gop=gop, codec=codec, bframes=bframes, name=clip, images=images,
+                              progress=lambda _t: update(1))
+    click.echo(f"wrote {path}" if clips == 1 else f"wrote {clips} clips into {out}")
 
 
 class _TrainBar:

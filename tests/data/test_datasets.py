@@ -78,6 +78,25 @@ def test_synth_folder_reads_frames_from_the_video(tmp_path):
     assert len(open_dataset(str(tmp_path), "val")) == 3 and len(open_dataset(str(tmp_path), "train")) == 2
 
 
+def test_synth_clips_render_the_training_sets_scenes_encoded(tmp_path, capsys):
+    """taplab synth --clips N: the scenes of synth:clips=N (their seeds and varied parameters), each encoded with its
+    labels and flow, so an encoded training set is one command (its frames consecutive, not step apart)."""
+    from taplab.cli import main
+    from taplab.data.datasets import SynthImages, SynthSet
+
+    main(["synth", str(tmp_path / "set"), "--clips", "3", "--frames", "4", "--size", "64x128", "--gop", "2",
+          "--seed", "5", "--name", "c"])
+    assert "wrote 3 clips" in capsys.readouterr().out
+    data = open_dataset(str(tmp_path / "set"), "all")
+    assert len(data) == 12 and sorted(p.name for p in (tmp_path / "set" / "flow").iterdir()) == [
+        "c000.npz", "c001.npz", "c002.npz"]
+    rendered = SynthImages(SynthSet(clips=3, frames=4, step=1, seed=5, size=(64, 128)), "train")
+    for k in range(3):  # the labels are the on-the-fly set's, clip by clip and frame by frame
+        for t in range(4):
+            np.testing.assert_array_equal(data[4 * k + t][1], rendered[4 * k + t][1])
+    assert not np.array_equal(data[0][1], data[4][1])  # and the clips differ
+
+
 def test_label_ids_outside_the_classes_are_an_error(tmp_path):
     _write(tmp_path / "leftImg8bit" / "c" / "c_000000_000000_leftImg8bit.png", np.zeros((8, 8, 3), np.uint8))
     _write(tmp_path / "gtFine" / "c" / "c_000000_000000_gtFine_labelTrainIds.png", np.full((8, 8), 26, np.uint8))
