@@ -30,11 +30,12 @@ class GatedModel(torch.nn.Module):
         self.pool = torch.nn.Sequential(torch.nn.AvgPool2d(9, stride=1, padding=4, count_include_pad=False),
                                         torch.nn.AvgPool2d(4))
         self.calls, self.gate_from = 0, gate_from
-        self.gate, self.finished = threading.Event(), threading.Event()
+        self.gate, self.finished, self.waiting = threading.Event(), threading.Event(), threading.Event()
 
     def forward(self, x):
         self.calls += 1
         if self.calls > self.gate_from and x.shape[-1] > 64:  # not the loader's probe pass
+            self.waiting.set()
             assert self.gate.wait(10), "the test never opened the gate"
         out = self.pool(x)
         if self.calls > self.gate_from:
@@ -158,6 +159,8 @@ def test_closing_a_run_with_a_key_frame_pending_ends_its_thread(translation_clip
     run = Segmenter(model, engine="torch", rgc=False, rgfs=False, latency_budget=1e-9).run(translation_clip)
     for _ in range(13):
         next(run)  # frame 12's CNN waits at the gate
+    # running, not queued (a loaded machine may not have started it yet: close() drops a queued CNN)
+    assert model.waiting.wait(60)  # (a guard against a hang)
 
     def open_once_closing() -> None:  # the CNN finishes only once the run is closing, which must wait for it
         deadline = time.monotonic() + 60  # a guard against a hang
