@@ -1,6 +1,9 @@
 """Label-free adaptation on real footage: what the adapted correction does to held-out frames, and what it costs.
 
-    python benchmarks/bench_adapt.py [--steps 3000] [--scale 2] [--frames 337] [--rounds 3] [--out runs/adapt-real]
+    python benchmarks/bench_adapt.py [--kind dmnet] [--steps 3000] [--scale 2] [--width 16] [--frames 337] [--rounds 3]
+                                     [--out runs/adapt-real]
+
+``--kind twnet`` adapts the Tamed Warping Network's correction instead of DMNet's (``taplab adapt --kind``).
 
 1. **Adapt.** ``taplab.adapt.adapt`` (the default model as teacher, no labels) on the real 1280x720
    MPEG-4 clip, its last 30% held out: the report's sample-level fidelity, with and without the
@@ -73,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
     parser.add_argument("--scale", type=int, default=AdaptConfig().scale, help="the correction network's (1 or 2)")
+    parser.add_argument("--kind", default="dmnet", choices=("dmnet", "twnet"), help="the correction adapted")
+    parser.add_argument("--width", type=int, default=AdaptConfig().width, help="the correction network's width")
     parser.add_argument("--frames", type=int, default=337, help="frames of the 720p clip (adapted on, and timed)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="keep the adapted model here (default: a temporary folder)")
@@ -90,7 +95,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "adapted"
-        cfg = AdaptConfig(steps=args.steps, scale=args.scale, frames=args.frames, holdout=0.3, seed=0)
+        cfg = AdaptConfig(kind=args.kind, steps=args.steps, scale=args.scale, width=args.width, frames=args.frames,
+                          holdout=0.3, seed=0)
         result = adapt("default", [str(clip)], out, cfg, device="cpu", overwrite=True)
         print(f"## 1. Adaptation on {clip.name} (first 70% of {args.frames} frames, no labels)\n")
         print(result.format(), "\n")
@@ -98,7 +104,8 @@ def main() -> None:
         configs = {
             "FFW+RGC+RGFS (no fusion)": dict(fusion=False),
             "default, shipped correction": dict(fusion=True),
-            "default, adapted correction": dict(fusion=True, correction=correction),
+            f"default, adapted correction ({args.kind})": dict(fusion=True, correction=correction,
+                                                               correction_kind=args.kind),
         }
         start = round((1 - cfg.holdout) * args.frames + 0.5)  # the first held-out frame, as adapt splits
         city = encode(REAL / "cityscapes_lindau_000000", Path(tmp) / "lindau.mp4", gop=12, codec="mpeg4")

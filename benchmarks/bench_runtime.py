@@ -158,13 +158,16 @@ def main() -> None:
     parser.add_argument("--fusion-memory", type=float, default=None,
                         help="fusion_memory of every combination (default: the runtime's; 0: as before the memory)")
     parser.add_argument("--correction", default=None,
-                        help="a correction network file (taplab train --model conet) for the rows with fusion, "
-                             "instead of the shipped one")
+                        help="a correction network file (taplab train --model conet, taplab adapt) for the rows with "
+                             "fusion, instead of the shipped one")
+    parser.add_argument("--correction-kind", default="dmnet", choices=("dmnet", "twnet"),
+                        help="the kind of --correction (twnet: taplab adapt --kind twnet's)")
     args = parser.parse_args()
     combinations, fusion_weights = COMBINATIONS, FUSION_WEIGHTS
     if args.correction:
-        combinations = {k: {**v, "correction": args.correction} for k, v in combinations.items()}
-        fusion_weights = {k: {**v, "correction": args.correction} for k, v in fusion_weights.items()}
+        given = {"correction": args.correction, "correction_kind": args.correction_kind}
+        combinations = {k: {**v, **given} for k, v in combinations.items()}
+        fusion_weights = {k: {**v, **given} for k, v in fusion_weights.items()}
     fixed = {k: v for k, v in (("key_blend", args.key_blend), ("fusion_memory", args.fusion_memory)) if v is not None}
 
     def blended(variants: dict[str, dict]) -> dict[str, dict]:

@@ -472,8 +472,9 @@ def _adapt_options() -> list[click.Option]:
             found.append(click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, show_default=True,
                                       help=f.metadata["help"]))
         else:
-            found.append(click.Option([flag], type=value_type, default=f.default, show_default=f.default is not None,
-                                      help=f.metadata["help"]))
+            choices = f.metadata.get("choices")
+            found.append(click.Option([flag], type=click.Choice(choices) if choices else value_type, default=f.default,
+                                      show_default=f.default is not None, help=f.metadata["help"]))
     return found
 
 

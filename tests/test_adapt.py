@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from taplab import ConfigError, ModelError, RuntimeConfig, Segmenter, load_model
-from taplab.adapt import AdaptConfig, Sample, adapt, decide, label_edges, train
+from taplab.adapt import AdaptConfig, Sample, _batch, adapt, adaptation_losses, decide, label_edges, train
 from taplab.cli import main
 from taplab.data.datasets import clip_config
 from taplab.data.synth import write_clip
@@ -33,6 +34,13 @@ def clip(tmp_path_factory):
 def adapted(clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapted") / "street-adapted"
     return adapt("default", [str(clip)], out, QUICK, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tamed(clip, tmp_path_factory):
+    """TWNet's correction adapted the same way (--kind twnet), on the same clip."""
+    out = tmp_path_factory.mktemp("adapted") / "street-twnet"
+    return adapt("default", [str(clip)], out, dataclasses.replace(QUICK, kind="twnet"), device="cpu")
 
 
 @pytest.mark.slow
@@ -60,6 +68,26 @@ def test_the_folder_is_a_model_with_its_correction_and_options(adapted, clip):
     # options given override the folder's
     assert not Segmenter(str(folder), device="cpu", fusion=False).fusion
     assert "fidelity" in (folder / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_twnets_correction_adapts_too_and_its_folder_runs_it(tamed, clip):
+    fusion = tamed.report["fusion"]
+    assert tamed.report["kind"] == "twnet" and tamed.report["samples"]["train"] >= 20
+    assert fusion["fidelity_with"] > fusion["fidelity_without"] and tamed.enabled
+    assert tamed.report["labels"]["miou_with"] > tamed.report["labels"]["miou_without"]
+    assert "adapted twnet" in (tamed.folder / "report.md").read_text()
+    cfg = RuntimeConfig.for_model(tamed.folder)
+    assert cfg.fusion is True and cfg.correction_kind == "twnet"
+    # a loaded model counts by where it came from (taplab bench --model FOLDER loads it first)
+    assert RuntimeConfig.for_model(load_model(str(tamed.folder), device="cpu")) == cfg
+    seg = Segmenter(str(tamed.folder), device="cpu")
+    results = list(seg.run(clip, details=True))
+    fused = [r for r in results if "fused" in str(r.kind)]
+    assert len(results) == 36 and fused and all(r.state is not None for r in fused)
+    # DMNet's network cannot be asked of it: the folder holds TWNet's
+    with pytest.raises(ConfigError, match="is a twnet correction network"):
+        Segmenter(str(tamed.folder), device="cpu", correction_kind="dmnet")
 
 
 def test_the_cli_segments_with_the_adapted_folder(adapted, clip, tmp_path):
@@ -123,18 +151,21 @@ def test_training_is_deterministic_and_bounded_by_steps():
     for _ in range(2):
         torch.manual_seed(0)
         net = CoNet(5, width=8)
-        done = train(net, _samples(4, 1), cfg, 0.5)
+        samples = _samples(4, 1)
+        done = train(net, lambda rng: adaptation_losses(net, *_batch(samples, cfg, rng), 0.5), cfg)
         assert done["steps"] == 5 and not done["stopped_by_clock"]
         weights.append(torch.cat([p.flatten() for p in net.parameters()]))
     assert torch.equal(weights[0], weights[1])
 
 
 def test_the_clock_stops_training():
-    done = train(CoNet(5, width=8), _samples(4, 1), AdaptConfig(steps=10**6, minutes=1e-4, batch_size=2, crop=8), 0.5)
+    net, samples, cfg = CoNet(5, width=8), _samples(4, 1), AdaptConfig(steps=10**6, minutes=1e-4, batch_size=2, crop=8)
+    done = train(net, lambda rng: adaptation_losses(net, *_batch(samples, cfg, rng), 0.5), cfg)
     assert done["stopped_by_clock"] and done["steps"] < 10**6
 
 
-@pytest.mark.parametrize("bad", [{"holdout": 0}, {"holdout": 1.0}, {"steps": 0}, {"minutes": 0}, {"lr": -1}])
+@pytest.mark.parametrize("bad", [{"holdout": 0}, {"holdout": 1.0}, {"steps": 0}, {"minutes": 0}, {"lr": -1},
+                                 {"kind": "cfr"}])
 def test_config_is_validated(bad):
     with pytest.raises(ConfigError):
         AdaptConfig(**bad)

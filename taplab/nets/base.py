@@ -5,8 +5,15 @@ A taplab network is a plain :class:`torch.nn.Module` that honours the model cont
 used without taplab, or traced to TorchScript (``torch.jit.trace`` at the size it will run at:
 the padding to a multiple of 32 is fixed when tracing). On top of the contract it exposes what the runtime
 can use: ``stride``, ``num_classes``, ``class_names``, ``palette``, and the split
-``forward(x) == head(features(x))`` where ``features`` is an interior layer at the output stride
-(the Tamed Warping Network warps such a layer instead of the logits).
+``forward(x) == head(features(x))`` where ``features`` is an interior layer at the output stride.
+
+A network may also expose the Tamed Warping Network's split (``has_interior``): ``interior(x)`` gives
+its shallow features (the first encoder layers, cheap to re-run on every frame) and its deep
+interior (what those layers feed into the decoder from deeper down), both on the output grid, and
+``decode(shallow, deep)`` finishes the forward pass from them: ``forward(x) == decode(*interior(x))``.
+A network implements ``split_extract(x)``/``split_decode(shallow, deep)`` for it
+(:class:`~taplab.nets.bl2.MobileNetFPN` does); the runtime falls back to warping logits for one that does not
+(:mod:`taplab.nets.twnet`).
 """
 
 from __future__ import annotations
@@ -48,18 +55,52 @@ class SegmentationNet(nn.Module):
     def classify(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: optional, the Tamed Warping Network's split: padded normalised input -> (shallow, deep) at ``stride``
+    split_extract = None
+    #: optional, with ``split_extract``: (shallow, deep) -> logits
+    split_decode = None
+    #: optional: padded normalised input -> shallow alone (default: ``split_extract``'s first part)
+    split_shallow = None
+
     # -- the contract
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1], ``(N, 3, H, W)`` -> interior features ``(N, D, ceil(H/s), ceil(W/s))``."""
+    def _run(self, extract, x: torch.Tensor):
+        """``extract`` on the normalised input padded to ``pad_multiple``, its outputs cropped to the output grid."""
         h, w = x.shape[-2:]
         m = self.pad_multiple
         ph, pw = (m - h % m) % m, (m - w % m) % m
         x = self.normalize(x)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        f = self.extract(x)
+        out = extract(x)
         s = self.stride
-        return f[..., : (h + s - 1) // s, : (w + s - 1) // s]
+        crop = (Ellipsis, slice(0, (h + s - 1) // s), slice(0, (w + s - 1) // s))
+        return tuple(o[crop] for o in out) if isinstance(out, tuple) else out[crop]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1], ``(N, 3, H, W)`` -> interior features ``(N, D, ceil(H/s), ceil(W/s))``."""
+        return self._run(self.extract, x)
+
+    @property
+    def has_interior(self) -> bool:
+        """Whether the network has the Tamed Warping Network's split (``interior()``/``decode()``)."""
+        return self.split_extract is not None and self.split_decode is not None
+
+    def interior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RGB in [0, 1] -> ``(logits, shallow, deep)`` on the output grid, the logits ``forward(x)``'s. Decoding
+        the cropped parts, ``decode(shallow, deep)``, gives them too, but for the last row and column of cells
+        where the input was padded (the decoder's 3x3 layers see the padding there)."""
+        def split(padded):
+            shallow, deep = self.split_extract(padded)
+            return self.split_decode(shallow, deep), shallow, deep
+        return self._run(split, x)
+
+    def shallow(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] -> the shallow part of :meth:`interior` alone (what a warped frame re-runs)."""
+        return self._run(self.split_shallow or (lambda p: self.split_extract(p)[0]), x)
+
+    def decode(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        """The forward pass finished from :meth:`interior`'s two parts: logits on the same grid."""
+        return self.split_decode(shallow, deep)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Interior features -> logits ``(N, C, h, w)`` on the same grid."""

@@ -15,8 +15,9 @@ from taplab.nets.adapted import is_adapted, read_adapted
 
 #: what ``"default"`` means: the model ``taplab segment`` uses when none is given
 DEFAULT_MODEL = "bl2-synth"
-#: a model's correction network: ``<model>.conet.pt`` beside ``<model>.pt``
+#: a model's correction network: ``<model>.conet.pt`` beside ``<model>.pt`` (``<model>.twnet.pt``: TWNet's)
 CORRECTION_SUFFIX = ".conet.pt"
+CORRECTION_SUFFIXES = {"dmnet": CORRECTION_SUFFIX, "twnet": ".twnet.pt"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def shipped_models() -> dict[str, ShippedModel]:
     found: dict[str, ShippedModel] = {}
     for d in model_dirs():
         for path in sorted(d.glob("*.pt")):
-            if path.name.endswith(CORRECTION_SUFFIX):
+            if path.name.endswith(tuple(CORRECTION_SUFFIXES.values())):
                 continue
             card = path.with_suffix(".md")
             found.setdefault(path.stem, ShippedModel(path.stem, path, card if card.exists() else None))
@@ -50,17 +51,18 @@ def find_shipped(name: str) -> ShippedModel | None:
     return shipped_models().get(DEFAULT_MODEL if name == "default" else name)
 
 
-def find_correction(spec) -> Path | None:
-    """The correction network that comes with a model spec: a shipped model's, ``X.conet.pt`` beside a
-    checkpoint ``X.pt``, or an adapted model's (``taplab adapt``) where it switched fusion on; None where
-    there is none (and for models given as modules)."""
+def find_correction(spec, kind: str = "dmnet") -> Path | None:
+    """The correction network of ``kind`` (``correction_kind``) that comes with a model spec: a shipped model's,
+    ``X.conet.pt`` (``X.twnet.pt``) beside a checkpoint ``X.pt``, or an adapted model's (``taplab adapt``, of
+    the kind it was adapted with) where it switched fusion on; None where there is none (and for models given
+    as modules)."""
     if is_adapted(spec):
         return read_adapted(spec).correction
     shipped = find_shipped(spec) if isinstance(spec, str) else None
     path = shipped.path if shipped is not None else Path(spec) if isinstance(spec, (str, Path)) else None
     if path is None or path.suffix != ".pt":
         return None
-    candidate = path.with_name(path.stem + CORRECTION_SUFFIX)
+    candidate = path.with_name(path.stem + CORRECTION_SUFFIXES[kind])
     return candidate if candidate.is_file() else None
 
 

@@ -15,8 +15,32 @@ import numpy as np
 import torch
 
 from taplab.codec.reader import Frame
+from taplab.data.transforms import to_tensor
+from taplab.nets.twnet import Split
 from taplab.ops.labels import class_map
 from taplab.ops.warp import GridFlow, compose, zero_flow
+
+
+class Layer:
+    """What a run warps for a frame, and the logits of it: the model's logits, its ``features()``
+    (``warp_layer="features"``), or, with a TWNet correction, its state ``[logits, deep interior]``
+    (:class:`~taplab.nets.twnet.Split`, whose logits part is the CNN's)."""
+
+    def __init__(self, model, warp_layer: str, split: Split | None = None):
+        self.model, self.split = model, split
+        self.features = warp_layer == "features" and split is None
+
+    def encode(self, image: np.ndarray) -> torch.Tensor:
+        """An RGB frame's features, as the run warps them."""
+        x = to_tensor(image)
+        out = self.split.state(x) if self.split is not None else \
+            self.model.features(x) if self.features else self.model.logits(x)
+        return out[0].float().contiguous()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        if self.split is not None:
+            return self.split.logits(features)
+        return self.model.head(features[None])[0] if self.features else features
 
 
 class Anchors:

@@ -52,6 +52,13 @@ class RuntimeConfig:
       its own frame only; ``"chain"`` warps the previous frame's features, corrections included.
     - Fusion (DMNet) corrects logits, so it needs ``warp_layer="logits"``; it runs before RGC, which
       then blends the CNN's output over it in its region (``rgc_alpha``).
+    - ``correction_kind`` chooses the network in fusion's place: DMNet's CoNet, or the Tamed Warping
+      Network's correction (``"twnet"``, :mod:`taplab.nets.twnet`), which warps ``[logits, the model's deep
+      interior]`` instead of the logits (it sets the warped layer itself: ``warp_layer`` stays
+      ``"logits"``), re-runs the model's first layers on each warped frame and corrects the interior
+      before the model's decoder. It takes the same ``fusion`` switch, timing name (``fusion``) and
+      module name in the frame's kind; ``fusion_memory`` is DMNet's alone (TWNet's correction is in the
+      warped state already). Key frames then run the model's interior graph, on its engine as the model.
     - RGFS: ``rgfs_mode="auto"`` (the default) is rate mode when ``rgfs_rate`` is given, the absolute
       ``rgfs_threshold`` when that is given, and else rate mode at 10% (``DEFAULT_RGFS_RATE``). The
       score is the mean absolute luma residual per pixel in 8-bit levels; the paper's 3.6e7 summed
@@ -123,6 +130,10 @@ class RuntimeConfig:
                                   "docs/runtime.md).")
     correction: str | None = option(None, "Correction network file for fusion (default: the one that comes "
                                     "with the model).", path=True)
+    correction_kind: str = option("dmnet", "The correction network in fusion's place: DMNet's (corrects the warped "
+                                  "logits from the frame) or the Tamed Warping Network's (warps the model's interior, "
+                                  "re-runs its first layers on the frame and corrects before its decoder; "
+                                  "docs/adapt.md).", ("dmnet", "twnet"))
     latency_budget: float | None = option(None, "Seconds from a frame's arrival to its result: key frames over it "
                                           "run in the background, then RGC/fusion are shed, then late frames "
                                           "skipped (docs/live.md; default: no limit).")
@@ -151,6 +162,9 @@ class RuntimeConfig:
                 raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
         if self.fusion and self.warp_layer != "logits":
             raise ConfigError("fusion corrects logits; it needs warp_layer='logits'")
+        if self.correction_kind == "twnet" and self.warp_layer != "logits":
+            raise ConfigError("correction_kind='twnet' warps its own layer (the logits and the model's interior); "
+                              "leave warp_layer at 'logits'")
         if not 0 <= self.fusion_weight <= 1:
             raise ConfigError(f"fusion_weight must be in 0..1, got {self.fusion_weight}")
         if not 0 <= self.fusion_threshold <= 255:
@@ -233,7 +247,8 @@ class RuntimeConfig:
     def for_model(cls, spec: Any) -> RuntimeConfig:
         """The defaults that come with a model spec: an adapted model's options (``taplab adapt`` chose them on the
         footage it adapted to), else the defaults. What ``Segmenter`` and ``taplab segment`` start from when no
-        config is given; options given override them."""
+        config is given; options given override them. A loaded model counts by where it came from (``source``)."""
+        spec = getattr(spec, "source", spec)
         if is_adapted(spec):
             return cls.from_dict(read_adapted(spec).config)
         return cls()

@@ -1,4 +1,5 @@
-"""The correction stages of a warped frame, in the order they run: fusion (DMNet), then RGC (TapLab).
+"""The correction stages of a warped frame, in the order they run: fusion (DMNet's, or TWNet's in its place), then RGC
+(TapLab).
 
 Each stage is a small object built once per run that the scheduler calls on a warped frame; the
 maths is in :mod:`taplab.ops` (``ops.fusion``, ``ops.regions``) and the networks in :mod:`taplab.nets`.
@@ -20,6 +21,7 @@ import torch
 from taplab.codec.reader import Frame
 from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction, correction_image
+from taplab.nets.twnet import Tamed, residual_cells
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
 from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
 from taplab.ops.warp import GridFlow, warp
@@ -70,10 +72,11 @@ class Fusion:
         return coarse_distortion(warped, reference_labels, distorted,
                                  residual_map(frame.residual, self.grid, self.threshold))
 
-    def __call__(self, frame: Frame, warped: torch.Tensor, coarse: torch.Tensor,
+    def __call__(self, frame: Frame, features: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor,
                  carry: tuple[int, GridFlow] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused logits (a new tensor) and the distortion map ``M`` that weighted them; ``carry``: an anchor's
-        previous anchor and its motion to it, along which that anchor's correction is carried (``fusion_memory``)."""
+        """The fused logits (a new tensor) and the distortion map ``M`` that weighted them, for a frame whose warped
+        ``features`` are the logits ``warped``; ``carry``: an anchor's previous anchor and its motion to it, along
+        which that anchor's correction is carried (``fusion_memory``)."""
         image = to_tensor(correction_image(frame.image, self.grid, self.correction.scale))[0]
         updated, edge = self.correction(image, warped, coarse)
         distortion = distortion_map(coarse, edge, self.weight)
@@ -87,6 +90,27 @@ class Fusion:
                 fused = warped + correction
             self._last = (frame.index, correction)
         return fused, distortion
+
+
+class TamedCorrection(Fusion):
+    """TWNet's correction in fusion's place (``correction_kind="twnet"``, :mod:`taplab.nets.twnet`): the warped state
+    ``[logits, deep interior]`` corrected by CFR and RGA from the frame's shallow features and residual, then
+    decoded. Its distortion map (``run(details=True)``) is RGA's attention ``A``. Nothing is remembered between
+    frames: the correction is in the interior, which the warp carries on."""
+
+    def __init__(self, correction: Tamed, cfg: RuntimeConfig, grid: tuple[int, int]):
+        super().__init__(correction, cfg, grid)
+        self.memory = 0.0
+
+    def __call__(self, frame: Frame, features: torch.Tensor, warped: torch.Tensor, coarse: torch.Tensor,
+                 carry: tuple[int, GridFlow] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.correction(to_tensor(frame.image), features,
+                               residual_cells(frame.residual, self.grid, self.threshold))
+
+
+def network_stage(correction: Correction | Tamed | None, cfg: RuntimeConfig, grid: tuple[int, int]) -> Fusion:
+    """The stage that runs ``correction`` in fusion's place: :class:`TamedCorrection` for a TWNet, else :class:`Fusion`."""
+    return TamedCorrection(correction, cfg, grid) if isinstance(correction, Tamed) else Fusion(correction, cfg, grid)
 
 
 class RegionCorrection:
@@ -140,8 +164,9 @@ class Corrections:
             start = time.perf_counter()
             warped = self.logits(features)
             coarse = self.fusion.coarse(frame, warped, reference, mask)
+            before = features
             if fusing:
-                features, distortion = self.fusion(frame, warped, coarse, carry)
+                features, distortion = self.fusion(frame, features, warped, coarse, carry)
                 applied.add(Module.FUSION)
             else:
                 warped, distortion = warped.clone(), coarse  # RGC blends into the features in place
@@ -151,6 +176,8 @@ class Corrections:
                 self.policy.measure("fusion", timings["fusion"])
             if self.details:
                 result.warped, result.distortion = warped, distortion
+                if isinstance(self.fusion, TamedCorrection):  # the whole warped state, before TWNet and RGC
+                    result.state = before if fusing else before.clone()
         if Module.RGC in modules and self._admit(self.rgc, deadline, shed, cnn_busy):
             start = time.perf_counter()
             region, count = self.rgc.select(frame)

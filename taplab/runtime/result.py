@@ -122,7 +122,10 @@ class FrameResult:
         warped: for warped frames, when ``run(..., details=True)``: the logits (C, h, w) as FFW
             left them, before fusion and RGC (CL, the share of corrected labels, compares with them).
         distortion: likewise: the distortion map (h, w) in [0, 1] that fusion used, or without
-            fusion ``M_coarse`` (:func:`taplab.ops.fusion.coarse_distortion`).
+            fusion ``M_coarse`` (:func:`taplab.ops.fusion.coarse_distortion`); with a TWNet correction, its
+            attention ``A``.
+        state: likewise, in a run with a TWNet correction (``correction_kind="twnet"``): the warped state
+            ``[logits, deep interior]`` (C + D, h, w) before the corrections (:mod:`taplab.nets.twnet`).
         latency: seconds from the frame's arrival (decoded) to this result.
         shed: the modules left out of this frame to keep within its latency budget (``"fusion"``,
             ``"rgc"``; ``"rgfs"``: selected as a key frame while another key frame's CNN was running).
@@ -151,6 +154,7 @@ class FrameResult:
     image: np.ndarray | None = None
     warped: torch.Tensor | None = None
     distortion: torch.Tensor | None = None
+    state: torch.Tensor | None = None
     latency: float | None = None
     shed: tuple[str, ...] = ()
     gap: float | None = None

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from taplab.codec.reader import MAX_REORDER, Frame
-from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction
 from taplab.nets.loader import Model
 from taplab.ops import bidirectional, interpolation, keyblend
@@ -24,9 +23,9 @@ from taplab.ops.flow import OpticalFlow
 from taplab.ops.labels import labels_from_logits
 from taplab.ops.regions import RateSelector, residual_score
 from taplab.ops.warp import GridFlow, compose, warp, warp_blocks
-from taplab.runtime.anchors import Anchors
+from taplab.runtime.anchors import Anchors, Layer
 from taplab.runtime.config import RuntimeConfig
-from taplab.runtime.corrections import Corrections, Fusion, RegionCorrection
+from taplab.runtime.corrections import Corrections, RegionCorrection, network_stage
 from taplab.runtime.decide import FrameFacts, decide, rgfs_candidate
 from taplab.runtime.hold import MAX_HOLD, Held, Hold, blend_future, interpolate
 from taplab.runtime.latency import KeyFrameWorker, LatencyPolicy
@@ -60,7 +59,10 @@ class Scheduler:
         # cell i covers pixels [i s, (i + 1) s) whether the model rounds its output size up or down
         self.stride = (geometry.stride, geometry.stride)
         self.motion = motion_source(cfg, self.grid, self.stride, truth_flow)
-        self.fusion = Fusion(correction, cfg, self.grid)
+        # what is warped: the logits, features() (warp_layer), or with a TWNet correction its state
+        self._layer = Layer(model, cfg.warp_layer, getattr(correction, "split", None))
+        self._features, self._logits = self._layer.encode, self._layer.logits
+        self.fusion = network_stage(correction, cfg, self.grid)
         self.rgc = RegionCorrection(cfg, self.size, geometry.stride, self._features)
         self.modules = frozenset({Module.FUSION} if self.fusion.enabled else ()) | ({Module.RGC} if cfg.rgc else set())
         self.selector = RateSelector(cfg.rgfs_share) if cfg.rgfs_by_rate else None
@@ -389,12 +391,3 @@ class Scheduler:
         flow = self.motion.future(frame, self.anchors) if future else self.motion.flow(frame, self.anchors)
         timings[self.motion.stage] = timings.get(self.motion.stage, 0.0) + time.perf_counter() - start
         return flow
-
-    def _features(self, image: np.ndarray) -> torch.Tensor:
-        """What the run warps for an RGB frame: the model's logits, or its ``features()`` (``warp_layer``)."""
-        x = to_tensor(image)
-        out = self.model.features(x) if self.cfg.warp_layer == "features" else self.model.logits(x)
-        return out[0].float().contiguous()
-
-    def _logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.head(features[None])[0] if self.cfg.warp_layer == "features" else features

@@ -20,6 +20,7 @@ from taplab.codec.reader import Frame, Video
 from taplab.errors import ConfigError, LatencyWarning, TapLabError, TapLabWarning
 from taplab.nets.conet import Correction, load_correction
 from taplab.nets.loader import Model, load_model
+from taplab.nets.twnet import Tamed, is_tamed, load_tamed
 from taplab.nets.zoo import find_correction
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.prefetch import prefetch
@@ -53,18 +54,26 @@ class Segmenter:
         self.correction = self._correction()
         self.prefetch_depth = prefetch_depth
 
-    def _correction(self) -> Correction | None:
-        """The correction network fusion uses; None when fusion is off (or, in auto mode, unavailable)."""
+    def _correction(self) -> Correction | Tamed | None:
+        """The correction network fusion uses, of ``correction_kind``; None when fusion is off (or, in auto mode,
+        unavailable)."""
         cfg = self.config
         if cfg.fusion is False or not cfg.ffw or (cfg.fusion is None and cfg.warp_layer != "logits"):
             return None
-        path = cfg.correction or find_correction(self.model.source)
+        twnet = cfg.correction_kind == "twnet"
+        path = cfg.correction or find_correction(self.model.source, cfg.correction_kind)
         if path is None:
             if cfg.fusion is None:
                 return None
-            raise ConfigError(f"fusion needs a correction network; the model {self.model.source} has none: "
-                              "pass correction=FILE (train one with `taplab train --model conet`) or fusion=False")
-        correction = load_correction(path, self.model.device, self.config.engine)
+            train = "`taplab adapt MODEL VIDEO... --kind twnet`" if twnet else "`taplab train --model conet`"
+            raise ConfigError(f"fusion needs a correction network{' (twnet)' if twnet else ''}; the model "
+                              f"{self.model.source} has none: pass correction=FILE (train one with {train}) or "
+                              "fusion=False")
+        found = "twnet" if is_tamed(path) else "dmnet"
+        if found != cfg.correction_kind:
+            raise ConfigError(f"{path} is a {found} correction network, but correction_kind is {cfg.correction_kind!r}")
+        correction = load_tamed(path, self.model.device) if twnet else \
+            load_correction(path, self.model.device, self.config.engine)
         correction.check(self.model)
         return correction
 

@@ -292,7 +292,7 @@ def test_fusion_with_an_identity_correction_network_keeps_the_warped_logits(tran
     coarse = stage.coarse(frame, warped, reference, distorted)
     expected = coarse_distortion(warped, reference, distorted, residual_map(frame.residual, grid, 30.0))
     assert torch.equal(coarse, expected)
-    fused, distortion = stage(frame, warped, coarse)
+    fused, distortion = stage(frame, warped, warped, coarse)
     torch.testing.assert_close(fused, warped)
     assert distortion.shape == grid and 0 <= distortion.min() and distortion.max() <= 1
     assert not Fusion(None, RuntimeConfig(), grid).enabled and stage.enabled

@@ -40,7 +40,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +75,12 @@ class AdaptConfig:
     """How one adaptation runs; ``taplab adapt`` has one option per field, generated from their help texts.
     Validated on construction."""
 
+    kind: str = option("dmnet", "The correction to adapt: DMNet's fusion network or the Tamed Warping Network's "
+                       "correction (twnet: the model's interior warped, its first layers re-run; docs/adapt.md).",
+                       ("dmnet", "twnet"))
     holdout: float = option(0.3, "Share of each video's frames, at its end, held out to validate the correction.")
-    frames: int = option(300, "Frames read per video, from its start (a 720p frame's samples take 5 MB).")
+    frames: int = option(300, "Frames read per video, from its start (a 720p frame's samples take 5 MB; "
+                        "15 MB with --kind twnet).")
     steps: int = option(3000, "Training steps (Adam, poly schedule); the same steps and seed give the same weights.")
     minutes: float | None = option(None, "Stop training after this many minutes, even before --steps (default: no "
                                    "limit).")
@@ -91,6 +97,8 @@ class AdaptConfig:
     threads: int | None = option(None, "Torch CPU threads (default: torch's).")
 
     def __post_init__(self) -> None:
+        if self.kind not in ("dmnet", "twnet"):
+            raise ConfigError(f"kind is dmnet or twnet, got {self.kind!r}")
         if not 0 < self.holdout < 1:
             raise ConfigError(f"holdout is the share of frames held out, in (0, 1), got {self.holdout}")
         for name in ("frames", "steps", "width", "batch_size", "crop"):
@@ -145,10 +153,13 @@ def video_labels(video: str | os.PathLike[str], model: Model) -> list[np.ndarray
 
 
 def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
-            progress: Callable[[str, int, int], None] | None = None) -> Footage:
-    """Run the videos through the runtime without corrections and keep every warped frame as a :class:`Sample`,
-    with the teacher's logits on it."""
-    seg = Segmenter(model, device=model.device, fusion=False, rgc=False)
+            progress: Callable[[str, int, int], None] | None = None, seg: Segmenter | None = None,
+            make: Callable[..., Any] | None = None) -> Footage:
+    """Run the videos through the runtime (``seg``; default: without corrections) and keep every warped frame as a
+    sample, ``make(result, video_index, video, labels_of_the_frames)`` (default: a :class:`Sample`, with the teacher's
+    logits on it; None for a result that gives none)."""
+    seg = seg or Segmenter(model, device=model.device, fusion=False, rgc=False)
+    make = make or partial(_fusion_sample, model)
     train, held, sizes, counts, warp = [], [], [], [], []
     for v, video in enumerate(videos):
         truth = video_labels(video, model)
@@ -160,12 +171,9 @@ def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
                 frames += 1
                 if progress is not None:
                     progress(f"frames of {source.name}", frames, total)
-                if r.warped is not None:
-                    teacher = model.logits(to_tensor(r.image))[0].float()
-                    grid = tuple(r.warped.shape[-2:])
-                    labels = None if truth is None or r.index >= len(truth) else _cell_labels(truth[r.index], grid)
-                    samples.append(Sample(correction_image(r.image, grid), _half(r.warped), _half(r.distortion),
-                                          _half(teacher), labels, v, r.index))
+                sample = make(r, v, video, truth)
+                if sample is not None:
+                    samples.append(sample)
                     warp.append(r.timings.get("warp", 0.0))
         cut = math.ceil((1 - cfg.holdout) * frames)
         train += [s for s in samples if s.index < cut]
@@ -176,6 +184,21 @@ def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
         raise ConfigError(f"the videos gave {len(train)} warped frames to train on and {len(held)} to validate with; "
                           "adaptation needs both (longer videos, or more of their frames: --frames)")
     return Footage(train, held, sizes, counts, 1000 * statistics.median(warp))
+
+
+def _fusion_sample(model: Model, r, v: int, video: str, truth: list[np.ndarray] | None) -> Sample | None:
+    """A warped frame's :class:`Sample` (None for other frames)."""
+    if r.warped is None:
+        return None
+    grid = tuple(r.warped.shape[-2:])
+    teacher = model.logits(to_tensor(r.image))[0].float()
+    return Sample(correction_image(r.image, grid), _half(r.warped), _half(r.distortion), _half(teacher),
+                  frame_labels(truth, r.index, grid), v, r.index)
+
+
+def frame_labels(truth: list[np.ndarray] | None, index: int, grid: tuple[int, int]) -> np.ndarray | None:
+    """Frame ``index``'s labels on the cells of ``grid``, where the video has labels for it."""
+    return None if truth is None or index >= len(truth) else _cell_labels(truth[index], grid)
 
 
 def _half(t: torch.Tensor) -> np.ndarray:
@@ -209,18 +232,27 @@ def adaptation_losses(net: CoNet, image: torch.Tensor, warped: torch.Tensor, coa
     updated, edge_logit = net(image, warped, coarse[:, None])
     m = distortion_map(coarse, torch.sigmoid(edge_logit[:, 0]), weight)
     fused = fuse(warped, updated, m)
-    log_fused = fused.log_softmax(1)
     pseudo = teacher.argmax(1)
-    soft = F.kl_div(log_fused, teacher.log_softmax(1), log_target=True, reduction="none").sum(1).mean()
-    per_cell = F.nll_loss(log_fused, pseudo, reduction="none")
     edges = label_edges(pseudo)
-    edge_semantic = (per_cell * edges).sum() / edges.sum().clamp(min=1)
     edge = F.binary_cross_entropy_with_logits(edge_logit[:, 0], edges)
     wrong = (warped.argmax(1) != pseudo).float()
     warp = F.binary_cross_entropy(m.clamp(1e-4, 1 - 1e-4), wrong)
-    total = soft + per_cell.mean() + edge_semantic + 0.5 * (edge + warp)
+    return teacher_losses(fused, teacher, labels) + 0.5 * (edge + warp)
+
+
+def teacher_losses(logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The terms every adapted correction learns its output by, on ``(N, C, h, w)`` logits: the teacher's soft output
+    (KL divergence), its arg-max as pseudo-labels (cross-entropy), DMNet's edge-semantics term (that cross-entropy on
+    the cells at a pseudo-label boundary), and a supervised cross-entropy where ``labels`` are given."""
+    log_out = logits.log_softmax(1)
+    pseudo = teacher.argmax(1)
+    soft = F.kl_div(log_out, teacher.log_softmax(1), log_target=True, reduction="none").sum(1).mean()
+    per_cell = F.nll_loss(log_out, pseudo, reduction="none")
+    edges = label_edges(pseudo)
+    edge_semantic = (per_cell * edges).sum() / edges.sum().clamp(min=1)
+    total = soft + per_cell.mean() + edge_semantic
     if labels is not None and (labels != IGNORE_LABEL).any():
-        total = total + F.nll_loss(log_fused, labels, ignore_index=IGNORE_LABEL)
+        total = total + F.nll_loss(log_out, labels, ignore_index=IGNORE_LABEL)
     return total
 
 
@@ -251,10 +283,11 @@ def _batch(samples: list[Sample], cfg: AdaptConfig, rng: np.random.Generator):
     return image, warped, coarse, teacher, labels
 
 
-def train(net: CoNet, samples: list[Sample], cfg: AdaptConfig, weight: float,
+def train(net: torch.nn.Module, step_loss: Callable[[np.random.Generator], torch.Tensor], cfg: AdaptConfig,
           progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Train ``net`` on the samples for ``cfg.steps`` steps or ``cfg.minutes``, whichever ends first; returns
-    ``{"steps", "seconds", "loss", "stopped_by_clock"}`` (the loss: the mean of the last 100 steps)."""
+    """Train ``net`` for ``cfg.steps`` steps or ``cfg.minutes``, whichever ends first, each on ``step_loss(rng)`` (a
+    batch's loss; ``rng`` seeded by ``cfg.seed``); returns ``{"steps", "seconds", "loss", "stopped_by_clock"}`` (the
+    loss: the mean of the last 100 steps)."""
     rng = np.random.default_rng(cfg.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     net.train()
@@ -264,7 +297,7 @@ def train(net: CoNet, samples: list[Sample], cfg: AdaptConfig, weight: float,
     while step < cfg.steps and (limit is None or time.perf_counter() - start < limit):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (1 - step / cfg.steps) ** 0.9
-        loss = adaptation_losses(net, *_batch(samples, cfg, rng), weight)
+        loss = step_loss(rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -282,10 +315,7 @@ def validate(correction: Correction | None, samples: list[Sample], sizes: list[t
              weight: float) -> dict:
     """Fidelity (mIoU % against the teacher's labels) of the held-out warped frames, without and with the correction,
     at full resolution as the runtime labels them; and their mIoU against the labels where the videos have them."""
-    scores = {name: ConfusionMatrix(num_classes) for name in ("warped", "corrected", "truth_warped", "truth_corrected",
-                                                                "truth_teacher")}
-    for s in samples:
-        size = sizes[s.video]
+    def outputs(s: Sample) -> dict[str, torch.Tensor]:
         warped = torch.from_numpy(s.warped).float()
         out = {"warped": warped}
         if correction is not None:
@@ -293,6 +323,21 @@ def validate(correction: Correction | None, samples: list[Sample], sizes: list[t
             coarse = torch.from_numpy(s.coarse).float()
             updated, edge = correction(image, warped, coarse)
             out["corrected"] = fuse(warped, updated, distortion_map(coarse, edge, weight))
+        return out
+
+    return fidelity(samples, outputs, sizes, num_classes)
+
+
+def fidelity(samples: Sequence, outputs: Callable[[Any], dict[str, torch.Tensor]], sizes: list[tuple[int, int]],
+             num_classes: int) -> dict:
+    """Each sample's ``outputs`` (logits ``"warped"``, and ``"corrected"``) scored against the sample's ``teacher`` logits
+    at full resolution, as the runtime labels them (fidelity: mIoU % and ``_pixels``, pixel agreement %), and against
+    its ``labels`` where it has them (``truth_*``)."""
+    scores = {name: ConfusionMatrix(num_classes) for name in ("warped", "corrected", "truth_warped", "truth_corrected",
+                                                                "truth_teacher")}
+    for s in samples:
+        size = sizes[s.video]
+        out = outputs(s)
         teacher = labels_from_logits(torch.from_numpy(s.teacher).float(), size, "bilinear")
         labels = {k: labels_from_logits(v, size, "bilinear") for k, v in out.items()}
         for k, v in labels.items():
@@ -348,6 +393,42 @@ def model_reference(spec: str) -> str:
 
 
 @dataclass
+class Trained:
+    """A correction adapted to the footage: its ``footage``, ``training`` record, held-out ``scores``
+    (:func:`fidelity`), cost ``ms`` per frame, and ``save(path, model_reference, metrics)`` that writes its file."""
+
+    footage: Any
+    training: dict
+    scores: dict
+    ms: float
+    save: Callable[[Path, str, dict], Any]
+
+
+def adapt_dmnet(base: Model, videos: list[str], cfg: AdaptConfig,
+                progress: Callable[[str, int, int], None] | None = None) -> Trained:
+    """DMNet's CoNet adapted (the module docstring's recipe)."""
+    weight = RuntimeConfig().fusion_weight
+    footage = collect(base, videos, cfg, progress)
+    net = CoNet(base.num_classes, width=cfg.width, scale=cfg.scale)
+    training = train(net, lambda rng: adaptation_losses(net, *_batch(footage.train, cfg, rng), weight), cfg, progress)
+    # Correction folds the batch norms in place: it gets a copy, the file the trained network
+    correction = Correction(copy.deepcopy(net), base.class_names, base.stride, "adapted", "cpu")
+    scores = validate(correction, footage.held, footage.size, base.num_classes, weight)
+    cost = correction_cost(correction, footage.held[0], footage.size[footage.held[0].video])
+
+    def save(path: Path, reference: str, metrics: dict) -> None:
+        save_correction(path, net, base.class_names, base.stride, reference, metrics=metrics, adapted=True)
+    return Trained(footage, training, scores, cost, save)
+
+
+def _kinds() -> dict[str, Callable[..., Trained]]:
+    """Each ``--kind``'s adaptation."""
+    from taplab.adapt.twnet import adapt_twnet  # it builds on this module's samples, losses and scores
+
+    return {"dmnet": adapt_dmnet, "twnet": adapt_twnet}
+
+
+@dataclass
 class AdaptResult:
     """What :func:`adapt` wrote (``folder``) and its report (``report``, as in ``adapted.json``)."""
 
@@ -383,20 +464,13 @@ def adapt(model: str, videos: Sequence[str], out: str | os.PathLike[str], cfg: A
         apply_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base = load_model(str(model), device=device)
-    weight = RuntimeConfig().fusion_weight
-    footage = collect(base, [str(v) for v in videos], cfg, progress)
-
-    net = CoNet(base.num_classes, width=cfg.width, scale=cfg.scale)
-    training = train(net, footage.train, cfg, weight, progress)
-    # Correction folds the batch norms in place: it gets a copy, the file the trained network
-    correction = Correction(copy.deepcopy(net), base.class_names, base.stride, "adapted", "cpu")
-    scores = validate(correction, footage.held, footage.size, base.num_classes, weight)
+    trained = _kinds()[cfg.kind](base, [str(v) for v in videos], cfg, progress)
+    footage, training, scores, cost = trained.footage, trained.training, trained.scores, trained.ms
     enabled, why = decide(scores.get("warped"), scores.get("corrected"), cfg.min_gain)
-    cost = correction_cost(correction, footage.held[0], footage.size[footage.held[0].video])
     report = {
         "model": model_reference(str(model)), "videos": [str(v) for v in videos], "frames": footage.frames,
         "samples": {"train": len(footage.train), "held_out": len(footage.held)},
-        "training": training, "settings": asdict(cfg),
+        "training": training, "settings": asdict(cfg), "kind": cfg.kind,
         "fusion": {"enabled": enabled, "why": why, "fidelity_without": scores.get("warped"),
                    "fidelity_with": scores.get("corrected"), "agreement_without": scores.get("warped_pixels"),
                    "agreement_with": scores.get("corrected_pixels"), "ms_per_frame": round(cost, 2),
@@ -410,9 +484,9 @@ def adapt(model: str, videos: Sequence[str], out: str | os.PathLike[str], cfg: A
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_correction(staging / CORRECTION_FILE, net, base.class_names, base.stride, report["model"],
-                        metrics=report["fusion"], adapted=True)
-        write_adapted(staging, report["model"], CORRECTION_FILE if enabled else None, {"fusion": enabled}, report)
+        trained.save(staging / CORRECTION_FILE, report["model"], report["fusion"])
+        options = {"fusion": enabled, **({"correction_kind": cfg.kind} if cfg.kind != "dmnet" else {})}
+        write_adapted(staging, report["model"], CORRECTION_FILE if enabled else None, options, report)
         (staging / REPORT_FILE).write_text(format_report(report) + "\n")
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
@@ -442,7 +516,7 @@ def format_report(report: dict) -> str:
         "|---|---:|---:|---:|",
         f"| warped (no correction) | {pct(fusion['fidelity_without'])} | {pct(fusion['agreement_without'])} "
         f"| {fusion['warp_ms_per_frame']:.1f} (warp) |",
-        f"| + adapted fusion | {pct(fusion['fidelity_with'])} | {pct(fusion['agreement_with'])} "
+        f"| + adapted {report.get('kind', 'dmnet')} | {pct(fusion['fidelity_with'])} | {pct(fusion['agreement_with'])} "
         f"| {fusion['ms_per_frame']:.1f} |",
         "",
         f"Fusion is {'on' if fusion['enabled'] else 'off'}: {fusion['why']}.",
