@@ -6,6 +6,7 @@ and exit with status 2; ``taplab --debug ...`` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -797,8 +798,14 @@ def _devices(torch) -> str:
 def _default_correction() -> str:
     from taplab.nets.zoo import find_correction
 
-    path = find_correction("default")
-    return f"{path} (fusion on by default)" if path else "none for the default model (fusion off)"
+    path, tamed = find_correction("default"), find_correction("default", "twnet")
+    found = f"{path} (fusion on by default)" if path else "none for the default model (fusion off)"
+    return found + (f"; TWNet's: {tamed} (--correction-kind twnet)" if tamed else "")
+
+
+#: storage failures that any command writing files can meet (a full disk or quota, a read-only file system): one line,
+#: as segment's OutputError says them, wherever a command did not turn them into a TapLabError of its own
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -823,6 +830,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if debug or exc.errno not in _STORAGE_ERRORS:  # anything else is a bug, whose traceback helps
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot write: {exc.strerror or exc}{where}", err=True)
         sys.exit(2)
     except Terminated:
         click.echo("error: terminated", err=True)

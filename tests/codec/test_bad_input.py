@@ -364,3 +364,30 @@ def test_pyav_exceptions_reach_the_command_line_as_one_error_line(translation_cl
         assert sorted(p.name for p in out.iterdir()) == sorted(
             [f"frame_{i:06d}.png" for i in logged] + ["frames.csv", "frames.json"])  # no summary.json: incomplete
     # (no folder: no frame came out before the damage, and a run that segmented nothing leaves nothing)
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys, tmp_path):
+    """The CLI's mapping of storage failures, isolated: a full disk cannot be made here, so the clip writer is replaced
+    by one that fails as a full disk makes it fail (``taplab synth`` once printed the whole traceback)."""
+    import errno
+
+    import taplab.data.synth
+    from taplab.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "clip/video/synth.mp4")
+
+    monkeypatch.setattr(taplab.data.synth, "write_clip", full)
+    with pytest.raises(SystemExit) as exit_status:
+        main(["synth", str(tmp_path / "clip")])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()  # after the progress line
+    assert err[-1] == "error: cannot write: No space left on device: clip/video/synth.mp4"
+    assert not any("Traceback" in line for line in err)
+
+    def bug(*args, **kwargs):  # any other OSError is a bug, and keeps its traceback
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(taplab.data.synth, "write_clip", bug)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        main(["synth", str(tmp_path / "clip2")])

@@ -74,11 +74,33 @@ def test_the_kind_and_the_file_must_agree(video, model, tmp_path):
         Segmenter(model, fusion=True, correction=str(conet), correction_kind="twnet")
     with pytest.raises(ConfigError, match="is a twnet correction network, but correction_kind is 'dmnet'"):
         Segmenter(model, fusion=True, correction=str(tamed))
-    # the shipped model comes with DMNet's network only: asked for, TWNet's is missing; in auto mode fusion is off
+    # the shipped model comes with both; a plain module with neither: asked for, TWNet's is missing, and in auto mode
+    # fusion is off
+    shipped = Segmenter(model, correction_kind="twnet")
+    assert shipped.fusion and shipped.correction.source.endswith("bl2-synth.twnet.pt")
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 19, 3, padding=1), torch.nn.AvgPool2d(4))
     with pytest.raises(ConfigError, match=r"correction network \(twnet\).*--kind twnet"):
-        Segmenter(model, fusion=True, correction_kind="twnet")
-    assert not Segmenter(model, correction_kind="twnet").fusion
+        Segmenter(plain, fusion=True, correction_kind="twnet")
+    assert not Segmenter(plain, correction_kind="twnet").fusion
     with pytest.raises(ConfigError, match="leave warp_layer at 'logits'"):
         RuntimeConfig(correction_kind="twnet", warp_layer="features")
     with pytest.raises(ConfigError, match="correction_kind must be one of"):
         RuntimeConfig(correction_kind="cfr")
+
+
+def test_the_shipped_twnet_brings_warped_frames_closer_to_the_per_frame_output(tmp_path):
+    """The default model's TWNet (models/bl2-synth.twnet.pt, adapted on 16 training scenes) on a scene seed it never saw."""
+    from taplab.metrics import ConfusionMatrix
+
+    clip = write_clip(tmp_path, SynthConfig(height=256, width=512, frames=24, seed=700011), gop=12, name="c")
+    per_frame = [r.labels for r in Segmenter("default", device="cpu", ffw=False).run(clip)]
+    fidelity = {}
+    for kind, fusion in (("none", False), ("twnet", True)):
+        scores = ConfusionMatrix(19)
+        for r in Segmenter("default", device="cpu", fusion=fusion, correction_kind=kind if fusion else "dmnet",
+                           rgc=False, rgfs=False).run(clip):
+            if not r.is_key:
+                scores.update(r.labels, per_frame[r.index])
+        fidelity[kind] = 100 * scores.miou()
+    assert fidelity["twnet"] > fidelity["none"] + 2, fidelity
