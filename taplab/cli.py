@@ -864,7 +864,10 @@ def _stop_on_signals() -> dict:
     def stop(signum, frame):
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        files = sys.modules.get("taplab.files")  # not imported yet: nothing is being written
+        if files is None or not files.defer_stop(exc):  # else raised once the frame being written is whole
+            raise exc
 
     return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 

@@ -19,6 +19,38 @@ import numpy as np
 from taplab.errors import ConfigError
 
 
+class _Whole:
+    """The state of :func:`whole`: whether a whole write is under way, and the stop that waits for its end."""
+
+    active = False
+    pending: BaseException | None = None
+
+
+@contextmanager
+def whole() -> Iterator[None]:
+    """A stretch of writes that belong together (one frame's outputs: its label files, its overlay frame, its
+    log record), which a stop signal does not cut: a handler that asks :func:`defer_stop` while it runs has its
+    stop raised when the stretch ends, so the outputs of an interrupted run are the frames done, each whole.
+    The runtime's stop handlers (``taplab``'s command line) ask; Python's default Ctrl-C does not."""
+    _Whole.active = True
+    try:
+        yield
+    finally:
+        _Whole.active = False
+        pending, _Whole.pending = _Whole.pending, None
+        if pending is not None:
+            raise pending
+
+
+def defer_stop(stop: BaseException) -> bool:
+    """For a stop signal's handler: True where :func:`whole` writes are under way, which then end by raising ``stop``;
+    False where the handler should raise it itself."""
+    if not _Whole.active:
+        return False
+    _Whole.pending = stop
+    return True
+
+
 def os_reason(exc: OSError) -> str:
     """An OS error's reason and the file it concerns, for a one-line message: ``Permission denied: masks/color``."""
     return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)

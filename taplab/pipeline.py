@@ -28,7 +28,7 @@ from taplab import __version__
 from taplab.codec import open_video
 from taplab.codec.reader import DEFAULT_TIMEOUT, Video
 from taplab.errors import ConfigError, OutputError
-from taplab.files import os_reason
+from taplab.files import os_reason, whole
 from taplab.io.overlay import OverlayVideo
 from taplab.io.sinks import FORMATS, FrameLog, Sink, prepare_output, undo_output, write_run_record
 from taplab.io.summary import RunSummary
@@ -175,13 +175,14 @@ def _run(segmenter: Segmenter, video: Video, out: Path, formats: Sequence[str], 
         sinks.callback(results.close)  # its threads end here, not whenever the generator is collected
         start = time.perf_counter()
         for result in results:
-            start_write = time.perf_counter()
-            for sink in files:
-                sink.write(result)
-            if video_sink is not None:
-                video_sink.write(result)
-            result.timings["write"] = time.perf_counter() - start_write
-            log.write(result)
+            with whole():  # a stop signal waits for the frame's outputs to be whole: its files, overlay and record
+                start_write = time.perf_counter()
+                for sink in files:
+                    sink.write(result)
+                if video_sink is not None:
+                    video_sink.write(result)
+                result.timings["write"] = time.perf_counter() - start_write
+                log.write(result)
             summary.add(result)
             summary.seconds = time.perf_counter() - start
             if progress is not None:

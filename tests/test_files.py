@@ -52,3 +52,21 @@ def test_errors_name_the_file(tmp_path, monkeypatch):
     (tmp_path / "text.png").write_text("not a picture")
     with pytest.raises(ConfigError, match="cannot read image .*text.png$"):
         read_label_image(tmp_path / "text.png")
+
+
+def test_a_deferred_stop_waits_for_the_end_of_a_whole_write():
+    """A stop signal's handler defers its stop while a frame's outputs are written (taplab segment's handler does:
+    a SIGTERM between a frame's label file and its log record once left a file the log did not list)."""
+    from taplab.files import defer_stop, whole
+
+    assert not defer_stop(KeyboardInterrupt())  # nothing under way: the handler raises it itself
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with whole():
+            written.append("labels")
+            assert defer_stop(KeyboardInterrupt())  # the signal comes here
+            written.append("log")  # the rest of the frame is still written
+    assert written == ["labels", "log"]
+    assert not defer_stop(KeyboardInterrupt())  # and nothing is pending after it
+    with whole():  # a stretch without a signal ends quietly
+        written.append("next")

@@ -27,6 +27,10 @@ teacher. The recipe:
 
 The folder it writes (:mod:`taplab.nets.adapted`) is a model: ``taplab segment --model DIR``,
 ``Segmenter(model=DIR)``.
+
+``kind`` (``--kind``) chooses the correction: DMNet's CoNet, as above (:func:`adapt_dmnet`), or the Tamed
+Warping Network's (:mod:`taplab.adapt.twnet`), whose samples and network differ and whose losses,
+validation, decision and folder are these.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ class AdaptConfig:
                                    "limit).")
     width: int = option(16, "Width of the correction network (its cost grows with it).")
     scale: int = option(2, "Run the correction network on half the feature grid (2: a quarter of the cells, for "
-                        "slightly coarser corrections) or on the feature grid (1).")
+                        "slightly coarser corrections) or on the feature grid (1); DMNet's only (TWNet's runs on "
+                        "the feature grid).")
     batch_size: int = option(8, "Crops per training step.")
     crop: int = option(64, "Side of the square training crops, in cells of the model's output grid.")
     lr: float = option(2e-3, "Adam's initial learning rate.")
@@ -528,5 +533,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AdaptConfig", "AdaptResult", "adapt", "adaptation_losses", "collect", "decide", "train",
-           "validate"]
+__all__ = ["AdaptConfig", "AdaptResult", "Trained", "adapt", "adapt_dmnet", "adaptation_losses", "collect", "decide",
+           "fidelity", "frame_labels", "teacher_losses", "train", "validate"]
