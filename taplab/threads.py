@@ -7,7 +7,8 @@ thread that is not running (docs/engines.md has the measurements). So taplab siz
 the CPUs this process may actually use:
 
 - :func:`available_cpus`: the CPU affinity mask, bounded by the cgroup's CPU quota (a container with
-  ``--cpus 2`` on a 64-core host gets 2, not 64);
+  ``--cpus 2`` on a 64-core host gets 2, not 64); :func:`available_memory` likewise reads the memory this
+  process may use, for the plans that size themselves by it (batch workers, adaptation's samples);
 - :func:`plan_threads`: a pure decision, CPUs (or the user's ``--threads``) in, one count per pool out;
 - :func:`apply_threads`: sets torch's and OpenCV's pools and records the plan that ONNX Runtime's
   sessions and the decoder read (:func:`current_plan`, :func:`inference_threads`);
@@ -200,3 +201,24 @@ class ThreadGovernor:
     def close(self) -> None:
         """The plan's thread count again: the next run starts from a quiet machine's count."""
         set_inference_threads(self.plan.inference)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes: ``MemAvailable``, bounded by the cgroup's limit; None where
+    neither can be read."""
+    found = []
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            found.append(int(text))
+        break
+    return min(found) if found else None

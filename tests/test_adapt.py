@@ -209,3 +209,17 @@ def test_broken_folders_are_model_errors(tmp_path):
     write_adapted(tmp_path, "default", None, {"no_such_option": 1}, {})
     with pytest.raises(ConfigError, match="no_such_option"):
         RuntimeConfig.for_model(tmp_path)
+
+
+def test_the_samples_memory_is_checked_before_collecting(clip):
+    from taplab.adapt import MEMORY_SHARE, check_memory, footage_bytes
+
+    model = load_model("default", device="cpu")
+    needed, what = footage_bytes(model, [str(clip)], AdaptConfig(frames=300), 100)
+    h, w = model.geometry(256, 512).size
+    assert needed == 36 * h * w * 100 and what == f"{h * w * 100 / 2**20:.0f} MB per frame at 512x256"  # its 36 frames
+    assert footage_bytes(model, [str(clip)], AdaptConfig(frames=10), 100)[0] == 10 * h * w * 100
+    check_memory(needed, None, what)  # unknown memory: not checked
+    check_memory(needed, int(needed / MEMORY_SHARE) + 1, what)
+    with pytest.raises(ConfigError, match=r"would hold up to .* GB of samples .*--frames"):
+        check_memory(needed, needed, what)

@@ -67,7 +67,7 @@ from taplab.ops.fusion import distortion_map, fuse
 from taplab.ops.labels import labels_from_logits
 from taplab.runtime import Segmenter
 from taplab.runtime.config import RuntimeConfig, option
-from taplab.threads import apply_threads
+from taplab.threads import apply_threads, available_memory
 
 #: the correction network's file in an adapted model's folder
 CORRECTION_FILE = "correction.pt"
@@ -84,7 +84,7 @@ class AdaptConfig:
                        ("dmnet", "twnet"))
     holdout: float = option(0.3, "Share of each video's frames, at its end, held out to validate the correction.")
     frames: int = option(300, "Frames read per video, from its start (a 720p frame's samples take 5 MB; "
-                        "15 MB with --kind twnet).")
+                        "16 MB with --kind twnet; more than the machine can spare is refused before reading).")
     steps: int = option(3000, "Training steps (Adam, poly schedule); the same steps and seed give the same weights.")
     minutes: float | None = option(None, "Stop training after this many minutes, even before --steps (default: no "
                                    "limit).")
@@ -189,6 +189,33 @@ def collect(model: Model, videos: Sequence[str], cfg: AdaptConfig,
         raise ConfigError(f"the videos gave {len(train)} warped frames to train on and {len(held)} to validate with; "
                           "adaptation needs both (longer videos, or more of their frames: --frames)")
     return Footage(train, held, sizes, counts, 1000 * statistics.median(warp))
+
+
+#: the share of the available memory the samples may take (the model, the runtime and training need the rest)
+MEMORY_SHARE = 0.8
+
+
+def footage_bytes(model: Model, videos: Sequence[str], cfg: AdaptConfig, per_cell: int) -> tuple[int, str]:
+    """The most memory the samples of ``videos`` take, every frame read a warped frame of ``per_cell`` bytes per cell of
+    the model's output grid; and the largest video's size, for messages."""
+    total, largest = 0, (0, "")
+    for video in videos:
+        with open_video(video) as source:
+            frames = min(cfg.frames, source.frame_count or cfg.frames)
+            h, w = model.geometry(source.height, source.width).size
+            largest = max(largest, (h * w * per_cell, f"{source.width}x{source.height}"))
+        total += frames * h * w * per_cell
+    return total, f"{largest[0] / 2**20:.0f} MB per frame at {largest[1]}"
+
+
+def check_memory(needed: int, available: int | None, what: str) -> None:
+    """:class:`ConfigError` where the samples (``needed`` bytes; ``what``: their size per frame) would take more than
+    :data:`MEMORY_SHARE` of the ``available`` memory (None: unknown, not checked): a clear error, not the kernel's kill
+    minutes into the run."""
+    if available is not None and needed > MEMORY_SHARE * available:
+        raise ConfigError(f"adaptation would hold up to {needed / 2**30:.1f} GB of samples ({what}), more than this "
+                          f"machine can spare of its {available / 2**30:.1f} GB available: read fewer frames per video "
+                          "(--frames) or give fewer videos")
 
 
 def _fusion_sample(model: Model, r, v: int, video: str, truth: list[np.ndarray] | None) -> Sample | None:
@@ -413,6 +440,9 @@ def adapt_dmnet(base: Model, videos: list[str], cfg: AdaptConfig,
                 progress: Callable[[str, int, int], None] | None = None) -> Trained:
     """DMNet's CoNet adapted (the module docstring's recipe)."""
     weight = RuntimeConfig().fusion_weight
+    # a Sample per cell: the frame at twice the grid (4 cells' RGB), two float16 logits, the coarse map, a label
+    needed, what = footage_bytes(base, videos, cfg, 3 * IMAGE_SCALE**2 + 2 * (2 * base.num_classes + 1) + 1)
+    check_memory(needed, available_memory(), what)
     footage = collect(base, videos, cfg, progress)
     net = CoNet(base.num_classes, width=cfg.width, scale=cfg.scale)
     training = train(net, lambda rng: adaptation_losses(net, *_batch(footage.train, cfg, rng), weight), cfg, progress)

@@ -14,8 +14,8 @@ teacher, validation deciding whether the correction is switched on. What differs
   teacher's terms (:func:`taplab.adapt.teacher_losses`); the model's own layers are frozen.
 
 "Without the correction" in the report is FFW's warped logits, as for DMNet; "with" is TWNet's output.
-A 720p frame's sample takes about 15 MB (the interior is 83 channels for the default model): mind
-``--frames`` on long videos.
+A 720p frame's sample takes about 16 MB (the interior is 83 channels for the default model), against
+5 MB for DMNet's; :func:`taplab.adapt.check_memory` refuses footage whose samples would not fit.
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taplab.adapt import AdaptConfig, Footage, Trained, _half, fidelity, frame_labels, teacher_losses, train
+from taplab.adapt import AdaptConfig, Footage, Trained, _half, check_memory, fidelity, footage_bytes, frame_labels, \
+    teacher_losses, train
 from taplab.adapt import collect as collect_samples
 from taplab.codec import open_video
 from taplab.data.transforms import to_tensor
 from taplab.nets.loader import Model
-from taplab.nets.twnet import Split, Tamed, TamedNet, residual_cells, save_tamed
+from taplab.nets.twnet import RESIDUAL_CHANNELS, Split, Tamed, TamedNet, residual_cells, save_tamed
 from taplab.runtime import Segmenter
 from taplab.runtime.config import RuntimeConfig
+from taplab.threads import available_memory
 
 
 @dataclass
@@ -140,6 +142,10 @@ def adapt_twnet(base: Model, videos: list[str], cfg: AdaptConfig,
                 progress: Callable[[str, int, int], None] | None = None) -> Trained:
     """TWNet's correction adapted to ``base`` on ``videos`` (module docstring)."""
     split = Split(base)
+    # a TamedSample per cell: float16 interior, logits, shallow features, residual and teacher; a label
+    channels = split.deep_channels + 2 * base.num_classes + split.shallow_channels + RESIDUAL_CHANNELS
+    needed, what = footage_bytes(base, videos, cfg, 2 * channels + 1)
+    check_memory(needed, available_memory(), what)
     footage = collect(base, split, videos, cfg, progress)
     net = TamedNet(split.deep_channels, split.shallow_channels, width=cfg.width)
     frozen = [p for p in base.module.parameters() if p.requires_grad] if base.module is not None else []

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from taplab.batch.inputs import Job, expand_inputs, is_batch, job_names
-from taplab.batch.plan import available_memory, plan_workers
+from taplab.batch.plan import plan_workers
 from taplab.batch.pools import LocalPool, RayPool, drive
 from taplab.batch.records import Action, BatchSummary, VideoRecord, decide
 from taplab.batch.worker import Work
@@ -168,7 +168,7 @@ def _pool(work: Work, ray, remote: bool, workers: int | None, threads: int | Non
         return None
     if remote:
         return RayPool(work, "" if ray is True else str(ray), device, workers, threads)
-    from taplab.threads import available_cpus
+    from taplab.threads import available_cpus, available_memory
 
     plan = plan_workers(available_cpus(), available_memory(), videos, workers, threads)
     work = replace(work, config={**work.config, "threads": plan.threads})

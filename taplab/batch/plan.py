@@ -74,24 +74,3 @@ def plan_ray(cpus: float, gpus: float, device: str, workers: int | None = None,
     threads = threads or 1
     workers = workers or max(1, int(cpus) // threads)
     return WorkerPlan(workers, threads)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new processes: ``MemAvailable``, bounded by the cgroup's limit; None where
-    neither can be read."""
-    found = []
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError):
-        pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            found.append(int(text))
-        break
-    return min(found) if found else None
