@@ -1,7 +1,8 @@
 """The trained models shipped in ``models/`` and installed with the package.
 
 A shipped model is a taplab checkpoint ``models/<name>.pt`` with its model card ``models/<name>.md``,
-and optionally its correction network (CoNet, :mod:`taplab.nets.conet`) ``models/<name>.conet.pt``.
+and optionally its correction networks: DMNet's (CoNet, :mod:`taplab.nets.conet`) ``models/<name>.conet.pt`` and
+TWNet's (:mod:`taplab.nets.twnet`) ``models/<name>.twnet.pt``.
 Installed copies live in the package ``taplab._models`` (setup.py maps ``models/`` there); in a
 source checkout (or an editable install) ``models/`` beside the package is used directly.
 """
@@ -86,9 +87,10 @@ def describe_models() -> str:
         miou = (ckpt.get("metrics") or {}).get("val_miou")
         score = f"val mIoU {100 * miou:.1f}%" if miou is not None else "no validation score"
         lines.append(f"  {m.name:<12} {ckpt['arch']}, {len(ckpt['classes'])} classes, {score}  {m.path}")
-        conet = find_correction(m.name)
-        if conet is not None:
-            lines.append(f"  {'':<12} correction network (fusion): {conet}")
+        for kind, what in (("dmnet", "correction network (fusion)"), ("twnet", "TWNet's (--correction-kind twnet)")):
+            found = find_correction(m.name, kind)
+            if found is not None:
+                lines.append(f"  {'':<12} {what}: {found}")
         if m.card is not None:
             lines.append(f"  {'':<12} card: {m.card}")
     return "\n".join(lines)
