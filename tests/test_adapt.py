@@ -223,3 +223,19 @@ def test_the_samples_memory_is_checked_before_collecting(clip):
     check_memory(needed, int(needed / MEMORY_SHARE) + 1, what)
     with pytest.raises(ConfigError, match=r"would hold up to .* GB of samples .*--frames"):
         check_memory(needed, needed, what)
+
+
+def test_rgas_residual_is_the_runtimes_on_a_codec_without_vectors(tmp_path):
+    """TWNet's samples read the residual in a second pass: on HEVC (no vectors exported) it must be taken with the
+    vectors the runtime estimates, as at run time, not against the unmoved previous frame."""
+    from taplab.adapt.twnet import _residuals
+    from taplab.codec import encode
+    from tests.conftest import translation_frames
+
+    clip = encode(translation_frames(12, 128, 256, 3, 0), tmp_path / "pan.mp4", gop=12, codec="hevc")
+    estimated = _residuals(str(clip), 12, (32, 64), RuntimeConfig())
+    unmoved = _residuals(str(clip), 12, (32, 64), RuntimeConfig(motion_source="codec"))
+    assert len(estimated) == len(unmoved) >= 10 and all(r.shape == (2, 32, 64) for r in estimated.values())
+    level = {name: float(np.mean([r[0].mean() for r in found.values()]))
+             for name, found in (("estimated", estimated), ("unmoved", unmoved))}
+    assert level["estimated"] < 0.5 * level["unmoved"], level  # a 3-pixel pan, compensated

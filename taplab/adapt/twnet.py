@@ -9,7 +9,8 @@ teacher, validation deciding whether the correction is switched on. What differs
   warped frame's result carries the state ``[logits, deep interior]`` before the correction.
 - **The frame's shallow features** (the model's first layers on the frame) and **RGA's residual
   input** (:func:`~taplab.nets.twnet.residual_cells`; read from a second pass over the video, as the
-  results carry no residual).
+  results carry no residual, with the runtime's motion: estimated vectors where the codec exports
+  none. A B-frame's is its past side's, where the runtime blends both sides' residuals).
 - **The loss** is on the decoded logits, ``decode(f_t, F^ + A * phi_r([F^, f_t]))``, by the
   teacher's terms (:func:`taplab.adapt.teacher_losses`); the model's own layers are frozen.
 
@@ -58,13 +59,16 @@ class TamedSample:
     index: int
 
 
-def _residuals(video: str, frames: int, grid: tuple[int, int], threshold: float) -> dict[int, torch.Tensor]:
-    """RGA's input for each of the first ``frames`` frames of ``video`` but its I-frames, by display index."""
+def _residuals(video: str, frames: int, grid: tuple[int, int], cfg: RuntimeConfig) -> dict[int, torch.Tensor]:
+    """RGA's input for each of the first ``frames`` frames of ``video`` but its I-frames, by display index, with the
+    runtime's motion (``cfg``'s estimated vectors where the codec exports none)."""
     out = {}
     with open_video(video) as source:
+        if cfg.motion_source == "auto":
+            source.estimate_motion(cfg.motion_fallback)  # nothing for a codec that exports vectors, as the runtime
         for i, frame in zip(range(frames), source):
             if frame.pict_type != "I":
-                out[frame.index] = residual_cells(frame.residual, grid, threshold)
+                out[frame.index] = residual_cells(frame.residual, grid, cfg.fusion_threshold)
     return out
 
 
@@ -76,7 +80,6 @@ def collect(model: Model, split: Split, videos: list[str], cfg: AdaptConfig,
                      "<untrained>", model.device)
     identity.check(model)
     seg.correction = identity  # in fusion's place: the runtime then warps TWNet's state, and details record it
-    threshold = RuntimeConfig().fusion_threshold
     residuals: dict[str, dict[int, torch.Tensor]] = {}  # the video's being read
 
     def make(r, v: int, video: str, truth: list[np.ndarray] | None) -> TamedSample | None:
@@ -85,7 +88,7 @@ def collect(model: Model, split: Split, videos: list[str], cfg: AdaptConfig,
         grid = tuple(r.state.shape[-2:])
         if video not in residuals:
             residuals.clear()
-            residuals[video] = _residuals(video, cfg.frames, grid, threshold)
+            residuals[video] = _residuals(video, cfg.frames, grid, seg.config)
         x = to_tensor(r.image)
         return TamedSample(_half(split.deep(r.state)), _half(split.logits(r.state)), _half(split.shallow(x, grid)[0]),
                            _half(residuals[video][r.index]), _half(model.logits(x)[0].float()),
