@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,12 @@ def whole() -> Iterator[None]:
     """A stretch of writes that belong together (one frame's outputs: its label files, its overlay frame, its
     log record), which a stop signal does not cut: a handler that asks :func:`defer_stop` while it runs has its
     stop raised when the stretch ends, so the outputs of an interrupted run are the frames done, each whole.
-    The runtime's stop handlers (``taplab``'s command line) ask; Python's default Ctrl-C does not."""
+    The runtime's stop handlers (``taplab``'s command line) ask; Python's default Ctrl-C does not. Only the main
+    thread's writes count: Python runs signal handlers, and raises their stops, in the main thread alone, so a
+    stop deferred to another thread's write would end that thread and not the run (a batch's in-process worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _Whole.active = True
     try:
         yield

@@ -70,3 +70,26 @@ def test_a_deferred_stop_waits_for_the_end_of_a_whole_write():
     assert not defer_stop(KeyboardInterrupt())  # and nothing is pending after it
     with whole():  # a stretch without a signal ends quietly
         written.append("next")
+
+
+def test_only_the_main_threads_writes_defer_a_stop():
+    """Signal handlers run in the main thread: a stop deferred to another thread's write would end that thread, not
+    the run (a batch's in-process worker writes in a thread)."""
+    import threading
+
+    from taplab.files import defer_stop, whole
+
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def worker():
+        with whole():
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(30)
+    seen.append(defer_stop(KeyboardInterrupt()))  # the main thread, writing nothing, raises it itself
+    release.set()
+    thread.join(30)
+    assert seen == [False] and not thread.is_alive()
