@@ -391,19 +391,27 @@ def _upsample_cells(cells: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cells[ys][:, xs]
 
 
+def median_ms(run: Callable[[], Any], repeats: int = 10) -> float:
+    """Milliseconds ``run()`` takes: the median of ``repeats`` calls after one that warms up."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[1:])
+
+
 def correction_cost(correction: Correction, sample: Sample, size: tuple[int, int], repeats: int = 10) -> float:
     """Milliseconds per frame of the fusion stage's network part (frame resize, network, fusion) at the video's size."""
     frame = np.zeros((*size, 3), np.uint8)
     warped = torch.from_numpy(sample.warped).float()
     coarse = torch.from_numpy(sample.coarse).float()
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
+
+    def run() -> None:
         image = to_tensor(correction_image(frame, tuple(warped.shape[-2:]), correction.scale))[0]
         updated, edge = correction(image, warped, coarse)
         fuse(warped, updated, distortion_map(coarse, edge))
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[1:])
+    return median_ms(run, repeats)
 
 
 def decide(before: float | None, after: float | None, min_gain: float) -> tuple[bool, str]:

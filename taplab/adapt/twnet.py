@@ -22,8 +22,6 @@ A 720p frame's sample takes about 16 MB (the interior is 83 channels for the def
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ import numpy as np
 import torch
 
 from taplab.adapt import AdaptConfig, Footage, Trained, _half, check_memory, fidelity, footage_bytes, frame_labels, \
-    teacher_losses, train
+    median_ms, teacher_losses, train
 from taplab.adapt import collect as collect_samples
 from taplab.codec import open_video
 from taplab.data.transforms import to_tensor
@@ -133,12 +131,7 @@ def cost(tamed: Tamed, sample: TamedSample, size: tuple[int, int], repeats: int 
     image = torch.zeros(1, 3, *size)
     state = torch.cat([torch.from_numpy(sample.logits), torch.from_numpy(sample.deep)]).float()
     residual = np.zeros(size, np.uint8)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        tamed(image, state, residual_cells(residual, tuple(state.shape[-2:]), 30.0))
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[1:])
+    return median_ms(lambda: tamed(image, state, residual_cells(residual, tuple(state.shape[-2:]), 30.0)), repeats)
 
 
 def adapt_twnet(base: Model, videos: list[str], cfg: AdaptConfig,

@@ -50,6 +50,8 @@ from taplab.nets.checkpoint import read_dict, write_dict
 from taplab.nets.engines import choose_runner, probe_image
 from taplab.nets.layers import conv_bn_relu, fold_batchnorm
 from taplab.nets.onnx import EXPORT_SIZE, Method, Prepared, image_graph
+from taplab.ops.bidirectional import cell_errors
+from taplab.ops.fusion import residual_map
 
 FORMAT = "taplab-twnet"
 VERSION = 1
@@ -80,14 +82,10 @@ class TamedNet(nn.Module):
 
 
 def residual_cells(residual: np.ndarray, grid: tuple[int, int], threshold: float) -> torch.Tensor:
-    """RGA's input: ``(H, W)`` uint8 absolute residual -> ``(2, h, w)``: its mean level per cell of ``grid`` over 255,
-    and the share of the cell's pixels above ``threshold``."""
-    import cv2
-
-    h, w = grid
-    level = cv2.resize(residual.astype(np.float32) / 255, (w, h), interpolation=cv2.INTER_AREA)
-    above = cv2.resize((residual > threshold).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.stack([level, above]))
+    """RGA's input: ``(H, W)`` uint8 absolute residual -> ``(2, h, w)``: its mean level per cell of ``grid`` over 255
+    (:func:`~taplab.ops.bidirectional.cell_errors`), and the share of the cell's pixels above ``threshold``
+    (:func:`~taplab.ops.fusion.residual_map`)."""
+    return torch.stack([cell_errors(residual, grid) / 255, residual_map(residual, grid, threshold)])
 
 
 class Split:

@@ -28,19 +28,19 @@ class Layer:
 
     def __init__(self, model, warp_layer: str, split: Split | None = None):
         self.model, self.split = model, split
-        self.features = warp_layer == "features" and split is None
+        self.warps_features = warp_layer == "features" and split is None
 
     def encode(self, image: np.ndarray) -> torch.Tensor:
         """An RGB frame's features, as the run warps them."""
         x = to_tensor(image)
         out = self.split.state(x) if self.split is not None else \
-            self.model.features(x) if self.features else self.model.logits(x)
+            self.model.features(x) if self.warps_features else self.model.logits(x)
         return out[0].float().contiguous()
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.split is not None:
             return self.split.logits(features)
-        return self.model.head(features[None])[0] if self.features else features
+        return self.model.head(features[None])[0] if self.warps_features else features
 
 
 class Anchors:

@@ -66,6 +66,11 @@ class Fusion:
     def enabled(self) -> bool:
         return self.correction is not None
 
+    @property
+    def needs_coarse(self) -> bool:
+        """Whether the network takes ``M_coarse`` (and so the reference labels it compares with) on every frame."""
+        return self.enabled
+
     def coarse(self, frame: Frame, warped: torch.Tensor, reference_labels: torch.Tensor,
                distorted: torch.Tensor) -> torch.Tensor:
         """``M_coarse`` (h, w) of a frame whose warped logits are ``warped`` (C, h, w)."""
@@ -97,6 +102,8 @@ class TamedCorrection(Fusion):
     ``[logits, deep interior]`` corrected by CFR and RGA from the frame's shallow features and residual, then
     decoded. Its distortion map (``run(details=True)``) is RGA's attention ``A``. Nothing is remembered between
     frames: the correction is in the interior, which the warp carries on."""
+
+    needs_coarse = False  #: its inputs are the state, the frame and its residual; M_coarse is for details alone
 
     def __init__(self, correction: Tamed, cfg: RuntimeConfig, grid: tuple[int, int]):
         super().__init__(correction, cfg, grid)
@@ -163,7 +170,8 @@ class Corrections:
         if fusing or self.details:
             start = time.perf_counter()
             warped = self.logits(features)
-            coarse = self.fusion.coarse(frame, warped, reference, mask)
+            coarse = self.fusion.coarse(frame, warped, reference, mask) if self.details or self.fusion.needs_coarse \
+                else None
             before = features
             if fusing:
                 features, distortion = self.fusion(frame, features, warped, coarse, carry)

@@ -254,7 +254,7 @@ class Scheduler:
 
     def _reference(self) -> torch.Tensor | None:
         """The labels a warped frame's ``M_coarse`` compares with now (for fusion and ``details`` only)."""
-        if not (self.fusion.enabled or self.details):
+        if not (self.fusion.needs_coarse or self.details):
             return None
         return self.anchors.reference_labels(self._logits, self.cfg.propagation == "accumulate")
 
