@@ -116,6 +116,7 @@ def end_to_end(rounds: int, count: int, per_frame: int) -> None:
     outputs = {}
     rows = {"default configuration (onnxruntime)": (count, dict(engine="onnxruntime")),
             "default configuration (torch)": (count, dict(engine="torch")),
+            "default configuration, no self-check (onnxruntime)": (count, dict(engine="onnxruntime", self_check=False)),
             "default configuration, fusion off (onnxruntime)": (count, dict(engine="onnxruntime", fusion=False)),
             "per-frame (onnxruntime)": (per_frame, dict(engine="onnxruntime", ffw=False)),
             "per-frame (torch)": (per_frame, dict(engine="torch", ffw=False))}

@@ -33,8 +33,16 @@ from taplab.runtime import Segmenter
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
-#: the TapLab paper's Table 5 rows, and fusion (DMNet) on top
-COMBINATIONS = MODULES
+
+def unchecked(variants: dict[str, dict]) -> dict[str, dict]:
+    """Each warping variant with the modules it names: no self-check leaving some out (``self_check``)."""
+    return {name: options if options.get("ffw") is False else {"self_check": False, **options}
+            for name, options in variants.items()}
+
+
+#: the TapLab paper's Table 5 rows, and fusion (DMNet) on top, each with the modules it names; then the default
+#: configuration, which checks its corrections (self_check), and the same without
+COMBINATIONS = {**unchecked(MODULES), "default (self-check)": {}, "default, no self-check": dict(self_check=False)}
 
 
 def speed(frames: int, labels: str, combinations: dict[str, dict], device: str) -> None:
@@ -117,26 +125,26 @@ WARPING = {  # without fusion, to compare the warping itself
     "FFW+RGC, alpha 0.8": dict(rgfs=False, rgc_alpha=0.8),
     "FFW+RGC, alpha 1.0": dict(rgfs=False, rgc_alpha=1.0),
 }
-WARPING = {name: dict(fusion=False, **options) for name, options in WARPING.items()}
+WARPING = unchecked({name: dict(fusion=False, **options) for name, options in WARPING.items()})
 
 
 #: the codec's vectors against dense optical flow (the TapLab paper's Table 3), FFW alone
-MOTION = {f"FFW, {m}": dict(rgc=False, rgfs=False, fusion=False, motion_source=m)
-          for m in ("codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback")}
+MOTION = unchecked({f"FFW, {m}": dict(rgc=False, rgfs=False, fusion=False, motion_source=m)
+                    for m in ("codec", "dis-ultrafast", "dis-fast", "dis-medium", "farneback")})
 
 #: RGFS by rate (the default) against the paper's absolute threshold
-RGFS = {"FFW+RGFS, rate 10% (default)": dict(rgc=False, fusion=False),
-        "FFW+RGFS, absolute 5.7 (the paper's)": dict(rgc=False, fusion=False, rgfs_mode="absolute")}
+RGFS = unchecked({"FFW+RGFS, rate 10% (default)": dict(rgc=False, fusion=False),
+                  "FFW+RGFS, absolute 5.7 (the paper's)": dict(rgc=False, fusion=False, rgfs_mode="absolute")})
 
 #: offline interpolation between the enclosing key frames against forward warping alone, at the same key frames
-INTERPOLATION = {f"{name}, {label}": dict(options, interpolation=on)
-                 for name, options in {"FFW": dict(rgc=False, rgfs=False, fusion=False),
-                                       "FFW+RGC+RGFS": dict(fusion=False), "FFW+RGC+RGFS+fusion": {}}.items()
-                 for label, on in (("forward only", False), ("interpolated", True))}
+INTERPOLATION = unchecked({f"{name}, {label}": dict(options, interpolation=on)
+                           for name, options in {"FFW": dict(rgc=False, rgfs=False, fusion=False),
+                                                 "FFW+RGC+RGFS": dict(fusion=False), "FFW+RGC+RGFS+fusion": {}}.items()
+                           for label, on in (("forward only", False), ("interpolated", True))})
 
 #: DMNet's w_f in M = w_f M_coarse + (1 - w_f) M_edge
-FUSION_WEIGHTS = {f"FFW+fusion, w_f {w}": dict(rgc=False, rgfs=False, fusion=True, fusion_weight=w)
-                  for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
+FUSION_WEIGHTS = unchecked({f"FFW+fusion, w_f {w}": dict(rgc=False, rgfs=False, fusion=True, fusion_weight=w)
+                            for w in (0.0, 0.25, 0.5, 0.75, 1.0)})
 
 
 def main() -> None:

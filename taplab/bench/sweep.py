@@ -65,7 +65,8 @@ class BenchConfig:
             ``motion_source``), for the warping modules. ``auto`` (the default) is the codec's vectors, or
             vectors estimated by optical flow for a codec that exports none (``hevc``, ``vp9``).
         sweep: ``{RuntimeConfig field: [values]}``, e.g. ``{"rgc_alpha": [0.5, 0.8]}``. Points run with
-            ``key_interval=None`` unless it is swept: a GOP sweep measures the codec's GOP.
+            ``key_interval=None`` unless it is swept: a GOP sweep measures the codec's GOP; and with ``self_check``
+            off unless it is swept, so that a row runs the modules it names.
         models: the segmentation models (anything ``load_model`` accepts; their correction networks
             come with them).
         scales: resolution factors: the frames (and labels) are resized by each before encoding
@@ -125,8 +126,10 @@ class BenchConfig:
                 continue
             for motion, combo in itertools.product(self.motion, itertools.product(*values)):
                 swept = dict(zip(names, combo))
-                # a GOP sweep measures the codec's GOP: no key-interval bound unless it is swept itself
-                options = {**MODULES[module], "motion_source": motion, "key_interval": None, **swept}
+                # a GOP sweep measures the codec's GOP: no key-interval bound unless it is swept itself; and a row
+                # measures the modules it names: no self-check leaving some out unless it is swept itself
+                options = {**MODULES[module], "motion_source": motion, "key_interval": None, "self_check": False,
+                           **swept}
                 out.append(Point(gop, module, motion, swept, options, model, scale))
         return out
 

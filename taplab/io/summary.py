@@ -31,11 +31,14 @@ class RunSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     motions: dict[str, int] = field(default_factory=dict)  # motion source -> frames it warped
     notes: list[str] = field(default_factory=list)  # what the user should know of the run (a codec without vectors)
+    check: dict | None = None  # the self-check's last record (FrameResult.check): what the warped frames got, and why
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.kinds[result.kind] = self.kinds.get(result.kind, 0) + 1
         self.shed += bool(result.shed)
+        if result.check is not None:
+            self.check = result.check
         if result.motion is not None:
             self.motions[result.motion] = self.motions.get(result.motion, 0) + 1
         if result.latency is not None and result.labels is not None:
@@ -63,7 +66,8 @@ class RunSummary:
         record = {"frames": self.frames, "total": self.total, "seconds": round(self.seconds, 3),
                   "fps": round(self.fps, 2), "key_share": round(self.key_share, 4), "kinds": dict(self.kinds),
                   "ms_per_frame": {k: round(1000 * v / max(self.frames, 1), 2) for k, v in self.stages.items()},
-                  "motion": dict(self.motions), "notes": list(self.notes), "outputs": dict(self.outputs)}
+                  "motion": dict(self.motions), "self_check": self.check, "notes": list(self.notes),
+                  "outputs": dict(self.outputs)}
         if self.live and self.latencies:
             p50, p95 = np.percentile(self.latencies, [50, 95])
             record["latency_ms"] = {"p50": round(1000 * p50, 1), "p95": round(1000 * p95, 1),
@@ -78,6 +82,10 @@ class RunSummary:
                 f"key frames {100 * self.key_share:.0f}%\nby kind: {kinds}\nms per frame: {stages}")
         if self.motions:
             text += "\nmotion: " + ", ".join(f"{_motion_name(k)} on {n} frames" for k, n in self.motions.items())
+        if self.check is not None:
+            scores = ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -" for k, v in self.check["fidelity"].items())
+            text += (f"\nself-check ({self.check['probes']} key frames): fidelity to the CNN {scores}; "
+                     f"warped frames get: {self.check['kept']}")
         if self.live and self.latencies:
             p50, p95 = np.percentile(self.latencies, [50, 95])
             text += (f"\nlatency (arrival to result, frames with output): p50 {1000 * p50:.0f} ms, "

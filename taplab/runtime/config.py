@@ -78,6 +78,11 @@ class RuntimeConfig:
       (:mod:`taplab.ops.keyblend`), on anchors whose CNN runs in line: not under a latency budget (its
       CNN may finish in the background, after the frame was shown) nor on B-frames made key frames
       (``b_frames="key"``: no frame warps from them, so their jump lasts one frame).
+    - ``self_check``: at key frames, where the CNN's output is there to compare with, the run scores every
+      combination of its correction stages (fusion, RGC) applied to the frame warped as if it were not a key
+      frame, and the warped frames that follow get the best (fewer stages where they score as well):
+      :mod:`taplab.runtime.selfcheck`. It only ever leaves configured stages out; it is off under a latency
+      budget and with ``propagation="chain"``.
     - ``latency_budget``: seconds from a frame's arrival (decoded) to its result, for live sources,
       whose frames arrive in real time. The policy that keeps it (key frames in the background, then
       modules shed, then late frames skipped) is described in :mod:`taplab.runtime.latency`, with its
@@ -134,6 +139,8 @@ class RuntimeConfig:
                                   "logits from the frame) or the Tamed Warping Network's (warps the model's interior, "
                                   "re-runs its first layers on the frame and corrects before its decoder; "
                                   "docs/adapt.md).", ("dmnet", "twnet"))
+    self_check: bool = option(True, "Check the correction stages (fusion, RGC) against the CNN at key frames and keep "
+                              "only those that raise agreement with it on this video (docs/runtime.md).")
     latency_budget: float | None = option(None, "Seconds from a frame's arrival to its result: key frames over it "
                                           "run in the background, then RGC/fusion are shed, then late frames "
                                           "skipped (docs/live.md; default: no limit).")

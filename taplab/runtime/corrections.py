@@ -23,11 +23,13 @@ from taplab.data.transforms import to_tensor
 from taplab.nets.conet import Correction, correction_image
 from taplab.nets.twnet import Tamed, residual_cells
 from taplab.ops.fusion import coarse_distortion, distortion_map, fuse, residual_map
+from taplab.ops.labels import class_map
 from taplab.ops.regions import Region, blend_region, candidate_regions, select_region
 from taplab.ops.warp import GridFlow, warp
 from taplab.runtime.config import RuntimeConfig
 from taplab.runtime.latency import LatencyPolicy
 from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
+from taplab.runtime.selfcheck import SelfCheck
 
 
 class CorrectionStage(Protocol):
@@ -141,19 +143,28 @@ class RegionCorrection:
 
     def __call__(self, features: torch.Tensor, frame: Frame, region: Region) -> None:
         """Correct ``features`` (C, h, w) in place with the CNN's on ``region`` of the frame."""
+        self.blend(features, self.crop(frame, region), region)
+
+    def crop(self, frame: Frame, region: Region) -> torch.Tensor:
+        """The CNN's features of ``region`` of the frame."""
         ys, xs = region.slices()
-        crop = self._features(np.ascontiguousarray(frame.image[ys, xs]))
+        return self._features(np.ascontiguousarray(frame.image[ys, xs]))
+
+    def blend(self, features: torch.Tensor, crop: torch.Tensor, region: Region) -> None:
+        """Blend the region's CNN features ``crop`` into ``features`` (C, h, w), in place."""
         blend_region(features, crop, region, self.stride, self.alpha)
 
 
 class Corrections:
     """A warped frame's correction stages in their order, fusion then RGC, each admitted by the latency policy
-    (a stage that does not fit is named in the result's ``shed``). ``logits`` turns features into logits;
-    ``details`` keeps the warped logits and the distortion map on the result (``run(details=True)``)."""
+    (a stage that does not fit is named in the result's ``shed``) and by the self-check (``check``: the stages it
+    keeps now, :mod:`taplab.runtime.selfcheck`). ``logits`` turns features into logits; ``details`` keeps the
+    warped logits and the distortion map on the result (``run(details=True)``)."""
 
     def __init__(self, fusion: Fusion, rgc: RegionCorrection, policy: LatencyPolicy,
-                 logits: Callable[[torch.Tensor], torch.Tensor], details: bool):
+                 logits: Callable[[torch.Tensor], torch.Tensor], details: bool, check: SelfCheck):
         self.fusion, self.rgc, self.policy, self.logits, self.details = fusion, rgc, policy, logits, details
+        self.check = check
 
     def __call__(self, frame: Frame, result: FrameResult, features: torch.Tensor, mask: torch.Tensor,
                  modules: frozenset[Module], reference: torch.Tensor | None, deadline: float | None = None,
@@ -163,6 +174,7 @@ class Corrections:
         fusion's ``M_coarse`` compares with; ``carry``: an anchor's previous anchor and its motion to it (fusion's
         memory). Sets the result's kind, ``distorted`` and what ``details`` keep; returns the corrected features."""
         shed = [] if shed is None else shed
+        modules = modules & self.check.kept
         timings = result.timings
         result.distorted = float(mask.float().mean())
         applied: set[Module] = set()
@@ -198,6 +210,32 @@ class Corrections:
                 self.policy.measure("cnn_region", timings["cnn_region"])
         result.kind = FrameKind(Kind.WARP, applied)
         return features
+
+    def variants(self, frame: Frame, key_features: torch.Tensor, to_key: GridFlow, reference: torch.Tensor | None,
+                 timings: dict) -> dict[frozenset[Module], torch.Tensor]:
+        """The self-check's probe of a key frame (:mod:`taplab.runtime.selfcheck`): the frame warped as if it were not
+        one (``key_features`` carried along ``to_key``, its motion to the key frame before it; ``reference``: fusion's
+        labels to compare with), then the labels ``(h, w)`` on the feature grid of every combination of the run's
+        stages applied to it as on warped frames (fusion without its memory), timed in ``self_check``. RGC's region
+        runs the CNN once, blended into each; where no pixel calls for it, RGC changes nothing."""
+        start = time.perf_counter()
+        features, mask = warp(key_features, to_key, self.fusion.sampling)
+        out = {frozenset(): features}
+        if Module.FUSION in self.check.modules:
+            warped = self.logits(features)
+            coarse = self.fusion.coarse(frame, warped, reference, mask) if self.fusion.needs_coarse else None
+            out[frozenset({Module.FUSION})] = self.fusion(frame, features, warped, coarse)[0]
+        if Module.RGC in self.check.modules:
+            region, count = self.rgc.select(frame)
+            crop = self.rgc.crop(frame, region) if count > 0 else None
+            for mods, f in list(out.items()):
+                if crop is not None:
+                    f = f.clone()
+                    self.rgc.blend(f, crop, region)
+                out[mods | {Module.RGC}] = f
+        labels = {mods: class_map(self.logits(f)) for mods, f in out.items()}
+        timings["self_check"] = timings.get("self_check", 0.0) + time.perf_counter() - start
+        return labels
 
     def _admit(self, stage: CorrectionStage, deadline: float | None, shed: list[str], cnn_busy: bool) -> bool:
         """Whether a correction stage fits in the budget; if not it is named in ``shed``."""

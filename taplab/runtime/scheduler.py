@@ -31,6 +31,7 @@ from taplab.runtime.hold import MAX_HOLD, Held, Hold, blend_future, interpolate
 from taplab.runtime.latency import KeyFrameWorker, LatencyPolicy
 from taplab.runtime.motion import estimated_step, motion_source
 from taplab.runtime.result import FrameKind, FrameResult, Kind, Module
+from taplab.runtime.selfcheck import SelfCheck
 
 
 class Scheduler:
@@ -42,8 +43,7 @@ class Scheduler:
     with its future anchor's, just before it: on a live source that adds to a B-frame's latency the time
     until that anchor arrives, at most the run of B-frames before it (``MAX_REORDER`` frames) times the
     frame interval. With interpolation (files, by default: ``live=False``), every warped frame waits for
-    the next key frame, at most ``MAX_HOLD`` frames.
-    """
+    the next key frame, at most ``MAX_HOLD`` frames."""
 
     def __init__(self, model: Model, cfg: RuntimeConfig, height: int, width: int, want_images: bool = False,
                  correction: Correction | None = None, details: bool = False,
@@ -65,10 +65,12 @@ class Scheduler:
         self.fusion = network_stage(correction, cfg, self.grid)
         self.rgc = RegionCorrection(cfg, self.size, geometry.stride, self._features)
         self.modules = frozenset({Module.FUSION} if self.fusion.enabled else ()) | ({Module.RGC} if cfg.rgc else set())
-        self.selector = RateSelector(cfg.rgfs_share) if cfg.rgfs_by_rate else None
+        level = cfg.rgfs_level  # RGFS's choice from a frame's score: rate mode's online threshold, or a level
+        self.selector = RateSelector(cfg.rgfs_share) if cfg.rgfs_by_rate else lambda score: score > level
         self.anchors = Anchors(self.grid)
         self.policy = LatencyPolicy(cfg.latency_budget, self.rgc.share)
-        self.correct = Corrections(self.fusion, self.rgc, self.policy, self._logits, details)
+        self.check = SelfCheck(self.modules, model.num_classes, cfg)
+        self.correct = Corrections(self.fusion, self.rgc, self.policy, self._logits, details, self.check)
         self.keys = KeyFrameWorker(self._features, lambda f, m: warp(f, m, cfg.warp_sampling)[0])
         self.hold = Hold(MAX_HOLD if self.interpolating else MAX_REORDER)
         self._estimator: OpticalFlow | None = None  # with interpolation: an I-frame's step back
@@ -100,7 +102,7 @@ class Scheduler:
             start = time.perf_counter()
             frame.residual  # noqa: B018 - cached on the frame
             prep["residual"] = time.perf_counter() - start
-        if not warpable or self.cfg.rgc or self.fusion.enabled or self.motion.needs_images or self.want_images:
+        if not warpable or self.check.kept or self.motion.needs_images or self.want_images:  # kept: fusion, RGC
             start = time.perf_counter()
             frame.image  # noqa: B018
             prep["decode"] += time.perf_counter() - start
@@ -136,7 +138,7 @@ class Scheduler:
         facts = self._facts(frame, deadline, newer)
         interval = self.cfg.key_interval
         score = residual_score(frame.residual) if rgfs_candidate(facts, self.cfg.rgfs, interval) else None
-        decision = decide(facts, score is not None and self._rgfs_selects(score), interval)
+        decision = decide(facts, score is not None and self.selector(score), interval)
         anchor = frame.pict_type != "B"
         if decision.kind.is_key and anchor:
             self.anchors.last_key = frame.index
@@ -146,10 +148,13 @@ class Scheduler:
         if decision.kind.is_key:
             waiting = self.interpolating and anchor and self.hold.last_features(None) is not None
             back = self._step_back(frame, timings, "interpolation") if waiting else None
+            shadow, back = self._shadow(frame, timings, back) if anchor and deadline is None else (None, back)
             result.kind = FrameKind(self._key(frame, decision.kind, deadline, timings))
+            if shadow is not None:
+                result.check = self.check.score(shadow, self._logits(self.anchors.key_features))
             self._error = torch.zeros(self.grid) if anchor else self._error
             if anchor:
-                self._settle(self.hold.items, back)
+                self._settle(self.hold.items, back if waiting else None)
             if anchor and deadline is None and self.cfg.ffw and self.cfg.key_blend > 0:  # not the per-frame run
                 result.carried = self._blend_key(frame, timings, back)
         elif decision.kind is Kind.SKIP:
@@ -171,7 +176,7 @@ class Scheduler:
         if self.interpolating and not (result.is_key and anchor):  # a B-frame key frame waits its turn
             return self._complete_all(self.hold.add(Held(frame, result, arrival)))
         done = self._release() if anchor else []  # before it in display order
-        self._stamp(result, arrival)
+        result.stamp(arrival)
         return done + [result]
 
     def flush(self) -> list[FrameResult]:
@@ -228,6 +233,16 @@ class Scheduler:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
         return step
 
+    def _shadow(self, frame: Frame, timings: dict, back: tuple[GridFlow, torch.Tensor] | None) -> tuple:
+        """The self-check's probe of a key frame before its CNN runs (:mod:`~taplab.runtime.selfcheck`; None where it
+        is not due or has nothing to warp), and the frame's step back, which it needs and passes on."""
+        if self.anchors.key_features is None or not self.check.due():
+            return None, back
+        back = back or self._step_back(frame, timings, "self_check")
+        return None if back is None else self.correct.variants(
+            frame, self.anchors.key_features, compose(back[0], self.anchors.motion_to_key), self._reference(),
+            timings), back
+
     def _settle(self, held: list[Held], back: tuple[GridFlow, torch.Tensor] | None = None) -> None:
         """The ``held`` anchors made final (``back``: a key frame's step back, which carries its features back first).
         At a key anchor the frames stay held, for the B-frames whose future anchor it is."""
@@ -273,7 +288,7 @@ class Scheduler:
             if not h.anchor and h.result.labels is None:
                 self._complete(h, ahead)
         for h in held:
-            self._stamp(h.result, h.arrival)
+            h.result.stamp(h.arrival)
         return [h.result for h in held]
 
     def _complete(self, held: Held, anchors: dict[int, torch.Tensor]) -> None:
@@ -312,14 +327,6 @@ class Scheduler:
             result.logits = logits
         if self.want_images:
             result.image = frame.image
-
-    @staticmethod
-    def _stamp(result: FrameResult, arrival: float | None) -> None:
-        if arrival is not None:
-            result.latency = time.perf_counter() - arrival
-
-    def _rgfs_selects(self, score: float) -> bool:
-        return self.selector(score) if self.selector else score > self.cfg.rgfs_level
 
     def _key(self, frame: Frame, kind: Kind, deadline: float | None, timings: dict) -> Kind:
         """The CNN on a key frame: in line; or, with a latency budget, in the background thread, waited for while

@@ -23,6 +23,11 @@ def model():
     return load_model("default")
 
 
+#: the hand-made networks below (identity, biased) are what they are to show where fusion acts; the self-check would
+#: rightly leave them out at the first key frame it probes (tests/runtime/test_selfcheck.py)
+RAW = dict(self_check=False)
+
+
 def _conet_file(path, model, bias_class: int | None = None):
     """A CoNet for ``model``: the identity (an untrained one), or one whose update pushes every cell
     to ``bias_class`` and whose edge map is zero, so that fusion shows exactly where M is."""
@@ -38,7 +43,7 @@ def _conet_file(path, model, bias_class: int | None = None):
 def test_fusion_with_an_identity_correction_equals_plain_warping(video, model, tmp_path):
     identity = _conet_file(tmp_path / "id.conet.pt", model)
     plain = list(Segmenter(model, rgc=False, rgfs=False, fusion=False).run(video, logits=True))
-    fused = list(Segmenter(model, rgc=False, rgfs=False, fusion=True, correction=str(identity)).run(
+    fused = list(Segmenter(model, rgc=False, rgfs=False, fusion=True, correction=str(identity), **RAW).run(
         video, logits=True, details=True))
     assert [r.kind for r in fused] == ["key-I", "fused", "fused", "fused"] * 2
     for p, f in zip(plain, fused):
@@ -52,7 +57,7 @@ def test_fusion_with_an_identity_correction_equals_plain_warping(video, model, t
 def test_fusion_replaces_the_warped_logits_exactly_where_the_distortion_map_says(video, model, tmp_path):
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
     # the formula alone: no correction carried from the frame before (fusion_memory, tested below)
-    seg = Segmenter(model, rgc=False, rgfs=False, correction=str(biased), fusion_memory=0)
+    seg = Segmenter(model, rgc=False, rgfs=False, correction=str(biased), fusion_memory=0, **RAW)
     assert seg.fusion  # fusion=None (auto) turns on where a correction network is given
     results = [r for r in seg.run(video, logits=True, details=True) if r.kind == "fused"]
     assert len(results) == 6
@@ -71,7 +76,7 @@ def test_held_frames_are_fused_too(model, tmp_path):
     clip = write_clip(tmp_path, SynthConfig(height=128, width=256, frames=10, seed=12, ego_speed_mps=12), gop=10,
                       name="b", codec="h264", bframes=2)
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
-    seg = Segmenter(model, rgc=False, rgfs=False, key_interval=6, correction=str(biased))
+    seg = Segmenter(model, rgc=False, rgfs=False, key_interval=6, correction=str(biased), **RAW)
     results = list(seg.run(clip, logits=True, details=True))
     assert [r.index for r in results] == list(range(10))
     held = [r for r in results if r.kind == "fused" and r.future is not None]
@@ -89,7 +94,7 @@ def test_fusion_memory_carries_each_anchors_correction_to_the_next_within_its_go
     (interpolation) are corrected in display order after the next key frame came: the same chains."""
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
     # (no key-frame blend: it carries the fused output before a key frame into it, which the memory changes)
-    options = dict(rgc=False, rgfs=False, correction=str(biased), interpolation=interpolation, key_blend=0)
+    options = dict(rgc=False, rgfs=False, correction=str(biased), interpolation=interpolation, key_blend=0, **RAW)
     plain = list(Segmenter(model, fusion_memory=0, **options).run(video, logits=True, details=True))
     carried = list(Segmenter(model, fusion_memory=0.5, **options).run(video, logits=True, details=True))
     assert [r.kind for r in carried] == [r.kind for r in plain] == ["key-I", "fused", "fused", "fused"] * 2
@@ -136,7 +141,7 @@ def test_fusion_memory_makes_the_shipped_correction_consistent_in_time(model, tm
 
 def test_fusion_runs_before_rgc_whose_region_overrides_it(video, model, tmp_path):
     biased = _conet_file(tmp_path / "b.conet.pt", model, bias_class=18)
-    options = dict(rgfs=False, rgc_threshold=0, rgc_alpha=1.0)
+    options = dict(rgfs=False, rgc_threshold=0, rgc_alpha=1.0, **RAW)
     fused = [r for r in Segmenter(model, correction=str(biased), **options).run(video, logits=True) if not r.is_key]
     plain = [r for r in Segmenter(model, fusion=False, **options).run(video, logits=True) if not r.is_key]
     assert {r.kind for r in fused} == {"fused+RGC"} and {r.kind for r in plain} == {"warp+RGC"}

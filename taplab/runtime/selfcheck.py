@@ -1,0 +1,120 @@
+"""Corrections that check themselves against the CNN, at key frames (``self_check``, on by default).
+
+A correction stage is trained or tuned on some footage, and on other footage it can lower accuracy while
+it costs most of a warped frame's time: the shipped correction network, trained on synthetic streets,
+lowers fidelity on the real streams by 8-11 points and RGC's effect there ranges from -2.7 to +1.3
+(docs/streams.md), for 15-25 ms per warped 720p frame each. ``taplab adapt`` validates a correction on
+held-out frames before it switches it on; this is the same validation, online, on every video.
+
+At a key frame the CNN's output is there to compare with. The run warps the frame as if it were not a key
+frame (the key frame before it carried along the frame's motion, as FFW would have), applies every
+combination of the run's correction stages to that, and scores each combination's labels against the
+CNN's labels, on the feature grid (:meth:`~taplab.runtime.corrections.Corrections.variants`). The warped
+frames that follow get the combination that scores best (:func:`choose`); stages left out stay checked at
+later key frames, and come back when they pay again.
+
+Decisions (measured in docs/runtime.md, "Corrections that check themselves"):
+
+- the score is fidelity: mIoU against the CNN's labels, from confusion matrices summed over the last
+  :data:`WINDOW` probes, so that classes weigh as fidelity weighs them and no single frame decides;
+- a combination with fewer stages within :data:`MARGIN` points of the best wins: it is cheaper, and the
+  difference is within what a few key frames can tell apart;
+- until :data:`MIN_PROBES` probes the run keeps the stages it was configured with;
+- every key frame is probed until :data:`WINDOW` probes, then every :data:`EVERY`-th (the probe costs one
+  warp, one correction of each stage and a few arg-maxes);
+- a key frame is a biased sample of the warped frames: it is one the key interval or RGFS chose, so it
+  lies farther from its key frame, or warps worse, than most. Corrections matter most there, and the
+  direction of their effect, which is what the choice needs, is the same;
+- with interpolation the probe has the forward side alone (a key frame has no next key frame to blend);
+- it is off under a latency budget (the probe would delay the key frame) and with ``propagation="chain"``
+  (there the previous output carries its corrections, so no uncorrected warp exists to compare with).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from taplab.metrics import ConfusionMatrix, percent
+from taplab.ops.labels import class_map
+from taplab.runtime.config import RuntimeConfig
+from taplab.runtime.result import FrameKind, Kind, Module
+
+#: probes whose confusion matrices are summed for the choice
+WINDOW = 6
+#: probes before the first choice; until then the configured stages run
+MIN_PROBES = 1
+#: fidelity points (mIoU %) within which a combination of fewer stages beats the best
+MARGIN = 2.0
+#: after WINDOW probes, one key frame in this many is probed
+EVERY = 3
+
+
+def choose(scores: Mapping[frozenset[Module], float], margin: float = MARGIN) -> frozenset[Module]:
+    """The correction stages to run: of the combinations scored (fidelity in %, NaN: nothing to score), the one with
+    the fewest stages among those within ``margin`` points of the best; between equally many, the higher score
+    (then the name, so that the choice never depends on the mapping's order)."""
+    finite = {mods: s for mods, s in scores.items() if not math.isnan(s)}
+    if not finite:
+        return max(scores, key=len, default=frozenset())
+    best = max(finite.values())
+    near = [mods for mods, s in finite.items() if s >= best - margin]
+    return min(near, key=lambda mods: (len(mods), -finite[mods], sorted(m.value for m in mods)))
+
+
+def variant_name(modules: frozenset[Module]) -> str:
+    """A combination's name: the kind a warped frame with those stages has (``"warp"``, ``"fused+RGC"``, ...)."""
+    return str(FrameKind(Kind.WARP, modules))
+
+
+class SelfCheck:
+    """The run's self-check: which stages the warped frames get now (:attr:`kept`), from the probes so far.
+
+    ``modules``: the stages the run was configured with (the check only ever leaves some out). It is
+    :attr:`active` where ``cfg.self_check`` is on and the run warps, with ``propagation="accumulate"`` and no
+    latency budget; otherwise :attr:`kept` stays ``modules``."""
+
+    def __init__(self, modules: frozenset[Module], num_classes: int, cfg: RuntimeConfig):
+        self.modules, self.kept = frozenset(modules), frozenset(modules)
+        self.num_classes = num_classes
+        self.active = bool(self.modules) and cfg.self_check and cfg.ffw and cfg.latency_budget is None \
+            and cfg.propagation == "accumulate"
+        self.probes = 0  #: key frames probed so far
+        self._window: deque[dict[frozenset[Module], np.ndarray]] = deque(maxlen=WINDOW)
+        self._seen = 0  # key frames offered for a probe
+
+    def due(self) -> bool:
+        """Whether the key frame now arriving is probed: every one until :data:`WINDOW` probes, then one in
+        :data:`EVERY`. Call it once per key frame that could be probed (an anchor with features before it)."""
+        if not self.active:
+            return False
+        self._seen += 1
+        return self.probes < WINDOW or self._seen % EVERY == 0
+
+    def score(self, variants: Mapping[frozenset[Module], torch.Tensor], cnn_logits: torch.Tensor) -> dict:
+        """Score a probe: ``variants`` the labels ``(h, w)`` of each combination, ``cnn_logits`` ``(C, h, w)`` the key
+        frame's CNN output. Updates :attr:`kept`; returns the record a key frame's result carries (``check``):
+        the window's fidelity per combination, the combination kept and the probes so far."""
+        truth = class_map(cnn_logits).numpy()
+        counts = {}
+        for mods, labels in variants.items():
+            cm = ConfusionMatrix(self.num_classes)
+            cm.update(labels.numpy(), truth)
+            counts[mods] = cm.counts
+        self._window.append(counts)
+        self.probes += 1
+        scores = {mods: self._window_score(mods) for mods in counts}
+        if self.probes >= MIN_PROBES:
+            self.kept = choose(scores)
+        return {"fidelity": {variant_name(m): percent(s / 100) for m, s in scores.items()},
+                "kept": variant_name(self.kept), "probes": self.probes}
+
+    def _window_score(self, mods: frozenset[Module]) -> float:
+        """Fidelity (%) of one combination over the probes in the window."""
+        cm = ConfusionMatrix(self.num_classes)
+        cm.counts = sum(probe[mods] for probe in self._window if mods in probe)
+        return 100 * cm.miou()

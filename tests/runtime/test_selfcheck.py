@@ -1,0 +1,183 @@
+"""Corrections that check themselves against the CNN at key frames (``self_check``): the choice, the probes'
+schedule and scores, and whole runs with real decoded clips and real correction networks."""
+
+import itertools
+import json
+import math
+
+import cv2
+import pytest
+import torch
+
+from taplab.codec.encoder import encode
+from taplab.codec.reader import open_video
+from taplab.data.synth import SynthConfig, write_clip
+from taplab.io.summary import RunSummary
+from taplab.metrics import fidelity
+from taplab.nets.conet import CoNet, save_correction
+from taplab.nets.loader import load_model
+from taplab.runtime import RuntimeConfig, Segmenter
+from taplab.runtime.result import Module
+from taplab.runtime.selfcheck import EVERY, MIN_PROBES, WINDOW, SelfCheck, choose, variant_name
+
+F, R = Module.FUSION, Module.RGC
+NONE, FUSED, RGC, BOTH = frozenset(), frozenset({F}), frozenset({R}), frozenset({F, R})
+
+
+def test_choose_takes_the_best_unless_fewer_stages_score_within_the_margin():
+    assert choose({NONE: 60.0, FUSED: 65.0, RGC: 61.0, BOTH: 66.0}, margin=1.0) == FUSED  # 1.0 below the best
+    assert choose({NONE: 60.0, FUSED: 64.0, RGC: 61.0, BOTH: 66.0}, margin=1.0) == BOTH
+    assert choose({NONE: 60.0, FUSED: 55.0, RGC: 59.5, BOTH: 56.0}, margin=1.0) == NONE
+    assert choose({NONE: 60.0, FUSED: 55.0, RGC: 62.0, BOTH: 56.0}, margin=1.0) == RGC
+    # between equally many stages the higher score, whatever the order they come in
+    assert choose({RGC: 70.0, FUSED: 70.5, NONE: 10.0}, margin=1.0) == FUSED
+    assert choose({FUSED: 70.0, RGC: 70.5, NONE: 10.0}, margin=1.0) == RGC
+    # nothing scored (NaN) counts for nothing; all NaN keeps every stage
+    assert choose({NONE: math.nan, FUSED: 50.0}, margin=1.0) == FUSED
+    assert choose({NONE: math.nan, FUSED: math.nan}, margin=1.0) == FUSED
+
+
+def test_probes_are_due_at_every_key_frame_then_one_in_every():
+    check = SelfCheck(BOTH, 3, RuntimeConfig())
+    due = []
+    for _ in range(WINDOW + 3 * EVERY):
+        due.append(check.due())
+        if due[-1]:
+            check.probes += 1
+    assert due[:WINDOW] == [True] * WINDOW
+    assert due[WINDOW:] == [(WINDOW + i + 1) % EVERY == 0 for i in range(3 * EVERY)]
+    for cfg in (RuntimeConfig(self_check=False), RuntimeConfig(latency_budget=0.1), RuntimeConfig(propagation="chain"),
+                RuntimeConfig(ffw=False)):
+        assert not SelfCheck(BOTH, 3, cfg).active and not SelfCheck(BOTH, 3, cfg).due()
+    assert not SelfCheck(NONE, 3, RuntimeConfig()).active  # nothing to check
+
+
+def test_scores_are_the_windows_fidelity_and_the_choice_waits_for_min_probes():
+    """A unit test of the scoring on hand-made label maps (no run): the uncorrected variant agrees with the CNN on
+    one half of the grid, the fused one everywhere."""
+    check = SelfCheck(FUSED, 2, RuntimeConfig())
+    cnn = torch.zeros(2, 4, 4)
+    cnn[1, :, :2] = 1.0  # CNN labels: class 1 on the left half, 0 on the right
+    truth = cnn.max(0).indices
+    half = torch.ones(4, 4, dtype=torch.int64)
+    records = []
+    for _ in range(MIN_PROBES):
+        assert check.kept == FUSED  # configured until the choice
+        records.append(check.score({NONE: half, FUSED: truth.clone()}, cnn))
+    assert records[0]["kept"] == "fused" and records[-1]["kept"] == "fused"
+    assert records[-1]["fidelity"] == {"warp": 25.0, "fused": 100.0} and records[-1]["probes"] == MIN_PROBES
+    # the CNN turns to class 1 everywhere: now the uncorrected variant is right, and once the window holds only
+    # such probes, the choice follows
+    turned = torch.zeros(2, 4, 4)
+    turned[1] = 1.0
+    for _ in range(WINDOW):
+        record = check.score({NONE: half, FUSED: truth.clone()}, turned)
+    assert record["fidelity"] == {"warp": 100.0, "fused": 25.0} and check.kept == NONE and record["kept"] == "warp"
+    assert variant_name(BOTH) == "fused+RGC" and variant_name(RGC) == "warp+RGC"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("default")
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory):
+    """A synthetic street clip, 128x256, 30 frames, MPEG-4 GOP 6: five key frames to probe."""
+    out = tmp_path_factory.mktemp("selfcheck")
+    return write_clip(out, SynthConfig(height=128, width=256, frames=30, seed=31, ego_speed_mps=12), gop=6, name="c")
+
+
+def _harmful(path, model):
+    """A real CoNet file whose update pushes every cell to class 18 wherever fusion applies: a correction that is
+    wrong on any footage (its weights made so by hand, to isolate the check)."""
+    net = CoNet(model.num_classes).eval()
+    with torch.no_grad():
+        net.delta.bias[18] = 1000.0
+    return save_correction(path, net, model.class_names, model.stride, "default")
+
+
+def test_a_correction_that_lowers_agreement_is_left_out_after_the_first_probes(street, model, tmp_path):
+    harmful = str(_harmful(tmp_path / "h.conet.pt", model))
+    # no key blend: it would carry the fused frames' output into the next key frame, and the plain run has none
+    options = dict(rgc=False, rgfs=False, correction=harmful, fusion_memory=0, key_blend=0)
+    checked = list(Segmenter(model, **options).run(street, logits=True))
+    unchecked = list(Segmenter(model, self_check=False, **options).run(street, logits=True))
+    plain = list(Segmenter(model, rgc=False, rgfs=False, fusion=False, key_blend=0).run(street, logits=True))
+    probes = [r for r in checked if r.check is not None]
+    assert [r.index for r in probes] == [6, 12, 18, 24]  # the key frames after the first
+    assert all(r.check["fidelity"]["fused"] < r.check["fidelity"]["warp"] for r in probes)
+    assert [r.check["kept"] for r in probes] == ["fused"] * (MIN_PROBES - 1) + ["warp"] * (5 - MIN_PROBES)
+    assert [r.is_key for r in checked] == [r.is_key for r in unchecked] == [r.is_key for r in plain]
+    # the GOP that ends at the probe that chose (interpolation corrects a GOP's frames at its end) and all after it
+    # are the plain warp's, exactly; before it, fused as without the check
+    settled = probes[MIN_PROBES - 1].index
+    for c, u, p in zip(checked, unchecked, plain):
+        if c.is_key:
+            continue
+        if c.index < settled - 6:
+            assert c.kind == u.kind == "fused"
+            torch.testing.assert_close(c.logits, u.logits)
+        elif c.index > settled - 6:
+            assert c.kind == "warp" and u.kind == "fused"
+            torch.testing.assert_close(c.logits, p.logits)
+
+
+@pytest.fixture(scope="module")
+def full_size(tmp_path_factory):
+    """A synthetic street clip at the size the shipped correction was trained at, 512x1024, 30 frames, MPEG-4 GOP 12."""
+    return write_clip(tmp_path_factory.mktemp("selfcheck-full"), SynthConfig(frames=30, seed=700001), gop=12, name="f")
+
+
+def test_the_shipped_correction_is_kept_on_the_synthetic_streets_it_was_trained_for(full_size, model):
+    results = list(Segmenter(model).run(full_size))
+    probes = [r for r in results if r.check is not None]
+    keys = [r.index for r in results if r.is_key]
+    assert [r.index for r in probes] == keys[1:] and len(probes) <= WINDOW  # every key frame after the first
+    assert all(r.check["kept"] == "fused+RGC" for r in probes)
+    last = probes[-1].check["fidelity"]
+    assert last["fused+RGC"] > max(last["fused"], last["warp+RGC"]) > last["warp"]
+    assert all(r.kind == "fused+RGC" for r in results if not r.is_key)
+    summary = RunSummary()
+    for r in results:
+        summary.add(r)
+    assert summary.check == probes[-1].check and summary.to_dict()["self_check"] == probes[-1].check
+    assert f"self-check ({len(probes)} key frames): fidelity to the CNN warp {last['warp']:.1f}" in summary.format()
+    assert probes[-1].record()["check"] == probes[-1].check
+
+
+@pytest.mark.filterwarnings("ignore::taplab.errors.LatencyWarning")  # a budget on a file read as fast as it decodes
+def test_runs_without_probes_carry_no_check(street, model):
+    for options in (dict(self_check=False), dict(fusion=False, rgc=False), dict(latency_budget=10.0)):
+        assert all(r.check is None for r in Segmenter(model, **options).run(street))
+
+
+def test_on_real_footage_the_shipped_correction_is_left_out_and_fidelity_rises(real_dir, model, tmp_path):
+    """The real clip at 640x360, MPEG-4 GOP 12: the correction trained on synthetic streets lowers agreement with
+    the per-frame output there; the check leaves it out, and the run's fidelity is above the unchecked run's."""
+    with open_video(real_dir / "vid_h264.mp4") as video:
+        frames = [cv2.resize(f.image, (640, 360), interpolation=cv2.INTER_AREA) for f in itertools.islice(video, 48)]
+    clip = encode(frames, tmp_path / "real.mp4", gop=12, codec="mpeg4")
+    reference = [r.labels for r in Segmenter(model, ffw=False).run(clip)]
+    checked = list(Segmenter(model).run(clip))
+    unchecked = list(Segmenter(model, self_check=False).run(clip))
+    last = [r.check for r in checked if r.check is not None][-1]
+    score = last["fidelity"]
+    assert "fused" not in last["kept"] and max(score["fused"], score["fused+RGC"]) < max(score["warp"], score["warp+RGC"])
+    score = {name: fidelity([r.labels for r in run], reference, model.num_classes)
+             for name, run in (("checked", checked), ("unchecked", unchecked))}
+    assert score["checked"] > score["unchecked"] + 0.03, score
+    assert sum(r.kind.startswith("fused") for r in checked) < sum(r.kind.startswith("fused") for r in unchecked)
+
+
+def test_the_command_line_reports_the_check_and_turns_it_off(street, tmp_path):
+    from taplab.cli import main
+
+    main(["segment", str(street), "--out", str(tmp_path / "on"), "--format", "labels"])
+    main(["segment", str(street), "--out", str(tmp_path / "off"), "--format", "labels", "--no-self-check"])
+    on, off = (json.loads((tmp_path / name / "frames.json").read_text()) for name in ("on", "off"))
+    probed = [r["index"] for r in on if r["check"]]
+    assert probed == [r["index"] for r in on if r["kind"].startswith("key")][1:] and not any(r["check"] for r in off)
+    summary = json.loads((tmp_path / "on" / "summary.json").read_text())["summary"]
+    assert summary["self_check"] == on[probed[-1]]["check"]
+    assert json.loads((tmp_path / "off" / "summary.json").read_text())["summary"]["self_check"] is None
