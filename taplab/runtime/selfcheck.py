@@ -2,8 +2,8 @@
 
 A correction stage is trained or tuned on some footage, and on other footage it can lower accuracy while
 it costs most of a warped frame's time: the shipped correction network, trained on synthetic streets,
-lowers fidelity on the real streams by 8-11 points and RGC's effect there ranges from -2.7 to +1.3
-(docs/streams.md), for 15-25 ms per warped 720p frame each. ``taplab adapt`` validates a correction on
+lowers fidelity on the real streams by 7-14 points, and RGC's effect there ranges from -2.7 to +1.3
+(docs/streams.md), for 10-20 ms per warped 720p frame each. ``taplab adapt`` validates a correction on
 held-out frames before it switches it on; this is the same validation, online, on every video.
 
 At a key frame the CNN's output is there to compare with. The run warps the frame as if it were not a key
@@ -13,18 +13,24 @@ CNN's labels, on the feature grid (:meth:`~taplab.runtime.corrections.Correction
 frames that follow get the combination that scores best (:func:`choose`); stages left out stay checked at
 later key frames, and come back when they pay again.
 
-Decisions (measured in docs/runtime.md, "Corrections that check themselves"):
+Decisions (measured in docs/runtime.md, "Corrections that check themselves"; ``benchmarks/bench_selfcheck.py``
+runs the rule at other settings):
 
 - the score is fidelity: mIoU against the CNN's labels, from confusion matrices summed over the last
   :data:`WINDOW` probes, so that classes weigh as fidelity weighs them and no single frame decides;
 - a combination with fewer stages within :data:`MARGIN` points of the best wins: it is cheaper, and the
-  difference is within what a few key frames can tell apart;
-- until :data:`MIN_PROBES` probes the run keeps the stages it was configured with;
+  difference is within what a few key frames can tell apart (at 1 point the real streams kept the same
+  fidelity with RGC on 2-14x as many frames);
+- the first probe decides (:data:`MIN_PROBES`): before it the run has the stages it was configured with,
+  and with interpolation the frames of the GOP that the probed key frame closes get the choice too
+  (waiting for a second probe left those GOPs fused on the real streams, 0.4-2.2 fidelity points lower);
 - every key frame is probed until :data:`WINDOW` probes, then every :data:`EVERY`-th (the probe costs one
   warp, one correction of each stage and a few arg-maxes);
 - a key frame is a biased sample of the warped frames: it is one the key interval or RGFS chose, so it
-  lies farther from its key frame, or warps worse, than most. Corrections matter most there, and the
-  direction of their effect, which is what the choice needs, is the same;
+  lies farther from its key frame, or warps worse, than most, and corrections look better there than on
+  average (an I-frame's residual, which fusion and RGC read, is moreover the zero-motion difference).
+  The margin absorbs some of it; probing only the key frames the schedule chose (I-frames, the key
+  interval), tried while building this, favoured RGC more, not less;
 - with interpolation the probe has the forward side alone (a key frame has no next key frame to blend);
 - it is off under a latency budget (the probe would delay the key frame) and with ``propagation="chain"``
   (there the previous output carries its corrections, so no uncorrected warp exists to compare with).
@@ -109,7 +115,7 @@ class SelfCheck:
         self.probes += 1
         scores = {mods: self._window_score(mods) for mods in counts}
         if self.probes >= MIN_PROBES:
-            self.kept = choose(scores)
+            self.kept = choose(scores, MARGIN)
         return {"fidelity": {variant_name(m): percent(s / 100) for m, s in scores.items()},
                 "kept": variant_name(self.kept), "probes": self.probes}
 

@@ -105,3 +105,17 @@ def test_the_shipped_twnet_brings_warped_frames_closer_to_the_per_frame_output(t
                 scores.update(r.labels, per_frame[r.index])
         fidelity[kind] = 100 * scores.miou()
     assert fidelity["twnet"] > fidelity["none"] + 2, fidelity
+
+
+def test_the_self_check_scores_twnets_stage_and_leaves_a_wrong_one_out(video, model, tmp_path):
+    """TWNet's stage in the self-check's probe (it corrects the warped state, not the logits): a network that pushes
+    every cell to one class scores below the plain warp at the first key frame probed and is left out after it."""
+    pushed = _tamed_file(tmp_path / "push.twnet.pt", model, push_class=7)
+    options = dict(rgc=False, rgfs=False, key_blend=0.0)
+    checked = list(Segmenter(model, fusion=True, correction=str(pushed), correction_kind="twnet", **options).run(video))
+    plain = list(Segmenter(model, fusion=False, **options).run(video))
+    probe = next(r.check for r in checked if r.check is not None)
+    assert probe["fidelity"]["fused"] < probe["fidelity"]["warp"] and probe["kept"] == "warp"
+    assert [r.kind for r in checked] == [r.kind for r in plain]  # every warped frame left as warped: "warp"
+    for c, p in zip(checked, plain):
+        assert np.array_equal(c.labels, p.labels)

@@ -1,0 +1,68 @@
+"""The self-check's rule (taplab/runtime/selfcheck.py) at other settings: fidelity on the real streams, and what it chose.
+
+    python benchmarks/bench_selfcheck.py [--streams h264-b,hevc,vp9,mpeg4] [--margins 1,2] [--min-probes 1,2]
+
+Per stream (those of benchmarks/bench_streams.py; ``vp9`` is encoded here from the H.264 clip), the default
+model runs on every frame first: its labels are the reference of fidelity (mIoU % of each run's labels
+against them, over the whole stream). Then the default configuration with the self-check's ``MARGIN``
+and ``MIN_PROBES`` set to each pair given (module constants, set here for the measurement only), and
+the default configuration without the check and without either correction, for scale. ``warped
+frames`` counts the warped frames by the stages they got. Fidelity only: speed is bench_streams.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench_streams import STREAMS, stream_path
+
+import taplab.runtime.selfcheck as selfcheck
+from taplab.metrics import ConfusionMatrix
+from taplab.runtime import Segmenter
+
+
+def fidelity(options: dict, path: Path, reference: list) -> tuple[float, Counter]:
+    cm, kinds = ConfusionMatrix(19), Counter()
+    for r in Segmenter("default", device="cpu", **options).run(path):
+        cm.update(r.labels, reference[r.index])
+        if not r.is_key:
+            kinds[str(r.kind)] += 1
+    return 100 * cm.miou(), kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", default="h264-b,hevc,vp9,mpeg4")
+    parser.add_argument("--margins", default="1,2", help="MARGIN values (fidelity points)")
+    parser.add_argument("--min-probes", default="1,2", help="MIN_PROBES values")
+    args = parser.parse_args()
+    settings = list(itertools.product([float(m) for m in args.margins.split(",")],
+                                      [int(n) for n in args.min_probes.split(",")]))
+    print("| stream | configuration | fidelity % | warped frames |\n|---|---|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.streams.split(","):
+            if name not in STREAMS:
+                raise SystemExit(f"unknown stream {name!r}; one of {', '.join(STREAMS)}")
+            path = stream_path(name, Path(tmp))
+            reference = [r.labels for r in Segmenter("default", device="cpu", ffw=False).run(path)]
+            runs = {f"self-check, margin {m:g}, min probes {n}": (m, n, {}) for m, n in settings}
+            runs["no self-check"] = (None, None, dict(self_check=False))
+            runs["no fusion, no RGC"] = (None, None, dict(fusion=False, rgc=False))
+            for label, (margin, probes, options) in runs.items():
+                saved = selfcheck.MARGIN, selfcheck.MIN_PROBES
+                if margin is not None:
+                    selfcheck.MARGIN, selfcheck.MIN_PROBES = margin, probes
+                try:
+                    score, kinds = fidelity(options, path, reference)
+                finally:
+                    selfcheck.MARGIN, selfcheck.MIN_PROBES = saved
+                warped = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+                print(f"| {name} | {label} | {score:.1f} | {warped} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
