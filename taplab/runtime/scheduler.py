@@ -370,11 +370,10 @@ class Scheduler:
         return True
 
     def _ffw(self, frame: Frame, timings: dict) -> tuple[torch.Tensor, torch.Tensor, GridFlow | None]:
-        """FFW: the frame's features warped from the key frame's (accumulate) or the last anchor's (chain), the
-        mask of cells the warp could not fill, and the frame's motion on the grid (None where the chained
-        warp read the block field directly). Accumulated motion advances on anchors."""
+        """FFW: the features warped from the key frame's (accumulate) or the last anchor's (chain), the unfilled cells'
+        mask, the motion on the grid (None: the chain read the block field); motion accumulates on anchors."""
         cfg, anchors = self.cfg, self.anchors
-        flow = None
+        flow, self.check.warped = None, True  # the self-check probes the next key frame
         if self.motion.blocks and cfg.propagation == "chain" and cfg.motion_resampling == "nearest":
             start = time.perf_counter()  # straight from the block field, in one pass of the native kernel
             m = frame.motion

@@ -41,6 +41,7 @@ def test_probes_are_due_at_every_key_frame_then_one_in_every():
     check = SelfCheck(BOTH, 3, RuntimeConfig())
     due = []
     for _ in range(WINDOW + 3 * EVERY):
+        check.warped = True  # frames were warped since the last key frame
         due.append(check.due())
         if due[-1]:
             check.probes += 1
@@ -50,6 +51,8 @@ def test_probes_are_due_at_every_key_frame_then_one_in_every():
                 RuntimeConfig(ffw=False)):
         assert not SelfCheck(BOTH, 3, cfg).active and not SelfCheck(BOTH, 3, cfg).due()
     assert not SelfCheck(NONE, 3, RuntimeConfig()).active  # nothing to check
+    check.warped = True
+    assert check.due() in (True, False) and not check.warped and not check.due()  # no frame warped since: no probe
 
 
 def test_scores_are_the_windows_fidelity_and_the_choice_waits_for_min_probes():
@@ -86,6 +89,63 @@ def street(tmp_path_factory):
     """A synthetic street clip, 128x256, 30 frames, MPEG-4 GOP 6: five key frames to probe."""
     out = tmp_path_factory.mktemp("selfcheck")
     return write_clip(out, SynthConfig(height=128, width=256, frames=30, seed=31, ego_speed_mps=12), gop=6, name="c")
+
+
+@pytest.fixture(scope="module")
+def street_frames(street):
+    with open_video(street) as video:
+        return [f.image for f in video]
+
+
+@pytest.fixture(scope="module")
+def b_street(street_frames, tmp_path_factory):
+    """The street clip re-encoded as H.264 with 2 B-frames and one I-frame: B-frames warped from both anchors."""
+    return encode(street_frames, tmp_path_factory.mktemp("selfcheck-b") / "b.mp4", gop=30, codec="h264", bframes=2)
+
+
+@pytest.mark.parametrize("interpolation", [True, False])
+def test_probes_change_nothing_but_the_choice(street, b_street, model, monkeypatch, interpolation):
+    """With the choice forced to every stage, a checked run is a run without the check, bit for bit: the probe leaves
+    the anchors, the accumulated motion, fusion's memory, RGFS and the held frames as they were (MPEG-4 with I-frames,
+    H.264 with B-frames and key-interval P-frames)."""
+    import taplab.runtime.selfcheck as selfcheck
+
+    monkeypatch.setattr(selfcheck, "choose", lambda scores, margin: max(scores, key=len))
+    for clip, options in ((street, {}), (b_street, dict(key_interval=5))):
+        checked = list(Segmenter(model, interpolation=interpolation, **options).run(clip, logits=True))
+        plain = list(Segmenter(model, interpolation=interpolation, self_check=False, **options).run(clip, logits=True))
+        assert sum(r.check is not None for r in checked) >= 3
+        assert [r.kind for r in checked] == [r.kind for r in plain]
+        for c, p in zip(checked, plain):
+            torch.testing.assert_close(c.logits, p.logits, rtol=0, atol=0)
+
+
+def test_the_probe_warps_a_key_frame_as_ffw_would_have(street_frames, model, monkeypatch, tmp_path):
+    """The probe's uncorrected labels at a key-interval P-frame are the labels FFW gives that frame in a run where it is
+    not a key frame (no interpolation: a key frame has no next key frame to blend)."""
+    from taplab.ops.labels import class_map
+    from taplab.runtime.corrections import Corrections
+
+    clip = encode(street_frames, tmp_path / "long.mp4", gop=30, codec="mpeg4")
+    probed, variants = {}, Corrections.variants
+
+    def spy(self, frame, *args):
+        out = variants(self, frame, *args)
+        probed[frame.index] = out[frozenset()]
+        return out
+
+    monkeypatch.setattr(Corrections, "variants", spy)
+    list(Segmenter(model, rgfs=False, interpolation=False, key_interval=6).run(clip))
+    plain = list(Segmenter(model, rgfs=False, interpolation=False, key_interval=None, fusion=False, rgc=False)
+                 .run(clip, details=True))
+    assert sorted(probed) == [6, 12, 18, 24] and plain[6].kind == "warp"
+    assert torch.equal(probed[6], class_map(plain[6].warped))  # the first: both runs share key frame 0 until there
+
+
+def test_no_probe_where_no_frame_is_warped(street, model):
+    """Every frame a key frame (a key interval of 1): nothing to choose for, so nothing is probed."""
+    results = list(Segmenter(model, key_interval=1).run(street))
+    assert all(r.is_key for r in results) and all(r.check is None for r in results)
 
 
 def _harmful(path, model):
@@ -132,8 +192,8 @@ def full_size(tmp_path_factory):
 def test_the_shipped_correction_is_kept_on_the_synthetic_streets_it_was_trained_for(full_size, model):
     results = list(Segmenter(model).run(full_size))
     probes = [r for r in results if r.check is not None]
-    keys = [r.index for r in results if r.is_key]
-    assert [r.index for r in probes] == keys[1:] and len(probes) <= WINDOW  # every key frame after the first
+    after_warped = [r.index for r in results[1:] if r.is_key and not results[r.index - 1].is_key]
+    assert [r.index for r in probes] == after_warped and len(probes) <= WINDOW  # every key frame after warped ones
     assert all(r.check["kept"] == "fused+RGC" for r in probes)
     last = probes[-1].check["fidelity"]
     assert last["fused+RGC"] > max(last["fused"], last["warp+RGC"]) > last["warp"]
@@ -177,7 +237,8 @@ def test_the_command_line_reports_the_check_and_turns_it_off(street, tmp_path):
     main(["segment", str(street), "--out", str(tmp_path / "off"), "--format", "labels", "--no-self-check"])
     on, off = (json.loads((tmp_path / name / "frames.json").read_text()) for name in ("on", "off"))
     probed = [r["index"] for r in on if r["check"]]
-    assert probed == [r["index"] for r in on if r["kind"].startswith("key")][1:] and not any(r["check"] for r in off)
+    keys = [r["index"] for r in on if r["kind"].startswith("key")]
+    assert probed == [k for k in keys[1:] if k - 1 not in keys] and not any(r["check"] for r in off)
     summary = json.loads((tmp_path / "on" / "summary.json").read_text())["summary"]
     assert summary["self_check"] == on[probed[-1]]["check"]
     assert json.loads((tmp_path / "off" / "summary.json").read_text())["summary"]["self_check"] is None
