@@ -373,7 +373,7 @@ class Scheduler:
         """FFW: the features warped from the key frame's (accumulate) or the last anchor's (chain), the unfilled cells'
         mask, the motion on the grid (None: the chain read the block field); motion accumulates on anchors."""
         cfg, anchors = self.cfg, self.anchors
-        flow, self.check.warped = None, True  # the self-check probes the next key frame
+        flow, self.check.warped = None, True  # the self-check probes once the run warps
         if self.motion.blocks and cfg.propagation == "chain" and cfg.motion_resampling == "nearest":
             start = time.perf_counter()  # straight from the block field, in one pass of the native kernel
             m = frame.motion

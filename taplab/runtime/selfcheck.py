@@ -24,9 +24,9 @@ runs the rule at other settings):
 - the first probe decides (:data:`MIN_PROBES`): before it the run has the stages it was configured with,
   and with interpolation the frames of the GOP that the probed key frame closes get the choice too
   (waiting for a second probe left those GOPs fused on the real streams, 0.4-2.2 fidelity points lower);
-- every anchor key frame after warped frames is probed until :data:`WINDOW` probes, then every :data:`EVERY`-th
-  (the probe costs one warp, one correction of each stage and a few arg-maxes, and at an I-frame the optical
-  flow of its step back where neither interpolation nor the key-frame blend computes it);
+- every anchor key frame is probed, once the run has warped a frame, until :data:`WINDOW` probes, then every
+  :data:`EVERY`-th (the probe costs one warp, one correction of each stage and a few arg-maxes, and at an
+  I-frame the optical flow of its step back where neither interpolation nor the key-frame blend computes it);
 - a key frame is a biased sample of the warped frames: it is one the key interval or RGFS chose, so it
   lies farther from its key frame, or warps worse, than most, and corrections look better there than on
   average (an I-frame's residual, which fusion and RGC read, is moreover the zero-motion difference).
@@ -91,17 +91,16 @@ class SelfCheck:
         self.active = bool(self.modules) and cfg.self_check and cfg.ffw and cfg.latency_budget is None \
             and cfg.propagation == "accumulate"
         self.probes = 0  #: key frames probed so far
-        self.warped = False  #: whether a frame was warped since the last key frame (the run sets it)
+        self.warped = False  #: whether the run has warped a frame yet (it sets this)
         self._window: deque[dict[frozenset[Module], np.ndarray]] = deque(maxlen=WINDOW)
         self._seen = 0  # key frames offered for a probe
 
     def due(self) -> bool:
-        """Whether the key frame now arriving is probed: one after which frames were warped (where none are, as on a
-        codec without vectors and ``motion_source="codec"``, there is nothing to choose for), every one until
+        """Whether the key frame now arriving is probed: once the run has warped a frame (a run that warps none, as a
+        codec without vectors under ``motion_source="codec"``, has nothing to choose for), every one until
         :data:`WINDOW` probes, then one in :data:`EVERY`. Call it once per key frame that could be probed (an anchor
         with features before it)."""
-        warped, self.warped = self.warped, False
-        if not self.active or not warped:
+        if not self.active or not self.warped:
             return False
         self._seen += 1
         return self.probes < WINDOW or self._seen % EVERY == 0
