@@ -61,9 +61,9 @@ MARGIN = 2.0
 EVERY = 3
 
 
-def choose(scores: Mapping[frozenset[Module], float], margin: float = MARGIN) -> frozenset[Module]:
+def choose(scores: Mapping[frozenset[Module], float], margin: float) -> frozenset[Module]:
     """The correction stages to run: of the combinations scored (fidelity in %, NaN: nothing to score), the one with
-    the fewest stages among those within ``margin`` points of the best; between equally many, the higher score
+    the fewest stages among those within ``margin`` points (the run's: :data:`MARGIN`) of the best; between equally many, the higher score
     (then the name, so that the choice never depends on the mapping's order)."""
     finite = {mods: s for mods, s in scores.items() if not math.isnan(s)}
     if not finite:
