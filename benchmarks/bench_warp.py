@@ -7,7 +7,8 @@
    bilinear, indexing for nearest) for 19x180x320 and 19x256x512 logits (BL2's stride 4 at 720p and at
    1024x2048) and 128-channel stride-8 features at 1024x2048; and from the codec's block field in one
    pass (``warp_blocks``) against resampling the vectors then warping; and interpolation's splatting
-   (``taplab.ops.interpolation.splat``: the C++ kernel against ``splat_reference``) at the same sizes.
+   (``taplab.ops.interpolation.splat``: the C++ kernel against ``splat_reference``) at the same sizes, and the
+   composition of motion (``compose``: its one-pass kernel against ``compose_reference``) on the same grids.
 2. The runtime with FFW only on the first ``--frames`` frames of the real 1280x720 MPEG-4 clip, with
    the native warp and with the reference: ms per warped frame (T_P) and per stage.
 3. On a CUDA device, if any: the CUDA kernel against ``grid_sample`` and against a torch gather at
@@ -28,7 +29,7 @@ import torch
 
 from taplab.native import status
 from taplab.ops.interpolation import splat, splat_reference
-from taplab.ops.warp import GridFlow, motion_to_grid, warp, warp_blocks, warp_reference
+from taplab.ops.warp import GridFlow, compose, compose_reference, motion_to_grid, warp, warp_blocks, warp_reference
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 SIZES = {"19x180x320 (stride 4, 720p)": (19, 180, 320), "19x256x512 (stride 4, 1024x2048)": (19, 256, 512),
@@ -72,6 +73,20 @@ def splats(repeats: int) -> None:
         t = median_ms({"ref": lambda: splat_reference(x, cover, motion), "native": lambda: splat(x, cover, motion)},
                       repeats)
         print(f"| {name} | {t['ref']:.2f} | {t['native']:.2f} | {t['ref'] / t['native']:.1f}x |", flush=True)
+    print()
+
+
+def compositions(repeats: int) -> None:
+    """Chaining motion (``taplab.ops.warp.compose``): the C++ kernel's one pass against ``compose_reference``, the
+    accumulated flow stacked with its validity and warped by the C++ warp kernel (what compose did before)."""
+    print("\n## Composition of motion: one pass vs stacking and warping\n")
+    print("| grid | stacked + warp kernel ms | one pass ms | speed-up |\n|---|---:|---:|---:|")
+    for name, (c, h, w) in SIZES.items():
+        _, step, _, _, _ = fields(c, h, w)
+        so_far = compose(step, step)
+        t = median_ms({"ref": lambda: compose_reference(step, so_far), "native": lambda: compose(step, so_far)},
+                      repeats)
+        print(f"| {h}x{w} | {t['ref']:.2f} | {t['native']:.2f} | {t['ref'] / t['native']:.1f}x |", flush=True)
     print()
 
 
@@ -153,6 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     kernels(args.repeats)
     splats(args.repeats)
+    compositions(args.repeats)
     runtime(args.frames)
     gpu(args.repeats)
 

@@ -80,17 +80,27 @@ def real_dir() -> Path:
 
 @pytest.fixture
 def flow_calls(monkeypatch) -> list[str]:
-    """The names of the threads the real optical flow runs in, one per call: a spy around it (it still computes)."""
+    """The names of the threads the real optical flow runs in, one per estimate (a dense flow, or block vectors, which
+    may compute a dense flow inside): a spy around it (it still computes)."""
     import threading
 
     from taplab.ops.flow import OpticalFlow
 
     calls: list[str] = []
-    real = OpticalFlow.__call__
+    inside = threading.local()
 
-    def spy(self, current, previous):
-        calls.append(threading.current_thread().name)
-        return real(self, current, previous)
+    def spying(real):
+        def spy(self, *args):
+            outer = not getattr(inside, "depth", 0)
+            if outer:
+                calls.append(threading.current_thread().name)
+            inside.depth = getattr(inside, "depth", 0) + 1
+            try:
+                return real(self, *args)
+            finally:
+                inside.depth -= 1
+        return spy
 
-    monkeypatch.setattr(OpticalFlow, "__call__", spy)
+    monkeypatch.setattr(OpticalFlow, "__call__", spying(OpticalFlow.__call__))
+    monkeypatch.setattr(OpticalFlow, "blocks", spying(OpticalFlow.blocks))
     return calls

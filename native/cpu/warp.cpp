@@ -24,7 +24,12 @@
  *   out = the sums normalised by the weight each cell received (at least 1e-6), weight clipped to 1.
  *   cover: (h, w) float32; out: (C, h, w) float32, written; weight: (h, w) float32, written.
  *
- * Two passes: the source and weights of every cell (rows in parallel), then the channel planes in
+ * compose(h, w, step_flow, step_valid, flow, valid, out_flow, out_valid)
+ *   motion chained (taplab/ops/warp.py, compose_reference): the accumulated flow (h, w, 2) and its validity sampled
+ *   bilinearly at each cell's step source, as warp() samples features; out_flow = step_flow + the sampled flow,
+ *   out_valid = step_valid && sampled validity > 0.999. Flows float32, validity uint8 (bool).
+ *
+ * warp and warp_blocks, in two passes: the source and weights of every cell (rows in parallel), then the channel planes in
  * order, four at a time so that each cell's taps are read once per four channels (groups in parallel). OpenMP threads come from the runtime torch loaded
  * (the same libgomp), so torch.set_num_threads bounds them. The GIL is released; arrays travel
  * through the buffer protocol (no numpy headers). All arrays C-contiguous.
@@ -33,9 +38,13 @@
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 namespace {
+
+/* channels splatted per pass over the cells (2 balances 19 classes over two threads; 4 reads the shares least) */
+constexpr int SPLAT_GROUP = 2;
 
 struct Taps {  // where each cell samples: the top-left source cell and its neighbours' offsets and weights
     std::vector<int32_t> base, dx, dy;
@@ -218,10 +227,10 @@ PyObject *splat(PyObject *, PyObject *args) {
     auto valid = (const uint8_t *)b[3];
     auto out = (float *)b[4], weight = (float *)b[5];
     Py_BEGIN_ALLOW_THREADS
-    /* each cell's four targets and shares, and the weight every cell receives (in cell order, one thread) */
-    std::vector<int32_t> target(4 * cells);
-    std::vector<float> share(4 * cells);
-    std::fill(weight, weight + cells, 0.0f);
+    /* each cell's four targets and shares (rows in parallel), then the weight every cell receives (in cell order) */
+    std::unique_ptr<int32_t[]> target(new int32_t[4 * cells]);  // written in full below: not zeroed first
+    std::unique_ptr<float[]> share(new float[4 * cells]);
+#pragma omp parallel for schedule(static)
     for (int i = 0; i < h; i++)
         for (int j = 0; j < w; j++) {
             Py_ssize_t p = (Py_ssize_t)i * w + j;
@@ -231,25 +240,88 @@ PyObject *splat(PyObject *, PyObject *args) {
                 float cx = x0 + (k >> 1), cy = y0 + (k & 1);
                 float s = mass * (1.0f - std::fabs(tx - cx)) * (1.0f - std::fabs(ty - cy));
                 bool inside = cx >= 0 && cx < w && cy >= 0 && cy < h && s > 0;
-                int32_t t = inside ? (int32_t)cy * w + (int32_t)cx : -1;
-                target[4 * p + k] = t;
+                target[4 * p + k] = inside ? (int32_t)cy * w + (int32_t)cx : -1;
                 share[4 * p + k] = s;
-                if (inside) weight[t] += s;
             }
         }
-    /* the channel planes, each by one thread (no two threads write one plane), normalised by the weight */
+    std::fill(weight, weight + cells, 0.0f);
+    for (Py_ssize_t q = 0; q < 4 * cells; q++)
+        if (target[q] >= 0) weight[target[q]] += share[q];
+    /* the channel planes in groups of SPLAT_GROUP, each group by one thread (no two threads write one plane), so
+       that a cell's targets and shares are read once per group; each plane's sums in cell order, as one
+       channel at a time would make them; then normalised by the weight */
+    const int groups = (C + SPLAT_GROUP - 1) / SPLAT_GROUP;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        const float *src = x + (Py_ssize_t)c * cells;
-        float *dst = out + (Py_ssize_t)c * cells;
-        std::fill(dst, dst + cells, 0.0f);
-        for (Py_ssize_t q = 0; q < 4 * cells; q++) {
-            int32_t t = target[q];
-            if (t >= 0) dst[t] += src[q >> 2] * share[q];
+    for (int g = 0; g < groups; g++) {
+        const int c0 = SPLAT_GROUP * g, n = C - c0 < SPLAT_GROUP ? C - c0 : SPLAT_GROUP;
+        const float *src[SPLAT_GROUP];
+        float *dst[SPLAT_GROUP];
+        for (int k = 0; k < n; k++) {
+            src[k] = x + (Py_ssize_t)(c0 + k) * cells;
+            dst[k] = out + (Py_ssize_t)(c0 + k) * cells;
+            std::fill(dst[k], dst[k] + cells, 0.0f);
         }
-        for (Py_ssize_t p = 0; p < cells; p++) dst[p] /= weight[p] > 1e-6f ? weight[p] : 1e-6f;
+        for (Py_ssize_t p = 0; p < cells; p++)
+            for (int e = 0; e < 4; e++) {
+                const int32_t t = target[4 * p + e];
+                if (t < 0) continue;
+                const float s = share[4 * p + e];
+                for (int k = 0; k < n; k++) dst[k][t] += src[k][p] * s;
+            }
+        for (int k = 0; k < n; k++)
+            for (Py_ssize_t p = 0; p < cells; p++) dst[k][p] /= weight[p] > 1e-6f ? weight[p] : 1e-6f;
     }
     for (Py_ssize_t p = 0; p < cells; p++) weight[p] = weight[p] < 1.0f ? weight[p] : 1.0f;
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyObject *compose(PyObject *, PyObject *args) {
+    PyObject *sf_o, *sv_o, *af_o, *av_o, *of_o, *ov_o;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "iiOOOOOO", &h, &w, &sf_o, &sv_o, &af_o, &av_o, &of_o, &ov_o)) return nullptr;
+    if (h < 1 || w < 1) {
+        PyErr_SetString(PyExc_ValueError, "compose: sizes must be >= 1");
+        return nullptr;
+    }
+    Py_ssize_t cells = (Py_ssize_t)h * w;
+    Buffers b;
+    b.get(sf_o, cells * 8, false, "step flow");
+    b.get(sv_o, cells, false, "step valid");
+    b.get(af_o, cells * 8, false, "accumulated flow");
+    b.get(av_o, cells, false, "accumulated valid");
+    b.get(of_o, cells * 8, true, "out flow");
+    b.get(ov_o, cells, true, "out valid");
+    if (!b.ok) return nullptr;
+    auto sf = (const float *)b[0], af = (const float *)b[2];
+    auto sv = (const uint8_t *)b[1], av = (const uint8_t *)b[3];
+    auto of = (float *)b[4];
+    auto ov = (uint8_t *)b[5];
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < h; i++)
+        for (int j = 0; j < w; j++) {
+            /* the bilinear taps of warp(), sampling the accumulated flow's two planes and its validity as 0/1 */
+            Py_ssize_t p = (Py_ssize_t)i * w + j;
+            float sx = (float)j + sf[2 * p], sy = (float)i + sf[2 * p + 1];
+            float gx = sx < 0 ? 0 : (sx > w - 1 ? (float)(w - 1) : sx);
+            float gy = sy < 0 ? 0 : (sy > h - 1 ? (float)(h - 1) : sy);
+            int x0 = (int)std::floor(gx), y0 = (int)std::floor(gy);
+            const float wx = gx - x0, wy = gy - y0;
+            const Py_ssize_t q = (Py_ssize_t)y0 * w + x0, dx = x0 + 1 < w ? 1 : 0, dy = y0 + 1 < h ? w : 0;
+            const Py_ssize_t corner[4] = {q, q + dx, q + dy, q + dy + dx};
+            float v[3];
+            for (int k = 0; k < 3; k++) {
+                float a[4];
+                for (int c = 0; c < 4; c++) a[c] = k < 2 ? af[2 * corner[c] + k] : (av[corner[c]] ? 1.0f : 0.0f);
+                float top = a[0] + wx * (a[1] - a[0]);
+                float bottom = a[2] + wx * (a[3] - a[2]);
+                v[k] = top + wy * (bottom - top);
+            }
+            of[2 * p] = sf[2 * p] + v[0];
+            of[2 * p + 1] = sf[2 * p + 1] + v[1];
+            ov[p] = sv[p] && v[2] > 0.999f;
+        }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -257,6 +329,7 @@ PyObject *splat(PyObject *, PyObject *args) {
 PyMethodDef methods[] = {
     {"warp", warp, METH_VARARGS, "warp(features, C, h, w, flow, valid, bilinear, out, distorted)"},
     {"splat", splat, METH_VARARGS, "splat(features, C, h, w, cover, flow, valid, out, weight)"},
+    {"compose", compose, METH_VARARGS, "compose(h, w, step_flow, step_valid, flow, valid, out_flow, out_valid)"},
     {"warp_blocks", warp_blocks, METH_VARARGS,
      "warp_blocks(features, C, h, w, vectors, valid, gh, gw, block, sy, sx, bilinear, out, distorted)"},
     {nullptr, nullptr, 0, nullptr},

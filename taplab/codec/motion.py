@@ -13,7 +13,7 @@ Conventions (the single source of truth for the rest of taplab):
   ``source < 0``) or ``"future"`` (``source > 0``, B-frames only).
 - ``source`` says where the vectors come from: ``"codec"`` (exported by the
   decoder) or, for codecs that export none (HEVC, VP9, AV1), the optical flow that
-  estimated them from the decoded luma (:meth:`MotionField.from_flow`): the motion an
+  estimated them from the decoded luma (:meth:`MotionField.from_blocks`): the motion an
   encoder would have searched, on the same block grid, so that everything downstream
   (the residual, RGC, RGFS, the warp) works alike. The side data
   carries no reference index: taplab assumes a past vector points into the
@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from taplab.native import bind
+from taplab.ops.flow import flow_to_blocks
 
 #: FFmpeg's AVMotionVector as PyAV exports it (``MotionVectors.to_ndarray()``).
 AV_MOTION_VECTOR_DTYPE = np.dtype(
@@ -44,7 +44,7 @@ AV_MOTION_VECTOR_DTYPE = np.dtype(
 )
 
 #: the decoders FFmpeg exports motion vectors from (``flags2=+export_mvs``): its MPEG-video family and
-#: H.264. HEVC, VP9 and AV1 export none: the reader can estimate vectors for them (:meth:`MotionField.from_flow`).
+#: H.264. HEVC, VP9 and AV1 export none: the reader can estimate vectors for them (:meth:`MotionField.from_blocks`).
 VECTOR_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "h263i", "flv1", "msmpeg4v1",
                            "msmpeg4v2", "msmpeg4v3", "wmv1", "wmv2", "h264"})
 
@@ -119,30 +119,15 @@ class MotionField:
                   direction: str = "past") -> MotionField:
         """Block vectors estimated from a dense flow ``(H, W, 2)`` in pixels into ``reference`` (taplab's convention:
         ``current[y, x] ~= reference[y + dy, x + dx]``), every block valid; ``method`` names the flow."""
-        vectors = flow_to_blocks(flow, block)
+        return cls.from_blocks(flow_to_blocks(flow, block), block, method, reference, direction)
+
+    @classmethod
+    def from_blocks(cls, vectors: np.ndarray, block: int, method: str, reference: int | None = None,
+                    direction: str = "past") -> MotionField:
+        """Block vectors ``(gh, gw, 2)`` estimated by ``method`` (e.g. :meth:`taplab.ops.flow.OpticalFlow.blocks`),
+        every block valid."""
         return cls(vectors=vectors, valid=np.ones(vectors.shape[:2], bool), block=block,
                    raw=np.zeros(0, AV_MOTION_VECTOR_DTYPE), direction=direction, reference=reference, source=method)
-
-
-def flow_to_blocks(flow: np.ndarray, block: int) -> np.ndarray:
-    """A dense backward flow ``(H, W, 2)`` in pixels -> one vector per ``block``-pixel block, ``(ceil(H/block),
-    ceil(W/block), 2)`` float32: the mean over the block's pixels (an edge block over the pixels it holds)."""
-    height, width = flow.shape[:2]
-    gh, gw = -(-height // block), -(-width // block)
-    whole_h, whole_w = height // block, width // block  # blocks that hold block x block pixels
-    out = np.empty((gh, gw, 2), np.float32)
-    if whole_h and whole_w:  # an area resize by a whole factor is the block mean, and 100x faster than numpy's
-        core = np.ascontiguousarray(flow[:whole_h * block, :whole_w * block], np.float32)
-        out[:whole_h, :whole_w] = cv2.resize(core, (whole_w, whole_h), interpolation=cv2.INTER_AREA)
-    if whole_h < gh:  # the bottom row of partial blocks
-        rows = flow[whole_h * block:, :whole_w * block]
-        out[whole_h, :whole_w] = rows.reshape(rows.shape[0], whole_w, block, 2).mean(axis=(0, 2))
-    if whole_w < gw:  # the right column of partial blocks
-        cols = flow[:whole_h * block, whole_w * block:]
-        out[:whole_h, whole_w] = cols.reshape(whole_h, block, cols.shape[1], 2).mean(axis=(1, 2))
-    if whole_h < gh and whole_w < gw:
-        out[whole_h, whole_w] = flow[whole_h * block:, whole_w * block:].mean(axis=(0, 1))
-    return out
 
 
 def rasterize_reference(raw: np.ndarray, width: int, height: int, block: int, sign: int) -> tuple[np.ndarray, np.ndarray]:

@@ -285,9 +285,9 @@ class Video:
 
     def _estimate_between(self, luma: np.ndarray, reference: np.ndarray, index: int, direction: str = "past") -> MotionField:
         """Block vectors from ``luma`` into ``reference`` (the frame ``index``) by the video's optical flow."""
-        with self._estimator_lock:  # one OpenCV DIS object for all frames, which is not thread-safe
-            flow = self._estimator(luma, reference)
-        return MotionField.from_flow(flow, self.block, self._estimator.method, index, direction)
+        with self._estimator_lock:  # one estimator for all frames: its OpenCV DIS objects are not thread-safe
+            vectors = self._estimator.blocks(luma, reference, self.block)
+        return MotionField.from_blocks(vectors, self.block, self._estimator.method, index, direction)
 
     def _motion_fields(self, decoded: DecodedFrame, reference: int | None) -> tuple[MotionField | None, MotionField | None]:
         raw = decoded.raw_motion

@@ -83,9 +83,10 @@ class RunSummary:
         if self.motions:
             text += "\nmotion: " + ", ".join(f"{_motion_name(k)} on {n} frames" for k, n in self.motions.items())
         if self.check is not None:
-            scores = ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -" for k, v in self.check["fidelity"].items())
-            text += (f"\nself-check ({self.check['probes']} key frames): fidelity to the CNN {scores}; "
-                     f"warped frames get: {self.check['kept']}")
+            text += (f"\nself-check ({self.check['probes']} key frames): fidelity to the CNN "
+                     f"{_scores(self.check['fidelity'])}; warped frames get: {self.check['kept']}")
+            if self.check.get("behind"):  # stages far behind, which fewer probes apply
+                text += f"; far behind, probed less often: {_scores(self.check['behind'])}"
         if self.live and self.latencies:
             p50, p95 = np.percentile(self.latencies, [50, 95])
             text += (f"\nlatency (arrival to result, frames with output): p50 {1000 * p50:.0f} ms, "
@@ -100,3 +101,8 @@ class RunSummary:
 
 def _motion_name(source: str) -> str:
     return {"codec": "the codec's vectors", "truth": "ground-truth flow"}.get(source, f"optical flow ({source})")
+
+
+def _scores(fidelity: dict[str, float | None]) -> str:
+    """A self-check record's fidelity per combination, as the summary line writes it."""
+    return ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -" for k, v in fidelity.items())

@@ -124,6 +124,21 @@ class CpuWarp(WarpKernels):
                             weight.numpy())
         return out, weight
 
+    def compose(self, step_flow: torch.Tensor, step_valid: torch.Tensor, flow: torch.Tensor,
+                valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``taplab.ops.warp.compose_reference`` on the CPU: ``step`` (``step_flow`` (h, w, 2) in cells, ``step_valid``
+        (h, w)) after the accumulated motion (``flow``, ``valid``); the chained flow and its validity, new tensors."""
+        h, w = step_valid.shape
+        if tuple(step_flow.shape) != (h, w, 2) or tuple(flow.shape) != (h, w, 2) or tuple(valid.shape) != (h, w):
+            raise ValueError(f"step {tuple(step_flow.shape)} / {tuple(step_valid.shape)} and accumulated "
+                             f"{tuple(flow.shape)} / {tuple(valid.shape)} are not one grid's motion")
+        step_flow, flow = (f.to(torch.float32).contiguous() for f in (step_flow, flow))
+        step_valid, valid = (v.to(torch.bool).contiguous() for v in (step_valid, valid))
+        out_flow, out_valid = torch.empty(h, w, 2), torch.empty(h, w, dtype=torch.bool)
+        self.compiled.compose(h, w, step_flow.numpy(), step_valid.numpy(), flow.numpy(), valid.numpy(),
+                              out_flow.numpy(), out_valid.numpy())
+        return out_flow, out_valid
+
 
 class CudaWarp(WarpKernels):
     """``native/cuda/warp.cu`` (a ctypes library, see :mod:`taplab.native.cuda`): float32 and float16 CUDA

@@ -198,9 +198,22 @@ def compose(step: GridFlow, accumulated: GridFlow) -> GridFlow:
     gives current -> key frame, ``D(p) = v(p) + D_prev(p + v(p))`` with ``D_prev`` sampled bilinearly.
 
     Warping the key frame's features once with the composed flow keeps every step's sub-cell part,
-    which a chain of nearest warps drops. A cell is valid where both steps are.
+    which a chain of nearest warps drops. A cell is valid where both steps are. One pass of the C++
+    kernel where it is built and the flows are float32 on the CPU without autograd (bit for bit
+    :func:`compose_reference` through the C++ warp kernel, without its half a dozen torch operations),
+    else the reference.
     """
-    h, w = step.flow.shape[:2]
+    flows = (step.flow, accumulated.flow)
+    kernels = bind("warp") if all(f.device.type == "cpu" and f.dtype == torch.float32 and not f.requires_grad
+                                  for f in flows) else None
+    if kernels is None:
+        return compose_reference(step, accumulated)
+    return GridFlow(*kernels.compose(step.flow, step.valid, accumulated.flow, accumulated.valid))
+
+
+def compose_reference(step: GridFlow, accumulated: GridFlow) -> GridFlow:
+    """:func:`compose` in torch: the accumulated flow and validity stacked as three channels and warped with
+    ``step`` (bilinear), the flow added to the step's; valid where the step is and the sampled validity > 0.999."""
     prev = torch.cat([accumulated.flow.permute(2, 0, 1), accumulated.valid[None].float()])
     sampled, _ = warp(prev, step, "bilinear")
     flow = step.flow + sampled[:2].permute(1, 2, 0)

@@ -216,16 +216,17 @@ class Corrections:
         """The self-check's probe of a key frame (:mod:`taplab.runtime.selfcheck`): the frame warped as if it were not
         one (``key_features`` carried along ``to_key``, its motion to the key frame before it; ``reference``: fusion's
         labels to compare with), then the labels ``(h, w)`` on the feature grid of every combination of the run's
-        stages applied to it as on warped frames (fusion without its memory), timed in ``self_check``. RGC's region
+        stages the check probes now (:meth:`~taplab.runtime.selfcheck.SelfCheck.probing`) applied to it as on warped
+        frames (fusion without its memory), timed in ``self_check``. RGC's region
         runs the CNN once, blended into each; where no pixel calls for it, RGC changes nothing."""
         start = time.perf_counter()
         features, mask = warp(key_features, to_key, self.fusion.sampling)
-        out = {frozenset(): features}
-        if Module.FUSION in self.check.modules:
+        out, stages = {frozenset(): features}, self.check.probing()
+        if Module.FUSION in stages:
             warped = self.logits(features)
             coarse = self.fusion.coarse(frame, warped, reference, mask) if self.fusion.needs_coarse else None
             out[frozenset({Module.FUSION})] = self.fusion(frame, features, warped, coarse)[0]
-        if Module.RGC in self.check.modules:
+        if Module.RGC in stages:
             region, count = self.rgc.select(frame)
             crop = self.rgc.crop(frame, region) if count > 0 else None
             for mods, f in list(out.items()):

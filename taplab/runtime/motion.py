@@ -168,7 +168,7 @@ def estimated_step(frame: Frame, estimator: OpticalFlow, grid: tuple[int, int], 
     and the key-frame blend, which its codec gives no vectors for (one flow per key frame)."""
     if frame.reference_luma is None:
         return None
-    m = MotionField.from_flow(estimator(frame.luma, frame.reference_luma), block, estimator.method)
+    m = MotionField.from_blocks(estimator.blocks(frame.luma, frame.reference_luma, block), block, estimator.method)
     flow = motion_to_grid(m.vectors, m.valid, m.block, grid, stride)
     residual = compute_residual(frame.luma, frame.reference_luma, m.vectors, m.valid, m.block)
     return flow, bidirectional.cell_errors(residual, grid)

@@ -32,6 +32,14 @@ runs the rule at other settings):
   average (an I-frame's residual, which fusion and RGC read, is moreover the zero-motion difference).
   The margin absorbs some of it; probing only the key frames the schedule chose (I-frames, the key
   interval), tried while building this, favoured RGC more, not less;
+- a stage :data:`BEHIND` points or more below the kept combination in all its combinations (the shipped
+  correction on the real streams, docs/runtime.md) is applied in one probe of :data:`EVERY` only (:func:`behind`,
+  :meth:`SelfCheck.probing`): the correction network is most of a probe's cost, a few points cannot bring it
+  back, and it is still seen often enough to come back when it pays again (on the probes that applied every
+  stage: two of the window's six, once the window is full).
+  Combinations are always compared on the same frames: the window's probes that applied every one compared.
+  So a probe that applies every stage decides which are far behind on the probes that applied every stage,
+  and the others choose among the combinations without a stage far behind, on the probes that applied those;
 - with interpolation the probe has the forward side alone (a key frame has no next key frame to blend);
 - it is off under a latency budget (the probe would delay the key frame) and with ``propagation="chain"``
   (there the previous output carries its corrections, so no uncorrected warp exists to compare with).
@@ -57,8 +65,10 @@ WINDOW = 6
 MIN_PROBES = 1
 #: fidelity points (mIoU %) within which a combination of fewer stages beats the best
 MARGIN = 2.0
-#: after WINDOW probes, one key frame in this many is probed
+#: after WINDOW probes, one key frame in this many is probed; a stage far behind is applied in one probe in this many
 EVERY = 3
+#: fidelity points below the kept combination at which a stage is far behind (every combination holding it)
+BEHIND = 4.0
 
 
 def choose(scores: Mapping[frozenset[Module], float], margin: float) -> frozenset[Module]:
@@ -71,6 +81,21 @@ def choose(scores: Mapping[frozenset[Module], float], margin: float) -> frozense
     best = max(finite.values())
     near = [mods for mods, s in finite.items() if s >= best - margin]
     return min(near, key=lambda mods: (len(mods), -finite[mods], sorted(m.value for m in mods)))
+
+
+def behind(scores: Mapping[frozenset[Module], float], kept: frozenset[Module], margin: float) -> frozenset[Module]:
+    """The stages far behind: those whose every scored combination lies ``margin`` points (the run's: :data:`BEHIND`)
+    or more below the ``kept`` combination's score (none where that is not scored)."""
+    best = scores.get(kept, math.nan)
+    if math.isnan(best):
+        return frozenset()
+    stages = frozenset().union(*scores)
+    return frozenset(m for m in stages
+                     if all(s <= best - margin for mods, s in scores.items() if m in mods and not math.isnan(s)))
+
+
+def _named(scores: Mapping[frozenset[Module], float]) -> dict[str, float | None]:
+    return {variant_name(m): percent(v / 100) for m, v in scores.items()}
 
 
 def variant_name(modules: frozenset[Module]) -> str:
@@ -91,6 +116,8 @@ class SelfCheck:
         self.active = bool(self.modules) and cfg.self_check and cfg.ffw and cfg.latency_budget is None \
             and cfg.propagation == "accumulate"
         self.probes = 0  #: key frames probed so far
+        self.behind: frozenset[Module] = frozenset()  #: stages far behind (:func:`behind`) at the last full probe
+        self._full: dict[frozenset[Module], float] = {}  # the scores at the last probe that applied every stage
         self.warped = False  #: whether the run has warped a frame yet (it sets this)
         self._window: deque[dict[frozenset[Module], np.ndarray]] = deque(maxlen=WINDOW)
         self._seen = 0  # key frames offered for a probe
@@ -105,10 +132,17 @@ class SelfCheck:
         self._seen += 1
         return self.probes < WINDOW or self._seen % EVERY == 0
 
+    def probing(self) -> frozenset[Module]:
+        """The stages the probe now due applies: all of them in one probe of :data:`EVERY` (the first included), else
+        those not far behind."""
+        return self.modules if self.probes % EVERY == 0 else self.modules - self.behind
+
     def score(self, variants: Mapping[frozenset[Module], torch.Tensor], cnn_logits: torch.Tensor) -> dict:
         """Score a probe: ``variants`` the labels ``(h, w)`` of each combination, ``cnn_logits`` ``(C, h, w)`` the key
-        frame's CNN output. Updates :attr:`kept`; returns the record a key frame's result carries (``check``):
-        the window's fidelity per combination, the combination kept and the probes so far."""
+        frame's CNN output. Updates :attr:`kept` and :attr:`behind`; returns the record a key frame's result carries
+        (``check``): the window's fidelity of each combination compared for the choice (on the same probes), the
+        combination kept, the probes so far, and ``behind``: each combination with a stage far behind and its fidelity
+        at the last probe that applied every stage (on the probes that did)."""
         truth = class_map(cnn_logits).numpy()
         counts = {}
         for mods, labels in variants.items():
@@ -117,14 +151,27 @@ class SelfCheck:
             counts[mods] = cm.counts
         self._window.append(counts)
         self.probes += 1
-        scores = {mods: self._window_score(mods) for mods in counts}
+        applied = list(counts)
+        scores = self._scores(applied)
+        if frozenset().union(*applied) == self.modules:  # every stage applied: which are far behind, measured anew
+            self.behind = behind(scores, choose(scores, MARGIN), BEHIND)
+            self._full = scores
+        # a stage far behind is compared anew at the probes that apply it; meanwhile the choice is among the others
+        candidates = [mods for mods in applied if not mods & self.behind]
+        chosen = self._scores(candidates) if len(candidates) < len(applied) else scores
         if self.probes >= MIN_PROBES:
-            self.kept = choose(scores, MARGIN)
-        return {"fidelity": {variant_name(m): percent(s / 100) for m, s in scores.items()},
-                "kept": variant_name(self.kept), "probes": self.probes}
+            self.kept = choose(chosen, MARGIN)
+        return {"fidelity": _named(chosen), "kept": variant_name(self.kept), "probes": self.probes,
+                "behind": _named({m: v for m, v in self._full.items() if m & self.behind})}
 
-    def _window_score(self, mods: frozenset[Module]) -> float:
-        """Fidelity (%) of one combination over the probes in the window."""
+    def _scores(self, combinations: list[frozenset[Module]]) -> dict[frozenset[Module], float]:
+        """Fidelity (%) of each combination over the probes in the window that applied all of them (the same frames
+        for each, so that a combination applied in fewer probes is not compared on other frames)."""
+        common = [probe for probe in self._window if all(mods in probe for mods in combinations)]
+        return {mods: self._window_score(mods, common) for mods in combinations}
+
+    def _window_score(self, mods: frozenset[Module], probes: list[dict]) -> float:
+        """Fidelity (%) of one combination over ``probes`` (each holds it)."""
         cm = ConfusionMatrix(self.num_classes)
-        cm.counts = sum(probe[mods] for probe in self._window if mods in probe)
+        cm.counts = sum((probe[mods] for probe in probes), np.zeros_like(cm.counts))
         return 100 * cm.miou()

@@ -10,7 +10,7 @@ from taplab.native import kernel, status
 from taplab.native.cuda import compile_library, source
 from taplab.native import bind
 from taplab.ops.interpolation import splat, splat_reference
-from taplab.ops.warp import GridFlow, compose, motion_to_grid, warp, warp_blocks, warp_reference
+from taplab.ops.warp import GridFlow, compose, compose_reference, motion_to_grid, warp, warp_blocks, warp_reference
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,20 @@ def test_kernel_agrees_with_the_reference(built, channels, h, w, sampling):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_composition_through_the_kernel_equals_the_reference(built, monkeypatch):
-    step, so_far = random_motion(30, 40, 1, reach=2), random_motion(30, 40, 2, reach=5)
+@pytest.mark.parametrize("h, w", [(30, 40), (1, 1), (7, 2), (45, 80)])
+def test_composition_kernel_equals_the_reference(built, monkeypatch, h, w):
+    step, so_far = random_motion(h, w, 1, reach=2), random_motion(h, w, 2, reach=5)
     native = compose(step, so_far)
-    monkeypatch.setattr("taplab.ops.warp.bind", lambda name: None)
-    ref = compose(step, so_far)
-    torch.testing.assert_close(native.flow, ref.flow, atol=1e-5, rtol=1e-5)
+    # bit for bit the reference's stacking through the warp kernel, whose sampling it repeats
+    exact = compose_reference(step, so_far)
+    assert torch.equal(native.flow, exact.flow) and torch.equal(native.valid, exact.valid)
+    assert h * w == 1 or (native.valid.any() and not native.valid.all())  # both kinds of cell compared
+    monkeypatch.setattr("taplab.ops.warp.bind", lambda name: None)  # the torch reference throughout
+    ref = compose(step, so_far)  # grid_sample's coordinates round differently (as in the warp's test)
+    torch.testing.assert_close(native.flow, ref.flow, atol=1e-4, rtol=1e-4)
     assert torch.equal(native.valid, ref.valid)
+    with pytest.raises(ValueError, match="not one grid's motion"):
+        bind("warp").compose(step.flow, step.valid, so_far.flow[:-1], so_far.valid)
 
 
 def test_whole_cell_vectors_move_features_exactly(built):

@@ -18,7 +18,7 @@ from taplab.nets.conet import CoNet, save_correction
 from taplab.nets.loader import load_model
 from taplab.runtime import RuntimeConfig, Segmenter
 from taplab.runtime.result import Module
-from taplab.runtime.selfcheck import EVERY, MIN_PROBES, WINDOW, SelfCheck, choose, variant_name
+from taplab.runtime.selfcheck import BEHIND, EVERY, MIN_PROBES, WINDOW, SelfCheck, behind, choose, variant_name
 
 F, R = Module.FUSION, Module.RGC
 NONE, FUSED, RGC, BOTH = frozenset(), frozenset({F}), frozenset({R}), frozenset({F, R})
@@ -81,8 +81,58 @@ def test_scores_are_the_windows_fidelity_and_the_choice_waits_for_min_probes():
     assert record["fidelity"] == {"warp": 37.5, "fused": 58.33} and check.kept == FUSED
     for _ in range(WINDOW):
         record = check.score({NONE: half, FUSED: truth.clone()}, turned)
-    assert record["fidelity"] == {"warp": 100.0, "fused": 25.0} and check.kept == NONE and record["kept"] == "warp"
+    # fused is now far behind (75 points): left out of the choice, its score reported apart
+    assert record["fidelity"] == {"warp": 100.0} and record["behind"] == {"fused": 25.0}
+    assert check.kept == NONE and record["kept"] == "warp" and check.behind == {F}
     assert variant_name(BOTH) == "fused+RGC" and variant_name(RGC) == "warp+RGC"
+
+
+def test_behind_names_the_stages_every_combination_of_which_lies_far_below_the_kept_one():
+    scores = {NONE: 70.0, FUSED: 60.0, RGC: 69.0, BOTH: 62.0}
+    assert behind(scores, NONE, margin=4.0) == {F}  # 10 and 8 below
+    assert behind(scores, NONE, margin=9.0) == frozenset()  # fused+RGC is 8 below: within 9
+    assert behind({NONE: 70.0, FUSED: 60.0, RGC: 69.0, BOTH: 67.0}, NONE, margin=4.0) == frozenset()  # one is near
+    assert behind({NONE: 70.0, FUSED: 60.0, RGC: 60.0, BOTH: 60.0}, NONE, margin=4.0) == {F, R}
+    assert behind(scores, FUSED, margin=4.0) == frozenset()  # a kept stage is never behind itself
+    assert behind({NONE: math.nan, FUSED: 10.0}, NONE, margin=4.0) == frozenset()  # the kept one unscored
+    assert behind({NONE: 70.0, FUSED: math.nan}, NONE, margin=4.0) == {F}  # nothing says it is near
+
+
+def _labels(agree: int) -> torch.Tensor:
+    """Labels that agree with the CNN's (class 0 everywhere) on the first ``agree`` of 16 cells, class 1 elsewhere."""
+    labels = torch.ones(16, dtype=torch.int64)
+    labels[:agree] = 0
+    return labels.reshape(4, 4)
+
+
+def test_a_stage_far_behind_is_probed_one_time_in_every_and_compared_on_the_same_frames():
+    """A unit test of the schedule on hand-made label maps (no run): probes apply only the stages
+    :meth:`SelfCheck.probing` names, as the runtime's do."""
+    check = SelfCheck(FUSED, 2, RuntimeConfig())
+    cnn = torch.zeros(2, 4, 4)
+    cnn[0] = 1.0  # the CNN says class 0 everywhere
+    # an easy key frame: warp agrees on 15 cells of 16, fused on 10: fused falls far behind
+    assert check.probing() == FUSED
+    record = check.score({NONE: _labels(15), FUSED: _labels(10)}, cnn)
+    assert check.behind == {F} and check.kept == NONE and set(record["behind"]) == {"fused"}
+    # the next probes leave fusion out but one in EVERY; hard key frames meanwhile (warp on 4 cells of 16) do not
+    # make the fused score of the easy frame win: the choice compares combinations on the same probes
+    applied = []
+    for _ in range(2 * EVERY):
+        stages = check.probing()
+        applied.append(stages)
+        variants = {NONE: _labels(4)}
+        if F in stages:
+            variants[FUSED] = _labels(2)  # fused is worse on the hard frames too
+        check.score(variants, cnn)
+        assert check.kept == NONE
+    assert applied == [FUSED if (i + 1) % EVERY == 0 else NONE for i in range(2 * EVERY)]
+    # fusion comes back once a probe that applies it finds it near: here far ahead
+    while check.probing() != FUSED:
+        check.score({NONE: _labels(4)}, cnn)
+    record = check.score({NONE: _labels(4), FUSED: _labels(16)}, cnn)
+    assert check.behind == frozenset() and check.kept == FUSED and record["behind"] == {}
+    assert record["fidelity"]["fused"] - record["fidelity"]["warp"] > BEHIND
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +213,34 @@ def _harmful(path, model):
     return save_correction(path, net, model.class_names, model.stride, "default")
 
 
-def test_a_correction_that_lowers_agreement_is_left_out_after_the_first_probes(street, model, tmp_path):
+def test_a_correction_that_lowers_agreement_is_left_out_after_the_first_probes(street, model, tmp_path, monkeypatch):
+    from taplab.runtime.corrections import Corrections
+
     harmful = str(_harmful(tmp_path / "h.conet.pt", model))
     # no key blend: it would carry the fused frames' output into the next key frame, and the plain run has none
     options = dict(rgc=False, rgfs=False, correction=harmful, fusion_memory=0, key_blend=0)
+    fused, variants = [], Corrections.variants
+
+    def spy(self, *args):  # which probes apply the correction network
+        out = variants(self, *args)
+        fused.append(FUSED in out)
+        return out
+
+    monkeypatch.setattr(Corrections, "variants", spy)
     checked = list(Segmenter(model, **options).run(street, logits=True))
+    assert fused == [i % EVERY == 0 for i in range(4)]  # far behind from the first probe
+    summary = RunSummary()
+    for r in checked:
+        summary.add(r)
+    behind_fused = [r for r in checked if r.check is not None][-1].check["behind"]["fused"]  # the last probe's
+    assert f"warped frames get: warp; far behind, probed less often: fused {behind_fused:.1f}" in summary.format()
     unchecked = list(Segmenter(model, self_check=False, **options).run(street, logits=True))
     plain = list(Segmenter(model, rgc=False, rgfs=False, fusion=False, key_blend=0).run(street, logits=True))
     probes = [r for r in checked if r.check is not None]
     assert [r.index for r in probes] == [6, 12, 18, 24]  # the key frames after the first
-    assert all(r.check["fidelity"]["fused"] < r.check["fidelity"]["warp"] for r in probes)
+    # fused far below warp, and from the first probe on far behind: probed one key frame in EVERY (the first included)
+    assert all(r.check["behind"]["fused"] < r.check["fidelity"]["warp"] - BEHIND for r in probes)
+    assert ["fused" in r.check["fidelity"] for r in probes] == [False] * 4
     assert [r.check["kept"] for r in probes] == ["fused"] * (MIN_PROBES - 1) + ["warp"] * (5 - MIN_PROBES)
     assert [r.is_key for r in checked] == [r.is_key for r in unchecked] == [r.is_key for r in plain]
     # the GOP that ends at the probe that chose (interpolation corrects a GOP's frames at its end) and all after it
