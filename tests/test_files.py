@@ -2,11 +2,12 @@
 
 import os
 
+import cv2
 import numpy as np
 import pytest
 
 from taplab.errors import ConfigError
-from taplab.files import atomic_path, read_image, read_label_image, write_image
+from taplab.files import LABEL_PNG, atomic_path, read_image, read_label_image, write_image
 
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
@@ -37,6 +38,19 @@ def test_images_round_trip_in_rgb_and_as_stored(tmp_path):
     np.testing.assert_array_equal(read_label_image(tmp_path / "labels.png"), labels)
     assert read_image(tmp_path / "labels.png").shape == (6, 10, 3)  # grey expanded to RGB
     assert sorted(p.name for p in tmp_path.iterdir()) == ["colour.png", "labels.png"]
+
+
+def test_label_pngs_filter_rows_against_the_row_above_and_stay_exact(tmp_path):
+    """A synthetic street's label map: written with :data:`LABEL_PNG`, it reads back exactly and is smaller than
+    OpenCV's default encoding of it (``benchmarks/bench_png.py`` measures both on the real clip)."""
+    from taplab.data.synth import SynthConfig, generate
+
+    labels = next(iter(generate(SynthConfig(height=256, width=512, frames=1, seed=3)))).labels
+    assert labels.ndim == 2 and np.unique(labels).size > 5
+    write_image(tmp_path / "labels.png", labels)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "labels.png"), labels)
+    default = cv2.imencode(".png", labels)[1]
+    assert LABEL_PNG and (tmp_path / "labels.png").stat().st_size < 0.75 * len(default)
 
 
 def test_errors_name_the_file(tmp_path, monkeypatch):
