@@ -3,7 +3,7 @@
     python benchmarks/bench_png.py [--frames 96] [--rounds 5]
 
 The masks ``taplab segment`` writes are single-channel PNGs of class ids (``frame_000000.png``), one per frame:
-at 720p about 2 ms each and a third of the bytes a batch writes (docs/scale.md). PNG filters each row before
+at 720p about 2 ms each, and about three times the bytes of the H.264 video they come from (docs/scale.md). PNG filters each row before
 zlib: against the row to its left (``sub``, OpenCV's default), above (``up``), none, or the best of all five
 per row (``all``). Label maps are long runs of one value, and rows repeat the row above: the filter decides
 how well zlib finds that. Each setting encodes the same frames (``cv2.imencode``, in memory: the disk is not
