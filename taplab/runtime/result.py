@@ -143,8 +143,10 @@ class FrameResult:
             the feature cells (None: not blended: ``key_blend`` 0, the first frame, a B-frame, a latency budget).
         check: on a key frame the self-check probed (``self_check``, :mod:`taplab.runtime.selfcheck`): the fidelity
             (%) to the CNN of each combination of the correction stages over its recent probes, by the kind a warped
-            frame with them has (``{"warp": 61.2, "fused": 55.0, ...}``), the combination kept for the frames that
-            follow (``"kept"``) and the probes so far (``"probes"``).
+            frame with them has (``{"warp": 61.2, "fused": 55.0, ...}``; those compared for the choice, on the same
+            probes), the combination kept for the frames that follow (``"kept"``), the probes so far (``"probes"``)
+            and the combinations holding a stage far behind, with their fidelity at the last probe that applied
+            every stage (``"behind"``).
     """
 
     index: int
