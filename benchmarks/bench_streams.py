@@ -37,21 +37,22 @@ STREAMS = {"mpeg4": "vid_mpeg4_part2.mp4", "h264": "vid_h264.mp4", "h264-b": "vi
 ENCODED = {"vp9": dict(codec="vp9", gop=250), "mpeg4-b": dict(codec="mpeg4", gop=12, bframes=2),
            "h264-refs": dict(codec="h264", gop=250, bframes=2, refs=4)}
 #: name (no commas: --configs lists them) -> RuntimeConfig fields over the defaults; the "no-fusion" ones run the stages
-#: they name (no self-check leaving RGC out), the others the default's self-checked corrections
+#: they name (no self-check leaving RGC out; with neither stage it has nothing to check), the others the default's
+#: self-checked corrections
 CONFIGS = {
     "default": {},
     "no-self-check": dict(self_check=False),
-    "no-fusion": dict(fusion=False, self_check=False),
-    "no-fusion no-rgc": dict(fusion=False, rgc=False),
-    "no-fusion no-interpolation": dict(fusion=False, interpolation=False, self_check=False),
-    "no-fusion no-interpolation b-frames-past": dict(fusion=False, interpolation=False, b_frames="past",
-                                                     self_check=False),
-    "no-fusion no-interpolation b-frames-key": dict(fusion=False, interpolation=False, b_frames="key",
-                                                    self_check=False),
-    "no-fusion rgfs-absolute": dict(fusion=False, rgfs_mode="absolute", self_check=False),
-    "no-fusion no-key-interval": dict(fusion=False, key_interval=None, self_check=False),
     "key-interval-16": dict(key_interval=16),
     "key-interval-24": dict(key_interval=24),
+    **{name: dict(fusion=False, self_check=False, **options) for name, options in {
+        "no-fusion": {},
+        "no-fusion no-rgc": dict(rgc=False),
+        "no-fusion no-interpolation": dict(interpolation=False),
+        "no-fusion no-interpolation b-frames-past": dict(interpolation=False, b_frames="past"),
+        "no-fusion no-interpolation b-frames-key": dict(interpolation=False, b_frames="key"),
+        "no-fusion rgfs-absolute": dict(rgfs_mode="absolute"),
+        "no-fusion no-key-interval": dict(key_interval=None),
+    }.items()},
 }
 DEFAULT_CONFIGS = ("default", "no-self-check", "no-fusion", "no-fusion no-rgc", "no-fusion no-interpolation",
                    "no-fusion no-interpolation b-frames-past", "no-fusion rgfs-absolute")
